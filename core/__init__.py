@@ -1,0 +1,1 @@
+"""Shared by both layers: settings, the profile schema, pure transformations and aggregate definitions."""

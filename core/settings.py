@@ -1,0 +1,154 @@
+"""The one settings object: every endpoint, port, path and secret, with defaults for the local stack.
+
+Override any field with an environment variable: the prefix ``USERPULSE_`` and ``__`` between a section
+and its field, e.g. ``USERPULSE_KAFKA__PORT=19092`` or ``USERPULSE_MONGO__DATABASE=analytics``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote_plus
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Section(BaseModel):
+    """A frozen group of settings; unknown keys are an error, attribute docstrings become descriptions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class KafkaSettings(_Section):
+    host: str = "127.0.0.1"
+    """Host of the Kafka broker's client listener."""
+    port: int = 9092
+    """Port of the Kafka broker's client listener."""
+    controller_port: int = 9093
+    """Port of the KRaft controller listener of the local broker (not used by clients)."""
+    profiles_topic: str = "users.profiles"
+    """Topic the producer writes profile envelopes to and both layers read."""
+    dead_letter_topic: str = "users.profiles.dlq"
+    """Topic for records the producer could not validate, each with its reason."""
+    topic_partitions: int = 3
+    """Partition count used when the producer creates its topics."""
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The ``host:port`` string Kafka clients connect to."""
+        return f"{self.host}:{self.port}"
+
+
+class CassandraSettings(_Section):
+    host: str = "127.0.0.1"
+    """Contact point of the Cassandra cluster."""
+    port: int = 9042
+    """CQL native transport port."""
+    storage_port: int = 7000
+    """Inter-node port of the local Cassandra (bound, never used by a single node)."""
+    keyspace: str = "userpulse"
+    """Keyspace holding the transformed profiles and the speed and batch views."""
+    local_datacenter: str = "datacenter1"
+    """Data centre the driver's load-balancing policy treats as local."""
+    replication_factor: int = 1
+    """Replication factor of the keyspaces we create (1 on a single node)."""
+
+
+class MongoSettings(_Section):
+    host: str = "127.0.0.1"
+    """Host of the MongoDB wire-protocol server (FerretDB locally, MongoDB under Docker)."""
+    port: int = 27017
+    """Port of the MongoDB wire-protocol server."""
+    database: str = "userpulse"
+    """Database holding the raw profile documents."""
+    username: str | None = None
+    """User to authenticate as (against ``admin``); none for the local FerretDB."""
+    password: SecretStr | None = None
+    """Password of ``username``."""
+
+    @property
+    def uri(self) -> str:
+        """The connection string pymongo connects with (credentials included when set)."""
+        if self.username is None:
+            return f"mongodb://{self.host}:{self.port}/"
+        password = quote_plus(self.password.get_secret_value()) if self.password else ""
+        return f"mongodb://{quote_plus(self.username)}:{password}@{self.host}:{self.port}/?authSource=admin"
+
+
+class SparkSettings(_Section):
+    master: str = "local[2]"
+    """Spark master URL; two local threads match the two cores of the reference machine."""
+    shuffle_partitions: int = 2
+    """``spark.sql.shuffle.partitions``: small, since each micro-batch is small."""
+    driver_memory: str = "2g"
+    """Heap of the Spark driver JVM (local mode runs executors inside it)."""
+    ui_enabled: bool = False
+    """Whether to start the Spark web UI (off for tests and the demo)."""
+
+
+class LocalStackSettings(_Section):
+    kafka_heap: str = "512m"
+    """Heap of the local Kafka broker JVM."""
+    cassandra_heap: str = "1G"
+    """Heap of the local Cassandra JVM."""
+    jvm_gc_threads: int = 2
+    """Parallel GC threads for the local JVMs, sized for a 2-core machine."""
+    startup_timeout_s: float = 180.0
+    """How long ``stack up`` waits for a service to answer before giving up."""
+    stop_timeout_s: float = 45.0
+    """How long ``stack down`` waits after SIGTERM before it sends SIGKILL."""
+    java: str = "java"
+    """Java 17+ executable that runs the local Kafka and Cassandra."""
+    ferretdb_debug_port: int = 8088
+    """Port of FerretDB's HTTP debug/metrics handler (bound to the Mongo host)."""
+
+
+class PathSettings(_Section):
+    tools_dir: Path = PROJECT_ROOT / ".tools"
+    """Installed tools: Maven-resolved jars (``jars/<module>``) and the FerretDB binary (``bin``)."""
+    ferretdb_bin: Path = PROJECT_ROOT / ".tools" / "bin" / "ferretdb"
+    """FerretDB executable built by ``infra/ferretdb/build.sh``."""
+    stack_dir: Path = PROJECT_ROOT / ".stack"
+    """Runtime state of the local stack: one folder per service with its data, log and pid file."""
+    lake_dir: Path = PROJECT_ROOT / ".stack" / "lake"
+    """Delta Lake tables and streaming checkpoints."""
+
+    @property
+    def spark_jars_dir(self) -> Path:
+        """Jars put on Spark's classpath: the Kafka source and Delta Lake for the pinned pyspark."""
+        return self.tools_dir / "jars" / "spark"
+
+
+class SecretSettings(_Section):
+    pseudonymization_key: SecretStr = SecretStr("local-development-only-pseudonymization-key")
+    """HMAC key for keyed pseudonymization of PII. The default is for local runs only: set
+    ``USERPULSE_SECRETS__PSEUDONYMIZATION_KEY`` anywhere real data flows."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform, grouped by the system it configures."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="USERPULSE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    cassandra: CassandraSettings = CassandraSettings()
+    mongo: MongoSettings = MongoSettings()
+    spark: SparkSettings = SparkSettings()
+    local_stack: LocalStackSettings = LocalStackSettings()
+    paths: PathSettings = PathSettings()
+    secrets: SecretSettings = SecretSettings()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Infrastructure: the local service stack without Docker, its configuration and readiness probes."""

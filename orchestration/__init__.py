@@ -1,0 +1,1 @@
+"""Orchestration: Dagster assets, schedules, sensors and checks for the batch layer."""

@@ -1,0 +1,1 @@
+"""Serving: the merged batch + speed query layer and the Panel dashboard."""

@@ -1,0 +1,1 @@
+"""The speed layer: Spark Structured Streaming from Kafka to MongoDB raw documents and Cassandra views."""

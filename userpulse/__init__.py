@@ -1,0 +1,1 @@
+"""The ``userpulse`` command line: one entry point for every part of the platform."""
