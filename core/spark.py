@@ -1,0 +1,88 @@
+"""The one place Spark sessions are built: local jars for the Kafka source and Delta Lake, no Ivy.
+
+The connector jars are resolved ahead of time by Maven (``infra/jvm/spark``) into
+``.tools/jars/spark``. That folder also holds transitive dependencies pyspark already ships (Hadoop,
+Jackson, Scala...); putting a second copy of those on the classpath invites version clashes, so only
+the artifacts pyspark lacks are passed in ``spark.jars``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyspark
+from pyspark.sql import SparkSession
+
+from core.settings import Settings
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+# "<artifact>-<version>.jar", the version starting with digits and a dot (e.g. 2.13.5, 4.1.1, 1.13.1).
+_JAR_NAME = re.compile(r"^(?P<artifact>.+?)-(?P<version>\d+\.\d+[^/]*)\.jar$")
+
+
+class SparkSetupError(RuntimeError):
+    """The Spark connector jars are missing; the message names the install step."""
+
+
+def jar_artifact(jar_name: str) -> str:
+    """The artifact id of a Maven-named jar file (``delta-spark_2.13-4.4.0.jar`` -> ``delta-spark_2.13``)."""
+    match = _JAR_NAME.match(jar_name)
+    return match.group("artifact") if match else jar_name.removesuffix(".jar")
+
+
+def connector_jars(resolved_jars: list[Path], bundled_jar_names: list[str]) -> list[Path]:
+    """The resolved jars whose artifact pyspark does not bundle, in a stable order."""
+    bundled = {jar_artifact(name) for name in bundled_jar_names}
+    return sorted(jar for jar in resolved_jars if jar_artifact(jar.name) not in bundled)
+
+
+def pyspark_bundled_jars() -> list[str]:
+    """File names of the jars shipped inside the installed pyspark."""
+    return [jar.name for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")]
+
+
+def spark_connector_jars(settings: Settings) -> list[Path]:
+    """The Kafka-source and Delta jars (with their own dependencies) to put on Spark's classpath."""
+    jars_dir = settings.paths.spark_jars_dir
+    resolved = sorted(jars_dir.glob("*.jar"))
+    names = {jar.name for jar in resolved}
+    if not any(name.startswith("spark-sql-kafka") for name in names) or not any(
+        name.startswith("delta-spark") for name in names
+    ):
+        raise SparkSetupError(
+            f"the Spark Kafka and Delta connector jars are missing from {jars_dir}: run `make install`"
+        )
+    return connector_jars(resolved, pyspark_bundled_jars())
+
+
+def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
+    """A Spark session with the Kafka source, Delta Lake and settings sized for the machine.
+
+    ``getOrCreate`` returns the running session when there is one (one JVM per process); its static
+    settings (jars, memory) are those of the first call.
+    """
+    spark = settings.spark
+    lake_dir = settings.paths.lake_dir
+    lake_dir.mkdir(parents=True, exist_ok=True)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(spark.master)
+        .config("spark.jars", ",".join(str(jar) for jar in spark_connector_jars(settings)))
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
+        .config("spark.default.parallelism", str(spark.shuffle_partitions))
+        .config("spark.driver.memory", spark.driver_memory)
+        .config("spark.ui.enabled", str(spark.ui_enabled).lower())
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.warehouse.dir", str(lake_dir / "warehouse"))
+        .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
+    )
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
