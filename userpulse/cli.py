@@ -1,0 +1,17 @@
+"""``userpulse``: the platform's command line. Each layer adds its own sub-command."""
+
+from __future__ import annotations
+
+import typer
+
+from infra.cli import stack_app
+
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="UserPulse: real-time user-profile analytics (Lambda architecture).",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+if __name__ == "__main__":
+    app()
