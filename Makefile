@@ -1,0 +1,61 @@
+# Two entry points on a fresh machine: `make demo` and `make test` (see README.md).
+# Every install step leaves a stamp under .tools/stamps and is redone only when its inputs change;
+# downloads are cached by pip (~/.cache/pip), Maven (~/.m2) and Go (~/go/pkg/mod).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .tools
+STAMPS := $(TOOLS)/stamps
+JVM_POMS := $(wildcard infra/jvm/pom.xml infra/jvm/*/pom.xml) infra/jvm/settings.xml
+
+.PHONY: help install lint format unit integration test demo clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMPS)/python: pyproject.toml constraints.txt
+	@mkdir -p $(STAMPS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(STAMPS)/jars: $(JVM_POMS)
+	@mkdir -p $(STAMPS)
+	mvn -B -q -s infra/jvm/settings.xml -f infra/jvm/pom.xml dependency:copy-dependencies
+	touch $@
+
+$(STAMPS)/ferretdb: infra/ferretdb/go.mod infra/ferretdb/go.sum infra/ferretdb/build.sh
+	@mkdir -p $(STAMPS)
+	bash infra/ferretdb/build.sh $(TOOLS)/bin/ferretdb
+	touch $@
+
+install: $(STAMPS)/python $(STAMPS)/jars $(STAMPS)/ferretdb  ## Install the venv, the JVM jars and FerretDB
+
+lint: $(STAMPS)/python  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMPS)/python  ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit: $(STAMPS)/python  ## Unit tests only (no services)
+	$(BIN)/pytest -m 'not integration'
+
+integration: install  ## Integration tests against the real services
+	$(BIN)/pytest -m integration
+
+test: install lint  ## Install everything, lint, run the whole test suite
+	$(BIN)/pytest
+
+demo: install  ## Install everything, start the local stack, print its status
+	$(BIN)/userpulse stack up
+	$(BIN)/userpulse stack status
+
+clean:  ## Stop the stack and remove its data (installed tools are kept)
+	-$(BIN)/userpulse stack down
+	rm -rf .stack

@@ -1,0 +1,117 @@
+"""Shared fixtures: one service stack and one Spark session per test run, unique names per test.
+
+The stack comes from testcontainers when a Docker engine answers a ping, otherwise from the local
+stack (``infra/stack.py``), which the fixture starts if it is not running and stops afterwards only if
+it started it. Unit tests never request these fixtures, so they never start a service.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from pyspark.sql import SparkSession
+
+from core.settings import CassandraSettings, KafkaSettings, MongoSettings, Settings, get_settings
+from core.spark import build_spark_session
+from infra.stack import LocalStack
+
+# testcontainers' Kafka module drives Confluent's image (Apache Kafka 3.9 in KRaft mode).
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
+CASSANDRA_IMAGE = "cassandra:5.0"
+MONGO_IMAGE = "mongo:7.0"
+
+
+def docker_engine_answers() -> bool:
+    """Whether a Docker engine answers a ping (the ``docker`` client alone is not enough)."""
+    try:
+        import docker
+
+        return bool(docker.from_env(timeout=3).ping())
+    except Exception:  # no socket, no permission, no daemon: all mean "no engine"
+        return False
+
+
+def _containers_settings(base: Settings, resources: ExitStack) -> Settings:
+    """Start Kafka, Cassandra and MongoDB containers and return settings pointing at them."""
+    from testcontainers.community.cassandra import CassandraContainer
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.mongodb import MongoDbContainer
+
+    kafka_container = KafkaContainer(KAFKA_IMAGE).with_kraft()
+    kafka_container.with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")  # as the local stack
+    kafka = resources.enter_context(kafka_container)
+    cassandra = resources.enter_context(CassandraContainer(CASSANDRA_IMAGE))
+    mongo = resources.enter_context(MongoDbContainer(MONGO_IMAGE))
+    kafka_host, kafka_port = kafka.get_bootstrap_server().rsplit(":", 1)
+    [(cassandra_host, cassandra_port)] = cassandra.get_contact_points()
+    return base.model_copy(
+        update={
+            "kafka": KafkaSettings(host=kafka_host, port=int(kafka_port)),
+            "cassandra": CassandraSettings(host=cassandra_host, port=cassandra_port),
+            "mongo": MongoSettings(
+                host=mongo.get_container_host_ip(),
+                port=int(mongo.get_exposed_port(mongo.port)),
+                username=mongo.username,
+                password=SecretStr(mongo.password),
+            ),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Settings pointing at a running Kafka, Cassandra and MongoDB-compatible server."""
+    base = get_settings()
+    if docker_engine_answers():
+        with ExitStack() as resources:
+            yield _containers_settings(base, resources)
+        return
+    stack = LocalStack(base)
+    already_running = stack.all_answering()
+    if not already_running:
+        stack.up()
+    try:
+        yield base
+    finally:
+        if not already_running:
+            stack.down()
+
+
+@pytest.fixture(scope="session")
+def spark(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """The one Spark session of the test run, its warehouse in a temporary folder."""
+    lake_dir = tmp_path_factory.mktemp("lake")
+    settings = stack_settings.model_copy(
+        update={"paths": stack_settings.paths.model_copy(update={"lake_dir": lake_dir})}
+    )
+    session = build_spark_session(settings, app_name="userpulse-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Names for topics, keyspaces and collections that no other test (or earlier run) uses.
+
+    Letters, digits and underscores only, so the same name is valid for Kafka, CQL and MongoDB.
+    """
+    test_name = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:20]
+
+    def make(prefix: str) -> str:
+        return f"{prefix}_{test_name}_{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+def output_dir(request: pytest.FixtureRequest) -> Path:
+    """A folder under ``test-output/`` for artefacts a test leaves for people (screenshots, reports)."""
+    folder = Path(__file__).resolve().parents[1] / "test-output" / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.settings import PathSettings, Settings
+from core.spark import SparkSetupError, connector_jars, jar_artifact, spark_connector_jars
+
+
+@pytest.mark.parametrize(
+    ("jar_name", "artifact"),
+    [
+        ("delta-spark_2.13-4.4.0.jar", "delta-spark_2.13"),
+        ("spark-sql-kafka-0-10_2.13-4.1.1.jar", "spark-sql-kafka-0-10_2.13"),
+        ("jackson-databind-2.13.5.jar", "jackson-databind"),
+        ("kafka-clients-3.9.1.jar", "kafka-clients"),
+        ("antlr4-runtime-4.13.1.jar", "antlr4-runtime"),
+        ("commons-pool2-2.12.0.jar", "commons-pool2"),
+    ],
+)
+def test_jar_artifact_strips_the_version(jar_name: str, artifact: str) -> None:
+    assert jar_artifact(jar_name) == artifact
+
+
+def test_connector_jars_leave_out_what_pyspark_bundles() -> None:
+    resolved = [
+        Path("/jars/delta-spark_2.13-4.4.0.jar"),
+        Path("/jars/jackson-databind-2.15.0.jar"),
+        Path("/jars/kafka-clients-3.9.1.jar"),
+    ]
+    bundled = ["jackson-databind-2.13.5.jar", "spark-core_2.13-4.1.1.jar"]
+
+    assert connector_jars(resolved, bundled) == [
+        Path("/jars/delta-spark_2.13-4.4.0.jar"),
+        Path("/jars/kafka-clients-3.9.1.jar"),
+    ]
+
+
+def test_missing_connector_jars_name_the_install_step(tmp_path: Path) -> None:
+    settings = Settings(paths=PathSettings(tools_dir=tmp_path))
+
+    with pytest.raises(SparkSetupError, match="make install"):
+        spark_connector_jars(settings)

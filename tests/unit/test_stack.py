@@ -1,0 +1,172 @@
+"""The local stack's logic, with small stand-in processes instead of the real servers."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.settings import PathSettings, Settings
+from infra.stack import (
+    LocalService,
+    LocalStack,
+    ServiceState,
+    StackError,
+    _process_alive,
+    new_kafka_cluster_id,
+    read_jvm_options,
+    render_template,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StandInService(LocalService):
+    """A service whose server is any command; it 'answers' when its port accepts connections."""
+
+    def __init__(self, settings: Settings, name: str, command: list[str], port: int) -> None:
+        self.name = name
+        super().__init__(settings)
+        self._command = command
+        self._port = port
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def probe(self) -> str:
+        return "stand-in answered"
+
+    def check_installed(self) -> None:
+        pass
+
+    def prepare(self) -> None:
+        pass
+
+    def command(self) -> list[str]:
+        return [arg.replace("{home}", str(self.home)) for arg in self._command]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(paths=PathSettings(stack_dir=tmp_path / "stack"))
+
+
+def http_server(settings: Settings, name: str) -> StandInService:
+    port = free_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", "{home}"]
+    return StandInService(settings, name, command, port)
+
+
+def test_render_template_fills_placeholders_and_rejects_missing_ones(tmp_path: Path) -> None:
+    template = tmp_path / "server.properties"
+    template.write_text("listeners=PLAINTEXT://${host}:${port}\n")
+
+    assert (
+        render_template(template, {"host": "127.0.0.1", "port": 9092})
+        == "listeners=PLAINTEXT://127.0.0.1:9092\n"
+    )
+    with pytest.raises(StackError, match=r"server.properties: no value for placeholder \$\{port\}"):
+        render_template(template, {"host": "127.0.0.1"})
+
+
+@pytest.mark.parametrize(
+    "template_path",
+    [Path("infra/config/kafka/server.properties"), Path("infra/config/cassandra/cassandra.yaml")],
+)
+def test_shipped_templates_are_well_formed(template_path: Path) -> None:
+    values = {"host": "127.0.0.1", "port": 1, "controller_port": 2, "storage_port": 3, "data_dir": "/data"}
+
+    render_template(template_path, values)
+
+
+def test_read_jvm_options_skips_comments_and_blank_lines(tmp_path: Path) -> None:
+    options = tmp_path / "jvm.options"
+    options.write_text(
+        "# comment\n\n--add-exports java.base/jdk.internal.misc=ALL-UNNAMED\n  -XX:+UseG1GC  \n"
+    )
+
+    assert read_jvm_options(options) == [
+        "--add-exports java.base/jdk.internal.misc=ALL-UNNAMED",
+        "-XX:+UseG1GC",
+    ]
+
+
+def test_the_shipped_cassandra_options_are_single_flags() -> None:
+    options = read_jvm_options(Path("infra/config/cassandra/jvm17-server.options"))
+
+    assert "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED" in options
+    assert all(" " not in option for option in options)
+
+
+def test_kafka_cluster_id_is_16_bytes_of_url_safe_base64() -> None:
+    cluster_id = new_kafka_cluster_id()
+
+    assert len(cluster_id) == 22
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+    assert new_kafka_cluster_id() != cluster_id
+
+
+def test_status_of_services_that_never_started(settings: Settings) -> None:
+    stack = LocalStack(settings, services=[http_server(settings, "web")])
+
+    [status] = stack.status()
+
+    assert status.state is ServiceState.STOPPED
+    assert status.pid is None
+    assert not stack.all_answering()
+
+
+def test_up_is_idempotent_and_down_stops_everything(settings: Settings) -> None:
+    service = http_server(settings, "web")
+    stack = LocalStack(settings, services=[service])
+
+    [first] = stack.up()
+    [second] = stack.up()
+    try:
+        assert first.state is ServiceState.ANSWERING
+        assert first.ready_after_s is not None
+        assert second.pid == first.pid  # already answering: not started again
+        assert second.ready_after_s is None
+    finally:
+        assert stack.down() == ["web"]
+    assert first.pid is not None and not _process_alive(first.pid)
+    assert stack.down() == []
+
+
+def test_a_failed_start_reports_the_log_tail_and_stops_what_it_started(settings: Settings) -> None:
+    healthy = http_server(settings, "healthy")
+    broken = StandInService(
+        settings, "broken", ["sh", "-c", "echo 'FATAL: cannot open {home}/data'; exit 3"], free_port()
+    )
+    stack = LocalStack(settings, services=[healthy, broken])
+
+    with pytest.raises(StackError, match=r"broken exited during startup(.|\n)*FATAL: cannot open"):
+        stack.up()
+
+    assert [(s.name, s.state) for s in stack.status()] == [
+        ("healthy", ServiceState.STOPPED),
+        ("broken", ServiceState.STOPPED),
+    ]
+
+
+def test_a_port_taken_by_a_stranger_is_reported(settings: Settings) -> None:
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        port = stranger.getsockname()[1]
+        service = StandInService(settings, "web", ["true"], port)
+
+        with pytest.raises(StackError, match="taken by a process that does not answer"):
+            service.start()
