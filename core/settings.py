@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -40,6 +41,40 @@ class KafkaSettings(_Section):
     def bootstrap_servers(self) -> str:
         """The ``host:port`` string Kafka clients connect to."""
         return f"{self.host}:{self.port}"
+
+
+class RandomUserSettings(_Section):
+    base_url: str = "https://randomuser.me/api/1.4/"
+    """Versioned API endpoint (tests point it at a local server)."""
+    timeout_s: float = 10.0
+    """Connect and read timeout of one request."""
+    max_attempts: int = 6
+    """Attempts per batch before the client gives up (and says so)."""
+    retry_budget_s: float = 120.0
+    """Longest time spent retrying one batch, waits included, before giving up."""
+    backoff_initial_s: float = 1.0
+    """First retry delay; it doubles each attempt, with full jitter."""
+    backoff_max_s: float = 30.0
+    """Cap of one retry delay (a longer ``Retry-After`` is honoured up to the retry budget)."""
+    rate_limit_users: int = 20_000
+    """Users the service allows per IP per window (its published limit)."""
+    rate_limit_window_s: float = 300.0
+    """Length of that window."""
+    auto_probe_budget_s: float = 15.0
+    """With ``--source auto``: how long the API may fail before the producer switches to synthetic."""
+
+
+class ProducerSettings(_Section):
+    batch_size: int = 100
+    """Profiles fetched (or generated) and sent per batch."""
+    linger_ms: int = 20
+    """How long the Kafka producer waits to fill a batch before sending it."""
+    batch_bytes: int = 256 * 1024
+    """Kafka producer batch size per partition, in bytes."""
+    compression_type: Literal["gzip", "none"] = "gzip"
+    """Compression of record batches (gzip needs no native library)."""
+    delivery_timeout_s: float = 120.0
+    """How long ``flush`` waits for outstanding deliveries at shutdown."""
 
 
 class CassandraSettings(_Section):
@@ -140,6 +175,8 @@ class Settings(BaseSettings):
     )
 
     kafka: KafkaSettings = KafkaSettings()
+    randomuser: RandomUserSettings = RandomUserSettings()
+    producer: ProducerSettings = ProducerSettings()
     cassandra: CassandraSettings = CassandraSettings()
     mongo: MongoSettings = MongoSettings()
     spark: SparkSettings = SparkSettings()
