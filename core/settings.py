@@ -67,9 +67,9 @@ class RandomUserSettings(_Section):
 class ProducerSettings(_Section):
     batch_size: int = 100
     """Profiles fetched (or generated) and sent per batch."""
-    linger_ms: int = 20
+    linger_ms: int = 50
     """How long the Kafka producer waits to fill a batch before sending it."""
-    batch_bytes: int = 256 * 1024
+    batch_bytes: int = 1024 * 1024
     """Kafka producer batch size per partition, in bytes."""
     compression_type: Literal["gzip", "none"] = "gzip"
     """Compression of record batches (gzip needs no native library)."""

@@ -84,12 +84,14 @@ def stack_settings() -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def spark(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
-    """The one Spark session of the test run, its warehouse in a temporary folder."""
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """The one Spark session of the test run (local mode, no service needed), warehouse in a temp folder.
+
+    Unit tests of DataFrame transformations use it on tiny frames; integration tests add the services.
+    """
+    base = get_settings()
     lake_dir = tmp_path_factory.mktemp("lake")
-    settings = stack_settings.model_copy(
-        update={"paths": stack_settings.paths.model_copy(update={"lake_dir": lake_dir})}
-    )
+    settings = base.model_copy(update={"paths": base.paths.model_copy(update={"lake_dir": lake_dir})})
     session = build_spark_session(settings, app_name="userpulse-tests")
     yield session
     session.stop()

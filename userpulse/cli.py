@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from infra.cli import stack_app
+from ingestion.cli import produce
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -12,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(stack_app, name="stack")
+app.command()(produce)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,134 @@
+"""``userpulse produce``: profiles from randomuser.me or the synthetic source into Kafka."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from enum import StrEnum
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.text import Text
+
+from core.settings import Settings, get_settings
+from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
+from ingestion.producer import AutoSource, ProfileProducer, Progress
+from ingestion.randomuser import RandomUserClient, RandomUserSource
+from ingestion.sources import ProfileSource, SourceUnavailableError, check_batch_size, check_nationalities
+from ingestion.synthetic import SyntheticSource
+
+console = Console(stderr=True)
+
+
+class SourceChoice(StrEnum):
+    RANDOMUSER = "randomuser"
+    SYNTHETIC = "synthetic"
+    AUTO = "auto"
+
+
+def build_source(choice: SourceChoice, settings: Settings, seed: str | None) -> ProfileSource:
+    """The source a user asked for; ``auto`` probes the API with a short retry budget."""
+    if choice is SourceChoice.SYNTHETIC:
+        return SyntheticSource(seed if seed is not None else 0)
+    if choice is SourceChoice.RANDOMUSER:
+        return RandomUserSource(RandomUserClient(settings.randomuser), seed=seed)
+    probing = settings.randomuser.model_copy(
+        update={"retry_budget_s": settings.randomuser.auto_probe_budget_s}
+    )
+    return AutoSource(
+        RandomUserSource(RandomUserClient(probing), seed=seed),
+        SyntheticSource(seed if seed is not None else 0),
+    )
+
+
+def parse_rate(rate: str | None) -> float | None:
+    """``"500/s"`` or ``"500"`` -> 500.0 profiles per second."""
+    if rate is None:
+        return None
+    value = float(rate.removesuffix("/s"))
+    if value <= 0:
+        raise typer.BadParameter("the rate must be positive", param_hint="--rate")
+    return value
+
+
+def progress_line(progress: Progress) -> Text:
+    return Text(
+        f"{progress.source}: {progress.profiles_per_s:,.0f} profiles/s · sent {progress.sent:,} · "
+        f"failed {progress.failed:,} · dead-lettered {progress.dead_lettered:,} · "
+        f"{progress.bytes_sent / 1e6:,.1f} MB · {progress.elapsed_s:,.0f} s"
+    )
+
+
+def produce(
+    source: Annotated[SourceChoice, typer.Option(help="Where profiles come from.")] = SourceChoice.AUTO,
+    count: Annotated[
+        int | None, typer.Option(help="Stop after this many profiles (default: run until Ctrl-C).")
+    ] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="Target rate, e.g. 200/s (default: as fast as possible).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Profiles per request/batch, 1..5000.")] = None,
+    nat: Annotated[
+        str, typer.Option(help="Comma-separated nationality codes, e.g. US,FR (default: all).")
+    ] = "",
+    seed: Annotated[
+        str | None, typer.Option(help="Seed for reproducible profiles (API pages or synthetic).")
+    ] = None,
+    topic: Annotated[
+        str | None,
+        typer.Option(help="Profiles topic; its dead-letter topic is <topic>.dlq (default: settings)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Logging level: DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+) -> None:
+    """Produce profiles to Kafka with a live progress line; Ctrl-C stops cleanly after flushing."""
+    # One log line per API request (INFO) and every dead letter (WARNING), above the live progress line.
+    logging.basicConfig(
+        level=logging.WARNING,  # the Kafka and HTTP clients' own INFO chatter stays out
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_time=False, show_path=False, markup=False)],
+    )
+    for our_package in ("ingestion", "core"):
+        logging.getLogger(our_package).setLevel(log_level.upper())
+    settings = get_settings()
+    try:
+        nationalities = check_nationalities(nat.split(","))
+        size = check_batch_size(batch_size or settings.producer.batch_size)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    profiles_topic = topic or settings.kafka.profiles_topic
+    dead_letter_topic = f"{profiles_topic}.dlq" if topic else settings.kafka.dead_letter_topic
+    target_rate = parse_rate(rate)
+
+    created = ensure_topics(settings, {profiles_topic: settings.kafka.topic_partitions, dead_letter_topic: 1})
+    if created:
+        console.print(f"created topics: {', '.join(created)}")
+
+    with ProfilePublisher(settings, profiles_topic, dead_letter_topic) as publisher:
+        producer = ProfileProducer(build_source(source, settings, seed), publisher, size, nationalities)
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            console.print(f"{signal.Signals(signum).name}: finishing the current batch and flushing...")
+            producer.stop_requested.set()
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        try:
+            with Live(progress_line(producer.progress()), console=console, refresh_per_second=4) as live:
+                summary = producer.run(count, target_rate, on_batch=lambda p: live.update(progress_line(p)))
+        except SourceUnavailableError as error:
+            console.print(f"[red]gave up:[/red] {error}")
+            raise typer.Exit(2) from error
+    if not console.is_terminal:
+        console.print()  # a non-terminal gets the last progress frame without its line break
+    final = producer.progress()  # after close(): every delivery is acknowledged or failed
+    console.print(
+        f"done: {final.sent:,} profiles sent to {profiles_topic}, {final.dead_lettered:,} dead-lettered "
+        f"to {dead_letter_topic}, {final.failed:,} failed, in {summary.elapsed_s:,.1f} s "
+        f"({final.sent / max(summary.elapsed_s, 1e-9):,.0f} profiles/s, source {final.source})"
+    )
+    if final.failed:
+        raise typer.Exit(1)

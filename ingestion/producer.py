@@ -1,0 +1,186 @@
+"""The producer loop: fetch a batch from a source, validate and minimize it, publish it, pace, repeat.
+
+``split_batch`` is the pure part (records -> envelopes and dead letters); ``ProfileProducer`` wires a
+source to a publisher, paces to a target rate, stops cleanly on request and reports progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from core.profile import DeadLetter, ProfileEnvelope, Source, check_profile, dead_letter, profile_envelope
+from ingestion.kafka_publisher import DeliveryCounts
+from ingestion.sources import ProfileSource, SourceUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SplitBatch:
+    """A fetched batch, split into what is published and what is dead-lettered."""
+
+    envelopes: list[ProfileEnvelope]
+    dead_letters: list[tuple[str | None, DeadLetter]]
+    """Each with its key: the record's uuid when it has one."""
+
+
+def record_uuid(record: Any) -> str | None:
+    """``login.uuid`` of a raw record when it has a string one."""
+    if isinstance(record, dict) and isinstance(record.get("login"), dict):
+        uuid = record["login"].get("uuid")
+        return uuid if isinstance(uuid, str) else None
+    return None
+
+
+def split_batch(records: list[Any], source: Source, fetched_at: datetime) -> SplitBatch:
+    """Validate each record: valid ones become envelopes, the others dead letters with the reason.
+
+    Both kinds lose their credentials here, before anything leaves the producer.
+    """
+    envelopes: list[ProfileEnvelope] = []
+    dead_letters: list[tuple[str | None, DeadLetter]] = []
+    for record in records:
+        reason = check_profile(record)
+        if reason is None:
+            envelopes.append(profile_envelope(record, source, fetched_at))
+        else:
+            dead_letters.append((record_uuid(record), dead_letter(record, reason, source, fetched_at)))
+    return SplitBatch(envelopes, dead_letters)
+
+
+class Publisher(Protocol):
+    """What the producer needs from the Kafka side (``ingestion.kafka_publisher.ProfilePublisher``)."""
+
+    def publish(self, envelope: ProfileEnvelope) -> None: ...
+    def publish_dead_letter(self, letter: DeadLetter, key: str | None) -> None: ...
+    def counts(self) -> DeliveryCounts: ...
+    def flush(self) -> None: ...
+
+
+class AutoSource:
+    """The randomuser.me API while it answers; synthetic profiles from the first time it does not.
+
+    The switch is announced once, loudly, with the reason, and is final for this run: flapping
+    between sources would mix two populations in one stream.
+    """
+
+    def __init__(self, primary: ProfileSource, fallback: ProfileSource) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self.name: Source = primary.name
+        self.switched_because: str | None = None
+
+    def next_batch(self, count: int, nationalities: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        if self.switched_because is None:
+            try:
+                return self._primary.next_batch(count, nationalities)
+            except SourceUnavailableError as error:
+                self.switched_because = str(error)
+                self.name = self._fallback.name
+                logger.warning(
+                    "%s is unreachable (%s): producing %s profiles from now on",
+                    self._primary.name,
+                    error,
+                    self._fallback.name,
+                )
+        return self._fallback.next_batch(count, nationalities)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a producer run stands."""
+
+    fetched: int
+    sent: int
+    failed: int
+    dead_lettered: int
+    bytes_sent: int
+    elapsed_s: float
+    source: Source
+
+    @property
+    def profiles_per_s(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class ProfileProducer:
+    """Moves profiles from a source to Kafka in batches, at a target rate or as fast as possible."""
+
+    def __init__(
+        self,
+        source: ProfileSource,
+        publisher: Publisher,
+        batch_size: int,
+        nationalities: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.publisher = publisher
+        self.batch_size = batch_size
+        self.nationalities = nationalities
+        self.stop_requested = threading.Event()
+        self._clock = clock
+        self._fetched = 0
+        self._started_at = clock()
+
+    def progress(self) -> Progress:
+        counts = self.publisher.counts()
+        return Progress(
+            fetched=self._fetched,
+            sent=counts.sent,
+            failed=counts.failed,
+            dead_lettered=counts.dead_lettered,
+            bytes_sent=counts.bytes_sent,
+            elapsed_s=self._clock() - self._started_at,
+            source=self.source.name,
+        )
+
+    def run(
+        self,
+        count: int | None = None,
+        rate_per_s: float | None = None,
+        on_batch: Callable[[Progress], None] | None = None,
+    ) -> Progress:
+        """Produce ``count`` profiles (forever when None), at most ``rate_per_s`` per second.
+
+        Returns after ``stop_requested`` is set (e.g. by SIGINT) at the next batch boundary; either way
+        every queued record is flushed before it returns, so nothing buffered is lost.
+        """
+        self._started_at = self._clock()
+        try:
+            while not self.stop_requested.is_set() and (count is None or self._fetched < count):
+                wanted = self.batch_size if count is None else min(self.batch_size, count - self._fetched)
+                if rate_per_s:
+                    wanted = max(1, min(wanted, int(rate_per_s)))
+                self._produce_batch(wanted)
+                if on_batch:
+                    on_batch(self.progress())
+                if rate_per_s:
+                    self._pace(rate_per_s)
+        finally:
+            self.publisher.flush()
+        return self.progress()
+
+    def _produce_batch(self, wanted: int) -> None:
+        records = self.source.next_batch(wanted, self.nationalities)
+        fetched_at = datetime.now(UTC)
+        split = split_batch(records, self.source.name, fetched_at)
+        for envelope in split.envelopes:
+            self.publisher.publish(envelope)
+        for key, letter in split.dead_letters:
+            logger.warning("dead-lettered a %s record (uuid %s): %s", letter.source, key, letter.reason)
+            self.publisher.publish_dead_letter(letter, key)
+        self._fetched += len(records)
+
+    def _pace(self, rate_per_s: float) -> None:
+        """Sleep until the profiles fetched so far fit the target rate (interruptible by a stop)."""
+        due_at = self._started_at + self._fetched / rate_per_s
+        delay = due_at - self._clock()
+        if delay > 0:
+            self.stop_requested.wait(delay)

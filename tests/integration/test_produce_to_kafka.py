@@ -1,0 +1,230 @@
+"""The producer against the real Kafka: exactly-once arrival, keys, envelopes, dead letters, clean stop."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from core.profile import CREDENTIAL_FIELDS, ENVELOPE_SCHEMA_VERSION
+from core.settings import Settings
+from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
+from ingestion.producer import ProfileProducer
+from ingestion.synthetic import SyntheticSource
+from tests.integration.kafka_helpers import TopicRecord, delete_topics, read_topic
+from tests.randomuser_server import Reply, fixture_users, scripted_server
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "randomuser"
+RECORDED = "codeacademyuz__randomuser_me_project__randomusers.json"
+USERPULSE = [sys.executable, "-m", "userpulse.cli"]
+
+
+@pytest.fixture
+def topics(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+    """A unique profiles topic and its dead-letter topic (``<topic>.dlq``, as the CLI names it)."""
+    profiles_topic = unique_name("profiles")
+    dead_letter_topic = f"{profiles_topic}.dlq"
+    yield profiles_topic, dead_letter_topic
+    delete_topics(stack_settings, profiles_topic, dead_letter_topic)
+
+
+def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a ``userpulse`` subprocess that talks to the test stack."""
+    return {
+        **os.environ,
+        "USERPULSE_KAFKA__HOST": settings.kafka.host,
+        "USERPULSE_KAFKA__PORT": str(settings.kafka.port),
+        **overrides,
+    }
+
+
+def assert_no_credentials(records: list[TopicRecord]) -> None:
+    for record in records:
+        text = record.raw_value.decode()
+        for field in CREDENTIAL_FIELDS:
+            assert f'"{field}"' not in text
+
+
+def test_synthetic_profiles_arrive_exactly_once_with_their_keys(
+    stack_settings: Settings, topics: tuple[str, str]
+) -> None:
+    profiles_topic, dead_letter_topic = topics
+    count, seed = 1500, "7"
+
+    result = subprocess.run(
+        [*USERPULSE, "produce", "--source", "synthetic", "--count", str(count), "--batch-size", "400",
+         "--seed", seed, "--topic", profiles_topic],
+        env=cli_environment(stack_settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert f"done: {count:,} profiles sent to {profiles_topic}" in result.stderr
+    records = read_topic(stack_settings, profiles_topic)
+    regenerated = SyntheticSource(seed)  # same seed, same batch sizes: the same profiles
+    expected = [
+        user["login"]["uuid"] for size in (400, 400, 400, 300) for user in regenerated.next_batch(size)
+    ]
+    assert len(records) == count
+    assert sorted(record.key for record in records) == sorted(expected)  # each profile exactly once
+    assert {record.partition for record in records} == set(range(stack_settings.kafka.topic_partitions))
+    for record in records:
+        envelope = record.value
+        assert set(envelope) == {"schema_version", "source", "fetched_at", "user"}
+        assert envelope["schema_version"] == ENVELOPE_SCHEMA_VERSION
+        assert envelope["source"] == "synthetic"
+        assert record.key == envelope["user"]["login"]["uuid"]
+        assert datetime.fromisoformat(envelope["fetched_at"]).tzinfo is not None
+    assert_no_credentials(records)
+    assert read_topic(stack_settings, dead_letter_topic) == []
+
+
+def test_invalid_records_are_dead_lettered_with_reasons(
+    stack_settings: Settings, topics: tuple[str, str]
+) -> None:
+    profiles_topic, dead_letter_topic = topics
+    ensure_topics(stack_settings, {profiles_topic: 2, dead_letter_topic: 1})
+    recorded = json.loads((FIXTURES / "codeacademyuz__randomuser_me_project__randomusers.json").read_text())
+    users = copy.deepcopy(recorded["results"])
+    del users[3]["login"]["uuid"]
+    users[10]["dob"]["date"] = "last tuesday"
+    users[20]["email"] = "no-at-sign"
+    invalid_uuids = {users[10]["login"]["uuid"], users[20]["login"]["uuid"]}
+
+    class RecordedSource:
+        name = "randomuser"
+
+        def next_batch(self, count: int, nationalities: tuple[str, ...] = ()) -> list[dict]:
+            return users[:count]
+
+    with ProfilePublisher(stack_settings, profiles_topic, dead_letter_topic) as publisher:
+        producer = ProfileProducer(RecordedSource(), publisher, batch_size=len(users))
+        producer.run(count=len(users))
+    counts = publisher.counts()
+
+    profiles = read_topic(stack_settings, profiles_topic)
+    dead_letters = read_topic(stack_settings, dead_letter_topic)
+    assert (counts.sent, counts.dead_lettered, counts.failed) == (len(users) - 3, 3, 0)
+    assert len(profiles) == len(users) - 3
+    assert not invalid_uuids & {record.key for record in profiles}
+    reasons = {record.key: record.value["reason"] for record in dead_letters}
+    assert set(reasons) == {None, *invalid_uuids}
+    assert "login.uuid: Field required" in reasons[None]
+    assert "dob.date" in reasons[users[10]["login"]["uuid"]]
+    assert "email" in reasons[users[20]["login"]["uuid"]]
+    assert all(record.value["record"]["name"] for record in dead_letters)  # the record itself is kept
+    assert_no_credentials(profiles + dead_letters)
+
+
+def test_sigterm_stops_cleanly_with_nothing_lost(stack_settings: Settings, topics: tuple[str, str]) -> None:
+    profiles_topic, _ = topics
+    process = subprocess.Popen(
+        [*USERPULSE, "produce", "--source", "synthetic", "--rate", "400/s", "--batch-size", "100",
+         "--topic", profiles_topic],
+        env=cli_environment(stack_settings),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if len(read_topic(stack_settings, profiles_topic, timeout_s=10)) >= 400:
+                    break
+            except Exception:  # the topic may not exist yet
+                pass
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    assert process.returncode == 0, stderr
+    assert "SIGTERM: finishing the current batch and flushing" in stderr
+    sent = int(re.search(r"done: ([\d,]+) profiles sent", stderr).group(1).replace(",", ""))
+    records = read_topic(stack_settings, profiles_topic)
+    assert sent >= 400
+    assert len(records) == sent
+    assert len({record.key for record in records}) == sent
+
+
+def test_recorded_api_responses_flow_through_the_cli_into_kafka(
+    stack_settings: Settings, topics: tuple[str, str]
+) -> None:
+    profiles_topic, _ = topics
+    recorded_users = fixture_users(RECORDED)
+    with scripted_server() as api:
+        api.script(Reply(503, b"Service Unavailable"), Reply.json({"results": [], "info": {}}))
+        api.fallback = Reply.fixture(RECORDED)
+        result = subprocess.run(
+            [*USERPULSE, "produce", "--source", "randomuser", "--count", str(len(recorded_users)),
+             "--batch-size", str(len(recorded_users)), "--seed", "abc", "--topic", profiles_topic],
+            env=cli_environment(
+                stack_settings,
+                USERPULSE_RANDOMUSER__BASE_URL=api.base_url,
+                USERPULSE_RANDOMUSER__BACKOFF_INITIAL_S="0.05",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert [request.query.get("results") for request in api.requests] == ["111", "111", "111"]
+    records = read_topic(stack_settings, profiles_topic)
+    assert sorted(record.key for record in records) == sorted(
+        user["login"]["uuid"] for user in recorded_users
+    )
+    assert {record.value["source"] for record in records} == {"randomuser"}
+    by_uuid = {record.key: record.value["user"] for record in records}
+    for user in recorded_users:  # published as received, minus the credentials (postcode types kept)
+        published = by_uuid[user["login"]["uuid"]]
+        assert published["location"] == user["location"]
+        assert published["login"] == {"uuid": user["login"]["uuid"], "username": user["login"]["username"]}
+    assert_no_credentials(records)
+
+
+def test_auto_source_falls_back_to_synthetic_when_the_api_is_unreachable(
+    stack_settings: Settings, topics: tuple[str, str]
+) -> None:
+    profiles_topic, _ = topics
+    with scripted_server() as closed:
+        unreachable_url = closed.base_url  # nothing listens there once the server is stopped
+
+    result = subprocess.run(
+        [*USERPULSE, "produce", "--count", "50", "--batch-size", "25", "--topic", profiles_topic],
+        env=cli_environment(
+            stack_settings,
+            USERPULSE_RANDOMUSER__BASE_URL=unreachable_url,
+            USERPULSE_RANDOMUSER__AUTO_PROBE_BUDGET_S="2",
+            USERPULSE_RANDOMUSER__BACKOFF_INITIAL_S="0.05",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert " ".join(result.stderr.split()).count("randomuser is unreachable") == 1
+    records = read_topic(stack_settings, profiles_topic)
+    assert len(records) == 50
+    assert {record.value["source"] for record in records} == {"synthetic"}

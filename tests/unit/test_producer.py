@@ -1,0 +1,168 @@
+"""The producer's pure logic: validation split, minimization, source fallback, pacing and stopping."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.profile import CREDENTIAL_FIELDS, DeadLetter, ProfileEnvelope, Source
+from ingestion.kafka_publisher import DeliveryCounts
+from ingestion.producer import AutoSource, ProfileProducer, record_uuid, split_batch
+from ingestion.sources import SourceUnavailableError
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "randomuser"
+FETCHED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def recorded_users() -> list[dict[str, Any]]:
+    return json.loads((FIXTURES / "codeacademyuz__randomuser_me_project__randomusers.json").read_text())[
+        "results"
+    ]
+
+
+class ListSource:
+    """A source that serves records from a list, in order, or raises once it is told to fail."""
+
+    def __init__(self, records: list[Any], name: Source = "synthetic", fail: bool = False) -> None:
+        self.records = records
+        self.name: Source = name
+        self.fail = fail
+        self.calls: list[int] = []
+
+    def next_batch(self, count: int, nationalities: tuple[str, ...] = ()) -> list[Any]:
+        self.calls.append(count)
+        if self.fail:
+            raise SourceUnavailableError("gave up after 3 attempts: ConnectError")
+        batch, self.records = self.records[:count], self.records[count:]
+        return batch
+
+
+class MemoryPublisher:
+    """Keeps what would go to Kafka; every record counts as acknowledged."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[ProfileEnvelope] = []
+        self.dead_letters: list[tuple[str | None, DeadLetter]] = []
+        self.flushes = 0
+
+    def publish(self, envelope: ProfileEnvelope) -> None:
+        self.envelopes.append(envelope)
+
+    def publish_dead_letter(self, letter: DeadLetter, key: str | None) -> None:
+        self.dead_letters.append((key, letter))
+
+    def counts(self) -> DeliveryCounts:
+        return DeliveryCounts(len(self.envelopes), 0, len(self.dead_letters), 0)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_split_batch_publishes_valid_records_without_credentials() -> None:
+    users = recorded_users()[:3]
+
+    split = split_batch(users, "randomuser", FETCHED_AT)
+
+    assert [envelope.user["login"]["uuid"] for envelope in split.envelopes] == [
+        user["login"]["uuid"] for user in users
+    ]
+    assert split.dead_letters == []
+    for envelope in split.envelopes:
+        assert not set(CREDENTIAL_FIELDS) & set(envelope.user["login"])
+        assert envelope.fetched_at == FETCHED_AT and envelope.source == "randomuser"
+    assert "password" in users[0]["login"]  # the caller's records are not modified
+
+
+def test_split_batch_dead_letters_invalid_records_with_reasons_and_no_credentials() -> None:
+    no_uuid, bad_nat, bad_postcode = copy.deepcopy(recorded_users()[:3])
+    del no_uuid["login"]["uuid"]
+    bad_nat["nat"] = "XX"
+    bad_postcode["location"]["postcode"] = None
+
+    split = split_batch([no_uuid, bad_nat, "not a profile", bad_postcode], "randomuser", FETCHED_AT)
+
+    assert split.envelopes == []
+    keys = [key for key, _ in split.dead_letters]
+    reasons = [letter.reason for _, letter in split.dead_letters]
+    assert keys == [None, bad_nat["login"]["uuid"], None, bad_postcode["login"]["uuid"]]
+    assert "login.uuid: Field required" in reasons[0]
+    assert reasons[1].startswith("nat: Input should be")
+    assert "<record>" in reasons[2]
+    assert "location.postcode" in reasons[3]
+    for _, letter in split.dead_letters:
+        assert "sha256" not in letter.model_dump_json() and "password" not in letter.model_dump_json()
+
+
+def test_record_uuid_only_for_string_uuids() -> None:
+    assert record_uuid({"login": {"uuid": "abc"}}) == "abc"
+    assert record_uuid({"login": {"uuid": 7}}) is None
+    assert record_uuid(["login"]) is None
+
+
+def test_auto_source_switches_once_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    api = ListSource([], name="randomuser", fail=True)
+    synthetic = ListSource(recorded_users())
+    auto = AutoSource(api, synthetic)
+
+    first = auto.next_batch(2)
+    second = auto.next_batch(3)
+
+    assert (len(first), len(second)) == (2, 3)
+    assert api.calls == [2]  # not asked again after it gave up
+    assert auto.name == "synthetic"
+    assert "ConnectError" in (auto.switched_because or "")
+    assert [r.levelname for r in caplog.records if "unreachable" in r.getMessage()] == ["WARNING"]
+
+
+def test_auto_source_keeps_the_api_while_it_answers() -> None:
+    api = ListSource(recorded_users(), name="randomuser")
+    auto = AutoSource(api, ListSource([]))
+
+    assert len(auto.next_batch(4)) == 4
+    assert auto.name == "randomuser" and auto.switched_because is None
+
+
+def test_run_produces_exactly_count_in_batches_and_flushes() -> None:
+    source = ListSource(recorded_users())
+    publisher = MemoryPublisher()
+    producer = ProfileProducer(source, publisher, batch_size=40)
+
+    progress = producer.run(count=100)
+
+    assert source.calls == [40, 40, 20]
+    assert (progress.fetched, progress.sent, progress.dead_lettered) == (100, 100, 0)
+    assert publisher.flushes == 1
+
+
+def test_run_paces_to_the_target_rate() -> None:
+    now = [0.0]
+    source = ListSource(recorded_users())
+    producer = ProfileProducer(source, MemoryPublisher(), batch_size=100, clock=lambda: now[0])
+    waits: list[float] = []
+
+    def wait(delay: float) -> bool:
+        waits.append(delay)
+        now[0] += delay
+        return False
+
+    producer.stop_requested.wait = wait  # type: ignore[method-assign]
+    producer.run(count=30, rate_per_s=10)
+
+    assert source.calls == [10, 10, 10]  # a batch never exceeds one second's worth
+    assert waits == [1.0, 1.0, 1.0]
+
+
+def test_a_stop_request_ends_the_run_at_a_batch_boundary_and_flushes() -> None:
+    source = ListSource(recorded_users())
+    publisher = MemoryPublisher()
+    producer = ProfileProducer(source, publisher, batch_size=10)
+
+    progress = producer.run(on_batch=lambda p: producer.stop_requested.set() if p.sent >= 20 else None)
+
+    assert progress.sent == 20
+    assert publisher.flushes == 1
