@@ -51,7 +51,8 @@ class RandomUserSettings(_Section):
     max_attempts: int = 6
     """Attempts per batch before the client gives up (and says so)."""
     retry_budget_s: float = 120.0
-    """Longest time spent retrying one batch, waits included, before giving up."""
+    """Longest time spent on one batch, waits included: each attempt's timeout is cut to fit, and a
+    ``Retry-After`` beyond what is left gives up at once rather than retry too early."""
     backoff_initial_s: float = 1.0
     """First retry delay; it doubles each attempt, with full jitter."""
     backoff_max_s: float = 30.0
