@@ -1,0 +1,161 @@
+"""Kafka records of the profiles topic parsed into envelopes, each valid or with the reason it is not.
+
+Both layers read the same topic (the speed layer as a stream, the batch layer as a batch), so both parse
+it here. Everything is a DataFrame -> DataFrame function without actions: it works on streaming frames.
+
+Why the checks look the way they do (verified on Spark 4.1):
+
+- ``from_json`` in PERMISSIVE mode never fails and never tells why: malformed text, a JSON array and a
+  scalar all give a struct of nulls (null only for an empty string), and a field of the wrong type
+  (``"dob": {"date": "last tuesday"}``) is null while its neighbours are kept. So "is it a JSON object"
+  is asked of ``json_object_keys`` (null for anything but a JSON object, ``[]`` for ``{}``), and a
+  required field that is null after parsing is reported as "missing or invalid".
+- A JSON number read into a string field keeps its text (postcode ``5440`` -> ``"5440"``).
+- Jackson stops after the first complete value, so trailing bytes after the object are ignored.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from core.profile import ENVELOPE_SCHEMA_VERSION, NATIONALITIES
+from core.pseudonymization import WHITESPACE
+from core.schema import ENVELOPE_SCHEMA
+
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "fetched_at",
+    "user.gender",
+    "user.name.first",
+    "user.name.last",
+    "user.email",
+    "user.dob.date",
+    "user.registered.date",
+    "user.location.country",
+    "user.nat",
+)
+"""Envelope fields without which a profile cannot be transformed or counted, in the order reported."""
+
+STRING_REQUIRED_FIELDS: frozenset[str] = frozenset(
+    {"user.gender", "user.name.first", "user.name.last", "user.email", "user.location.country", "user.nat"}
+)
+"""Required fields read as strings: blank counts as missing (the producer's model asks for min_length 1)."""
+
+GENDERS: tuple[str, ...] = ("male", "female")
+"""The values of ``gender`` the 1.4 API serves (as ``core.profile.RandomUserProfile``)."""
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+"""Shape of a usable e-mail address, the one the producer's model validates."""
+
+EMPTY_VALUE = "empty value"
+NOT_JSON = "not JSON"
+NOT_JSON_OBJECT = "not JSON: a JSON value that is not an object"
+MISSING_SCHEMA_VERSION = "missing or invalid schema_version"
+UNSUPPORTED_SCHEMA_VERSION = "unsupported schema_version"
+MISSING_UUID = "missing login.uuid"
+KEY_MISMATCH = "key does not match login.uuid"
+MISSING_OR_INVALID = "missing or invalid"
+
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    "kafka_key",
+    "raw_value",
+    "topic",
+    "partition",
+    "offset",
+    "kafka_timestamp",
+    "envelope",
+    "dead_letter_reason",
+)
+"""Columns of ``parse_kafka_records``, in order."""
+
+
+def _field(envelope: Column, path: str) -> Column:
+    """The nested field ``path`` (dot-separated) of a struct column."""
+    column = envelope
+    for part in path.split("."):
+        column = column.getField(part)
+    return column
+
+
+def _blank(column: Column) -> Column:
+    """Whether a string column is null or only ASCII whitespace."""
+    return column.isNull() | (F.trim(column, F.lit(WHITESPACE)) == F.lit(""))
+
+
+def _field_invalid(envelope: Column, path: str) -> Column:
+    """Whether the required field ``path`` is missing, of the wrong type, blank or out of its domain."""
+    value = _field(envelope, path)
+    invalid = _blank(value) if path in STRING_REQUIRED_FIELDS else value.isNull()
+    if path == "user.gender":
+        invalid = invalid | ~value.isin(*GENDERS)
+    elif path == "user.nat":
+        invalid = invalid | ~value.isin(*NATIONALITIES)
+    elif path == "user.email":
+        invalid = invalid | ~value.rlike(EMAIL_PATTERN)
+    return invalid
+
+
+def _missing_fields_reason(envelope: Column) -> Column:
+    """``missing or invalid <path>`` for each invalid required field, joined by ``; ``, or null if none."""
+    reasons = [
+        F.when(_field_invalid(envelope, path), F.lit(f"{MISSING_OR_INVALID} {path}"))
+        for path in REQUIRED_FIELDS
+    ]
+    joined = F.concat_ws("; ", *reasons)  # skips the nulls of the valid fields
+    return F.when(joined != F.lit(""), joined)
+
+
+def _dead_letter_reason(value: Column, text: Column, kafka_key: Column, envelope: Column) -> Column:
+    """Why a record cannot be used, the first problem in order of severity; null when it is valid."""
+    version = envelope.getField("schema_version")
+    uuid = _field(envelope, "user.login.uuid")
+    return (
+        F.when(value.isNull() | (F.length(value) == 0), F.lit(EMPTY_VALUE))
+        .when(
+            F.json_object_keys(text).isNull(),
+            # get_json_object returns the text of any well-formed JSON value, null for malformed text.
+            F.when(F.get_json_object(text, "$").isNull(), F.lit(NOT_JSON)).otherwise(F.lit(NOT_JSON_OBJECT)),
+        )
+        .when(version.isNull(), F.lit(MISSING_SCHEMA_VERSION))
+        .when(
+            version != F.lit(ENVELOPE_SCHEMA_VERSION),
+            F.concat(F.lit(f"{UNSUPPORTED_SCHEMA_VERSION} "), version.cast("string")),
+        )
+        .when(_blank(uuid), F.lit(MISSING_UUID))
+        .when(kafka_key.isNotNull() & (kafka_key != uuid), F.lit(KEY_MISMATCH))
+        .otherwise(_missing_fields_reason(envelope))
+    )
+
+
+def parse_kafka_records(kafka_rows: DataFrame) -> DataFrame:
+    """Kafka records of the profiles topic with their parsed envelope, or the reason it is unusable.
+
+    Input: the Kafka source's columns (``key``, ``value``, ``topic``, ``partition``, ``offset``,
+    ``timestamp``; others are dropped). Output: ``OUTPUT_COLUMNS``, where ``envelope`` (a struct of
+    ``ENVELOPE_SCHEMA``) is null exactly when ``dead_letter_reason`` is not.
+    """
+    parsed = kafka_rows.select(
+        F.col("key").cast("string").alias("kafka_key"),
+        F.col("value").alias("raw_value"),
+        "topic",
+        "partition",
+        "offset",
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.col("value").cast("string").alias("_text"),
+    ).withColumn("_parsed", F.from_json("_text", ENVELOPE_SCHEMA))
+    reason = _dead_letter_reason(F.col("raw_value"), F.col("_text"), F.col("kafka_key"), F.col("_parsed"))
+    return parsed.withColumn("dead_letter_reason", reason).select(
+        *OUTPUT_COLUMNS[:-2],
+        F.when(F.col("dead_letter_reason").isNull(), F.col("_parsed")).alias("envelope"),
+        "dead_letter_reason",
+    )
+
+
+def valid_envelopes(parsed: DataFrame) -> DataFrame:
+    """The records of ``parse_kafka_records`` whose envelope is usable."""
+    return parsed.where(F.col("dead_letter_reason").isNull())
+
+
+def dead_letter_records(parsed: DataFrame) -> DataFrame:
+    """The records of ``parse_kafka_records`` that cannot be used, each with its reason."""
+    return parsed.where(F.col("dead_letter_reason").isNotNull())

@@ -1,0 +1,193 @@
+"""The profile transformations both layers apply: derived fields, pseudonyms, the minimum-age split.
+
+Column functions take the ``user`` struct of an envelope (``core.schema.PROFILE_SCHEMA``) and return one
+derived column; ``transform_profiles`` assembles them into the stored profile. All are pure: no actions,
+so they work on streaming and batch frames alike.
+
+Dates are UTC dates, computed from the instant itself rather than through the session time zone, so a
+session configured otherwise cannot shift a birthday or a registration by a day.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from core.pseudonymization import WHITESPACE, pseudonym_column
+
+AGE_BANDS: tuple[tuple[str, int, int | None], ...] = (
+    ("<18", 0, 18),
+    ("18-24", 18, 25),
+    ("25-34", 25, 35),
+    ("35-44", 35, 45),
+    ("45-54", 45, 55),
+    ("55-64", 55, 65),
+    ("65+", 65, None),
+)
+"""Age bands as (label, lowest age, first age of the next band or None); ``<18`` also takes negatives."""
+
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "uuid",
+    "fetched_at",
+    "source",
+    "gender",
+    "country",
+    "nationality",
+    "email_domain",
+    "age",
+    "age_band",
+    "registration_date",
+    "email_pseudonym",
+    "phone_pseudonym",
+    "cell_pseudonym",
+    "address_pseudonym",
+    "full_name",
+    "partition",
+    "offset",
+)
+"""Columns of ``transform_profiles``, in order."""
+
+_SECONDS_PER_DAY = 86_400
+
+
+def age_band_of(age: int) -> str:
+    """The label of the band of ``AGE_BANDS`` an age in years falls in."""
+    for label, _, upper in AGE_BANDS:
+        if upper is None or age < upper:
+            return label
+    raise AssertionError("AGE_BANDS must end with an open band")  # pragma: no cover
+
+
+def _strip(column: Column) -> Column:
+    """A string column without leading and trailing ASCII whitespace (the API pads some street names)."""
+    return F.trim(column, F.lit(WHITESPACE))
+
+
+def utc_date(instant: Column) -> Column:
+    """The UTC calendar date of a timestamp column, whatever the session time zone."""
+    return F.date_from_unix_date(F.floor(F.unix_seconds(instant) / _SECONDS_PER_DAY).cast("int"))
+
+
+def identifiant(user: Column) -> Column:
+    """The profile's identity, ``login.uuid``, as column ``uuid``."""
+    return user.getField("login").getField("uuid").alias("uuid")
+
+
+def full_name(user: Column) -> Column:
+    """``"first last"`` from the name, each part stripped, as column ``full_name``."""
+    name = user.getField("name")
+    return F.concat_ws(" ", _strip(name.getField("first")), _strip(name.getField("last"))).alias("full_name")
+
+
+def email_domain(user: Column) -> Column:
+    """The lower-cased part of the e-mail after its last ``@`` (null without one), as ``email_domain``."""
+    email = _strip(user.getField("email"))
+    domain = F.lower(F.substring_index(email, "@", -1))
+    return F.when(email.contains("@") & (domain != F.lit("")), domain).alias("email_domain")
+
+
+def age_at(birth: Column, processing_date: date) -> Column:
+    """Completed years between the UTC date of a birth instant and ``processing_date``.
+
+    The calendar rule, not days / 365: one year less until the birthday comes that year. Someone born
+    on 29 February turns a year older on 1 March in common years.
+    """
+    born = utc_date(birth)
+    birthday_to_come = (F.month(born) > F.lit(processing_date.month)) | (
+        (F.month(born) == F.lit(processing_date.month)) & (F.dayofmonth(born) > F.lit(processing_date.day))
+    )
+    return F.lit(processing_date.year) - F.year(born) - F.when(birthday_to_come, 1).otherwise(0)
+
+
+def age(user: Column, processing_date: date) -> Column:
+    """The exact age in years at ``processing_date`` from ``dob.date``, as column ``age``."""
+    return age_at(user.getField("dob").getField("date"), processing_date).alias("age")
+
+
+def age_band_column(age_years: Column) -> Column:
+    """The ``AGE_BANDS`` label of an age column (null for a null age); same boundaries as ``age_band_of``."""
+    label = F.lit(None).cast("string")
+    for name, _, upper in reversed(AGE_BANDS):  # built inside out, so the first band is tested first
+        in_band = age_years.isNotNull() if upper is None else age_years < F.lit(upper)
+        label = F.when(in_band, F.lit(name)).otherwise(label)
+    return label
+
+
+def age_band(user: Column, processing_date: date) -> Column:
+    """The age band at ``processing_date``, as column ``age_band``."""
+    return age_band_column(age_at(user.getField("dob").getField("date"), processing_date)).alias("age_band")
+
+
+def full_address(user: Column) -> Column:
+    """``"<number> <street name>, <city>, <state>, <postcode>, <country>"`` as column ``full_address``.
+
+    Parts are stripped (the API pads some street names); a missing part is left out with its separator.
+    """
+    location = user.getField("location")
+    street = location.getField("street")
+    return F.concat_ws(
+        ", ",
+        F.concat_ws(" ", street.getField("number").cast("string"), _strip(street.getField("name"))),
+        *(_strip(location.getField(part)) for part in ("city", "state", "postcode", "country")),
+    ).alias("full_address")
+
+
+def country(user: Column) -> Column:
+    """The country name of the location, stripped, as column ``country``."""
+    return _strip(user.getField("location").getField("country")).alias("country")
+
+
+def nationality(user: Column) -> Column:
+    """The nationality code (``nat``), as column ``nationality``."""
+    return user.getField("nat").alias("nationality")
+
+
+def gender(user: Column) -> Column:
+    """The gender, as column ``gender``."""
+    return user.getField("gender").alias("gender")
+
+
+def registration_date(user: Column) -> Column:
+    """The UTC date of ``registered.date``, as column ``registration_date``."""
+    return utc_date(user.getField("registered").getField("date")).alias("registration_date")
+
+
+def transform_profiles(envelopes: DataFrame, processing_date: date, pseudonymization_key: bytes) -> DataFrame:
+    """The transformed, pseudonymized profiles (``PROFILE_COLUMNS``) of valid envelopes.
+
+    Input: records of ``core.parsing.valid_envelopes`` (column ``envelope`` plus ``partition`` and
+    ``offset``). E-mail, phone, cell and address leave only as pseudonyms; ``full_name`` stays in clear
+    text, and the caller decides which stores may hold it.
+    """
+    envelope = F.col("envelope")
+    user = envelope.getField("user")
+    return envelopes.select(
+        identifiant(user),
+        envelope.getField("fetched_at").alias("fetched_at"),
+        envelope.getField("source").alias("source"),
+        gender(user),
+        country(user),
+        nationality(user),
+        email_domain(user),
+        age(user, processing_date),
+        age_band(user, processing_date),
+        registration_date(user),
+        pseudonym_column(user.getField("email"), pseudonymization_key, "email").alias("email_pseudonym"),
+        pseudonym_column(user.getField("phone"), pseudonymization_key).alias("phone_pseudonym"),
+        pseudonym_column(user.getField("cell"), pseudonymization_key).alias("cell_pseudonym"),
+        pseudonym_column(full_address(user), pseudonymization_key).alias("address_pseudonym"),
+        full_name(user),
+        "partition",
+        "offset",
+    )
+
+
+def split_by_minimum_age(profiles: DataFrame, minimum_age: int) -> tuple[DataFrame, DataFrame]:
+    """The profiles aged at least ``minimum_age`` (kept) and the others (excluded, only to be counted).
+
+    A profile without an age is excluded: it cannot be shown to be old enough.
+    """
+    old_enough = F.coalesce(F.col("age") >= F.lit(minimum_age), F.lit(False))
+    return profiles.where(old_enough), profiles.where(~old_enough)
