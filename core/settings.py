@@ -91,6 +91,8 @@ class CassandraSettings(_Section):
     """Data centre the driver's load-balancing policy treats as local."""
     replication_factor: int = 1
     """Replication factor of the keyspaces we create (1 on a single node)."""
+    request_timeout_s: float = 20.0
+    """Client-side timeout of one CQL request (schema changes on a busy 2-core node can be slow)."""
 
 
 class MongoSettings(_Section):
@@ -100,6 +102,10 @@ class MongoSettings(_Section):
     """Port of the MongoDB wire-protocol server."""
     database: str = "userpulse"
     """Database holding the raw profile documents."""
+    raw_profiles_collection: str = "profiles"
+    """One raw document per profile (``_id`` = uuid), as received, with its Kafka coordinates."""
+    dead_letters_collection: str = "dead_letters"
+    """Records a streaming job could not use, with their raw bytes, Kafka coordinates and the reason."""
     username: str | None = None
     """User to authenticate as (against ``admin``); none for the local FerretDB."""
     password: SecretStr | None = None
@@ -123,6 +129,23 @@ class SparkSettings(_Section):
     """Heap of the Spark driver JVM (local mode runs executors inside it)."""
     ui_enabled: bool = False
     """Whether to start the Spark web UI (off for tests and the demo)."""
+
+
+class SpeedLayerSettings(_Section):
+    job_name: str = "speed"
+    """Name of the streaming job in the metrics table (and of its checkpoint folder)."""
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    """Where a job without a checkpoint starts reading the topic."""
+    max_offsets_per_trigger: int = 50_000
+    """Upper bound of records per micro-batch, so one slow batch cannot grow without limit."""
+    trigger_interval: str = "1 second"
+    """How often a micro-batch starts (when the previous one is done)."""
+    window_duration: str = "1 minute"
+    """Length of the tumbling event-time windows of the real-time aggregates."""
+    minimum_age: int = 18
+    """Profiles younger than this are excluded: counted in the batch metrics, never stored."""
+    cassandra_concurrency: int = 64
+    """Concurrent requests per batched Cassandra write."""
 
 
 class LocalStackSettings(_Section):
@@ -150,7 +173,9 @@ class PathSettings(_Section):
     stack_dir: Path = PROJECT_ROOT / ".stack"
     """Runtime state of the local stack: one folder per service with its data, log and pid file."""
     lake_dir: Path = PROJECT_ROOT / ".stack" / "lake"
-    """Delta Lake tables and streaming checkpoints."""
+    """Delta Lake tables."""
+    checkpoints_dir: Path = PROJECT_ROOT / ".stack" / "checkpoints"
+    """Structured Streaming checkpoints, one folder per job."""
 
     @property
     def spark_jars_dir(self) -> Path:
@@ -181,6 +206,7 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     mongo: MongoSettings = MongoSettings()
     spark: SparkSettings = SparkSettings()
+    speed_layer: SpeedLayerSettings = SpeedLayerSettings()
     local_stack: LocalStackSettings = LocalStackSettings()
     paths: PathSettings = PathSettings()
     secrets: SecretSettings = SecretSettings()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cassandra.cluster import Cluster, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import DCAwareRoundRobinPolicy
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -13,10 +13,14 @@ from core.settings import Settings
 def cassandra_cluster(settings: Settings) -> Cluster:
     """A driver cluster object for the configured contact point (call ``shutdown()`` when done)."""
     cassandra = settings.cassandra
+    profile = ExecutionProfile(
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=cassandra.local_datacenter),
+        request_timeout=cassandra.request_timeout_s,
+    )
     return Cluster(
         [cassandra.host],
         port=cassandra.port,
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=cassandra.local_datacenter),
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,
     )
 

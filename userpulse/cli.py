@@ -6,6 +6,7 @@ import typer
 
 from infra.cli import stack_app
 from ingestion.cli import produce
+from speed_layer.cli import speed
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.command()(produce)
+app.command()(speed)
 
 if __name__ == "__main__":
     app()

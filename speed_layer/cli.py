@@ -1,0 +1,80 @@
+"""``userpulse speed``: run the speed layer's streaming job until stopped (or until the topic is consumed)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+from pyspark.errors import StreamingQueryException
+from rich.console import Console
+from rich.logging import RichHandler
+
+from core.settings import get_settings
+from core.spark import build_spark_session
+from speed_layer.job import MAX_REPLAY_RESTARTS, SpeedLayerJob, is_replay_metrics_failure, speed_layer_job
+
+console = Console(stderr=True)
+
+
+def run_until_stopped(job: SpeedLayerJob, stop_requested: threading.Event) -> None:
+    """Run the continuous query until a stop is requested (between batches) or it fails."""
+    restarts = 0
+    query = job.start()
+    while True:
+        if stop_requested.is_set() and not query.status["isTriggerActive"]:
+            # Between batches: a batch in flight would be replayed after a restart anyway, but needlessly.
+            query.stop()
+            return
+        try:
+            if not query.awaitTermination(0.5) and query.isActive:
+                continue
+        except StreamingQueryException:
+            pass  # the same error is examined below
+        error = query.exception()
+        if error is None:
+            return
+        if not is_replay_metrics_failure(error) or restarts >= MAX_REPLAY_RESTARTS:
+            console.print(f"[red]speed layer failed:[/red] {error}")
+            raise typer.Exit(1)
+        restarts += 1
+        query = job.start()
+
+
+def speed(
+    topic: Annotated[str | None, typer.Option(help="Topic to read (default: the profiles topic).")] = None,
+    available_now: Annotated[
+        bool, typer.Option("--available-now", help="Process what the topic holds now, then stop.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="Logging level of the job's own messages.")] = "INFO",
+) -> None:
+    """Stream profiles from Kafka into MongoDB and Cassandra. SIGTERM finishes the current batch first."""
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_time=True, show_path=False, markup=False)],
+    )
+    logging.getLogger("speed_layer").setLevel(log_level.upper())
+    settings = get_settings()
+    spark = build_spark_session(settings, app_name="userpulse-speed")
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        console.print(f"{signal.Signals(signum).name}: stopping after the current batch...")
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        with speed_layer_job(settings, spark, topic) as job:
+            console.print(f"speed layer reading {job.topic}, checkpoint {job.checkpoint_dir}")
+            if available_now:
+                job.run_until_consumed()
+            else:
+                run_until_stopped(job, stop_requested)
+    finally:
+        spark.stop()
+    console.print("speed layer stopped")

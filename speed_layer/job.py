@@ -1,0 +1,403 @@
+"""The speed layer: Kafka -> parse, validate, transform, pseudonymize -> MongoDB raw documents and
+Cassandra real-time views, exactly-once in effect.
+
+Each micro-batch runs in ``foreachBatch``:
+
+1. parse the Kafka records with the shared schema; bad ones go to the dead-letter store;
+2. transform and pseudonymize (``core.transformations``), drop under-age profiles (counted only),
+   keep the first copy of each uuid within the batch;
+3. dedupe against the Cassandra profile table, which remembers the batch that first stored each uuid:
+   a replay of that batch (after a crash) recognises its own writes and counts them again, a later
+   duplicate is not counted;
+4. write raw documents, profiles and this batch's partial aggregates, keyed by the batch id that Spark
+   keeps stable on replay. Readers sum the partials of a window.
+
+No stateful Spark operator is involved, so nothing waits for a watermark: a batch's rows are visible
+as soon as it commits, and late rows are added to their own (older) window instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import DataFrame, Row, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming.listener import QueryProgressEvent
+
+from core.aggregates import window_aggregates
+from core.parsing import dead_letter_records, parse_kafka_records, valid_envelopes
+from core.settings import Settings
+from core.stores import cassandra_session, mongo_client, mongo_database
+from core.transformations import split_by_minimum_age, transform_profiles
+from infra.cassandra_schema import apply_schema
+from speed_layer.stores import CassandraSpeedStore, MongoRawStore
+
+logger = logging.getLogger(__name__)
+
+MAX_REPLAY_RESTARTS = 3
+"""Restarts allowed after SPARK-55271 (see ``is_replay_metrics_failure``); each follows a committed batch."""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one micro-batch did (also stored as a row of ``stream_batches``)."""
+
+    batch_id: int
+    input_rows: int
+    new_profiles: int
+    duplicates: int
+    dead_lettered: int
+    under_age: int
+    duration_ms: int
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """An aware UTC datetime from what ``collect()`` returns (naive, in the Python process's local time)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.astimezone(UTC)
+
+
+def collected(row: Row) -> dict[str, Any]:
+    """A collected row as a dict, its timestamps made aware (UTC)."""
+    return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.asDict().items()}
+
+
+def is_replay_metrics_failure(error: BaseException) -> bool:
+    """Whether a query died of SPARK-55271 (Spark 4.1.1): after a restart that replays an uncommitted
+    batch, the Kafka source's progress metrics throw a NullPointerException.
+
+    It is thrown while reporting progress, after the batch's writes and its commit-log entry, so
+    restarting the query loses and repeats nothing. Fixed upstream (apache/spark#58133), not in 4.1.1.
+    """
+    texts = []
+    current: BaseException | None = error
+    while current is not None and len(texts) < 10:  # the JVM stack of the cause names the source
+        texts += [str(current), str(getattr(current, "_stackTrace", ""))]
+        current = getattr(current, "_cause", None)
+    text = "\n".join(texts)
+    return '"scala.Option.get()" is null' in text and "KafkaMicroBatchStream" in text
+
+
+def first_copy_per_uuid(profiles: DataFrame) -> DataFrame:
+    """The first copy (lowest partition, then offset) of each uuid in a batch."""
+    first = Window.partitionBy("uuid").orderBy("partition", "offset")
+    return profiles.withColumn("_copy", F.row_number().over(first)).where("_copy = 1").drop("_copy")
+
+
+def kafka_lag(end_offsets_json: str | None, latest_offsets_json: str | None) -> dict[int, int]:
+    """Records behind the latest offset, per partition, from a Kafka source's progress offsets."""
+    if not end_offsets_json or not latest_offsets_json:
+        return {}
+    end, latest = json.loads(end_offsets_json), json.loads(latest_offsets_json)
+    return {
+        int(partition): int(latest_offset) - int(end.get(topic, {}).get(partition, latest_offset))
+        for topic, partitions in latest.items()
+        for partition, latest_offset in partitions.items()
+    }
+
+
+def raw_document(row: dict[str, Any], ingested_at: datetime) -> dict[str, Any]:
+    """The MongoDB document of a profile: the user as received, its envelope fields and Kafka coordinates."""
+    envelope = json.loads(bytes(row["raw_value"]))
+    return {
+        "_id": row["uuid"],
+        "user": envelope["user"],
+        "source": envelope["source"],
+        "fetched_at": row["fetched_at"],
+        "kafka": {"topic": row["topic"], "partition": row["partition"], "offset": row["offset"]},
+        "ingested_at": ingested_at,
+    }
+
+
+def dead_letter_document(row: dict[str, Any], job: str) -> dict[str, Any]:
+    """The dead-letter document of a bad record: raw bytes, Kafka coordinates, reason."""
+    return {
+        "_id": f"{row['topic']}:{row['partition']}:{row['offset']}",
+        "job": job,
+        "topic": row["topic"],
+        "partition": row["partition"],
+        "offset": row["offset"],
+        "kafka_timestamp": row["kafka_timestamp"],
+        "key": row["kafka_key"],
+        "raw_value": bytes(row["raw_value"]) if row["raw_value"] is not None else None,
+        "reason": row["dead_letter_reason"],
+    }
+
+
+class SpeedLayerJob:
+    """The streaming job, its stores and its micro-batch function."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        spark: SparkSession,
+        cassandra: CassandraSpeedStore,
+        mongo: MongoRawStore,
+        topic: str,
+        checkpoint_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.spark = spark
+        self.cassandra = cassandra
+        self.mongo = mongo
+        self.topic = topic
+        self.checkpoint_dir = checkpoint_dir
+        self.job_name = settings.speed_layer.job_name
+        self._pseudonymization_key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+        self._listener: BatchProgressListener | None = None
+
+    # -- the micro-batch -------------------------------------------------------------------------------
+
+    def process_batch(self, batch: DataFrame, batch_id: int) -> BatchOutcome:
+        """Parse, transform, dedupe and store one micro-batch; idempotent for a given ``batch_id``."""
+        started = time.monotonic()
+        processed_at = datetime.now(UTC)
+        parsed = parse_kafka_records(batch).persist()
+        try:
+            outcome, max_event_time = self._store_batch(parsed, batch_id, processed_at, started)
+        finally:
+            parsed.unpersist()
+        self.cassandra.write_batch_metrics(
+            {
+                "job": self.job_name,
+                "batch_id": batch_id,
+                "processed_at": processed_at,
+                "input_rows": outcome.input_rows,
+                "new_profiles": outcome.new_profiles,
+                "duplicates": outcome.duplicates,
+                "dead_lettered": outcome.dead_lettered,
+                "under_age": outcome.under_age,
+                "late_rows_dropped": 0,  # no watermark: late rows land in their own window
+                "duration_ms": outcome.duration_ms,
+                "max_event_time": max_event_time,
+            }
+        )
+        logger.info(
+            "speed batch %d: %d rows, %d new profiles, %d duplicates, %d dead-lettered, %d under age, %d ms",
+            batch_id,
+            outcome.input_rows,
+            outcome.new_profiles,
+            outcome.duplicates,
+            outcome.dead_lettered,
+            outcome.under_age,
+            outcome.duration_ms,
+        )
+        return outcome
+
+    def _store_batch(
+        self, parsed: DataFrame, batch_id: int, processed_at: datetime, started: float
+    ) -> tuple[BatchOutcome, datetime | None]:
+        input_rows = parsed.count()
+        if input_rows == 0:
+            return BatchOutcome(batch_id, 0, 0, 0, 0, 0, 0), None
+
+        # 1. Bad records: kept with their raw bytes and reason, never dropped.
+        letters = [collected(row) for row in dead_letter_records(parsed).collect()]
+        self.mongo.insert_dead_letters(
+            [dead_letter_document(row, self.job_name) for row in letters], processed_at
+        )
+
+        # 2. Transform; the processing date is the batch's newest event date, so that a replay computes
+        #    the same ages as the first run even across midnight.
+        envelopes = valid_envelopes(parsed)
+        max_event_time = as_utc(envelopes.agg(F.max("envelope.fetched_at")).first()[0])
+        processing_date: date = (max_event_time or processed_at).date()
+        profiles = transform_profiles(envelopes, processing_date, self._pseudonymization_key)
+        kept, excluded = split_by_minimum_age(profiles, self.settings.speed_layer.minimum_age)
+        kept = kept.persist()
+        try:
+            under_age = excluded.count()
+            kept_count = kept.count()
+            first_copies = first_copy_per_uuid(kept).join(
+                parsed.select("partition", "offset", "topic", "raw_value"), ["partition", "offset"]
+            )
+            rows = [collected(row) for row in first_copies.collect()]
+
+            # 3. Dedupe against what earlier batches stored (a replay of this batch counts as new).
+            stored = self.cassandra.first_batch_ids([row["uuid"] for row in rows])
+            new_rows = [row for row in rows if stored.get(row["uuid"], batch_id) == batch_id]
+
+            # 4. Write: raw documents, pseudonymized profiles, then this batch's partial aggregates.
+            self.mongo.insert_profiles([raw_document(row, processed_at) for row in new_rows])
+            self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
+            new_profiles = kept if len(new_rows) == kept_count else self._only(kept, new_rows)
+            partials = window_aggregates(new_profiles, self.settings.speed_layer.window_duration)
+            self.cassandra.write_partials(
+                [{**collected(row), "batch_id": batch_id} for row in partials.collect()]
+            )
+        finally:
+            kept.unpersist()
+        outcome = BatchOutcome(
+            batch_id=batch_id,
+            input_rows=input_rows,
+            new_profiles=len(new_rows),
+            duplicates=kept_count - len(new_rows),
+            dead_lettered=len(letters),
+            under_age=under_age,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        return outcome, max_event_time
+
+    def _only(self, profiles: DataFrame, rows: list[dict[str, Any]]) -> DataFrame:
+        """``profiles`` restricted to the copies in ``rows`` (by Kafka coordinates)."""
+        coordinates = self.spark.createDataFrame(
+            [(row["partition"], row["offset"]) for row in rows], "partition int, offset long"
+        )
+        return profiles.join(coordinates, ["partition", "offset"])
+
+    # -- the query -------------------------------------------------------------------------------------
+
+    def start(self, available_now: bool = False) -> StreamingQuery:
+        """Start the streaming query; with ``available_now`` it stops once the topic is consumed."""
+        speed = self.settings.speed_layer
+        kafka_rows = (
+            self.spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", self.settings.kafka.bootstrap_servers)
+            .option("subscribe", self.topic)
+            .option("startingOffsets", speed.starting_offsets)
+            .option("maxOffsetsPerTrigger", speed.max_offsets_per_trigger)
+            .load()
+        )
+        writer = (
+            kafka_rows.writeStream.queryName(self.query_name)
+            .foreachBatch(self.process_batch)
+            .option("checkpointLocation", str(self.checkpoint_dir))
+        )
+        writer = (
+            writer.trigger(availableNow=True)
+            if available_now
+            else writer.trigger(processingTime=speed.trigger_interval)
+        )
+        if self._listener is None:
+            self._listener = BatchProgressListener(self.cassandra, self.job_name, self.query_name)
+            self.spark.streams.addListener(self._listener)
+        return writer.start()
+
+    def run_until_consumed(self, timeout_s: float = 3600.0) -> None:
+        """Process everything the topic holds now (``availableNow``) and return; raise if the query fails."""
+        for _ in range(MAX_REPLAY_RESTARTS + 1):
+            query = self.start(available_now=True)
+            with contextlib.suppress(StreamingQueryException):  # the same error is examined below
+                query.awaitTermination(timeout_s)
+            error = query.exception()
+            if error is None:
+                if query.isActive:
+                    query.stop()
+                    raise TimeoutError(
+                        f"{self.query_name} did not consume {self.topic} within {timeout_s:.0f} s"
+                    )
+                return
+            if not is_replay_metrics_failure(error):
+                raise error
+            logger.warning("restarting %s after SPARK-55271 on a replayed, committed batch", self.query_name)
+        raise error
+
+    def stop_listening(self) -> None:
+        """Remove the progress listener (call after the query stopped)."""
+        if self._listener is not None:
+            self.spark.streams.removeListener(self._listener)
+            self._listener = None
+
+    @property
+    def query_name(self) -> str:
+        return f"{self.job_name}_{self.topic}".replace(".", "_")
+
+
+def profile_row(row: dict[str, Any], batch_id: int) -> dict[str, Any]:
+    """The Cassandra ``profiles`` row of a transformed profile (no plaintext identifiers)."""
+    return {
+        **{column: row[column] for column in _PROFILE_FIELDS},
+        "first_batch_id": batch_id,
+        "kafka_partition": row["partition"],
+        "kafka_offset": row["offset"],
+    }
+
+
+_PROFILE_FIELDS = (
+    "uuid", "fetched_at", "source", "gender", "country", "nationality", "email_domain", "age", "age_band",
+    "registration_date", "email_pseudonym", "phone_pseudonym", "cell_pseudonym", "address_pseudonym",
+)  # fmt: skip
+
+
+class BatchProgressListener(StreamingQueryListener):
+    """Adds each batch's input rate and Kafka lag per partition to its ``stream_batches`` row."""
+
+    def __init__(self, store: CassandraSpeedStore, job_name: str, query_name: str) -> None:
+        self.store = store
+        self.job_name = job_name
+        self.query_name = query_name
+
+    def onQueryStarted(self, event: Any) -> None:  # noqa: N802 (Spark's listener API)
+        pass
+
+    def onQueryProgress(self, event: QueryProgressEvent) -> None:  # noqa: N802
+        progress = event.progress
+        if progress.name != self.query_name or progress.numInputRows == 0:
+            return
+        lag: dict[int, int] = {}
+        for source in progress.sources:
+            lag.update(kafka_lag(source.endOffset, source.latestOffset))
+        try:
+            self.store.write_batch_progress(
+                self.job_name, progress.batchId, float(progress.processedRowsPerSecond or 0.0), lag
+            )
+        except Exception as error:  # metrics are best effort: Spark delivers events late, even after stop
+            logger.warning("could not store the progress of batch %d: %s", progress.batchId, error)
+        logger.info(
+            "speed progress batch %d: %d rows at %.0f rows/s, lag %s",
+            progress.batchId,
+            progress.numInputRows,
+            progress.processedRowsPerSecond or 0.0,
+            lag,
+        )
+
+    def onQueryIdle(self, event: Any) -> None:  # noqa: N802
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
+        pass
+
+
+@contextmanager
+def speed_layer_job(
+    settings: Settings, spark: SparkSession, topic: str | None = None, checkpoint_dir: Path | None = None
+) -> Iterator[SpeedLayerJob]:
+    """A ready job: Cassandra schema applied, MongoDB indexes created, connections closed on exit."""
+    cluster, session = cassandra_session(settings)
+    client = mongo_client(settings)
+    try:
+        keyspace = settings.cassandra.keyspace
+        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        database = mongo_database(client, settings)
+        mongo = MongoRawStore(
+            database[settings.mongo.raw_profiles_collection], database[settings.mongo.dead_letters_collection]
+        )
+        mongo.ensure_indexes()
+        cassandra = CassandraSpeedStore(session, keyspace, settings.speed_layer.cassandra_concurrency)
+        job = SpeedLayerJob(
+            settings,
+            spark,
+            cassandra,
+            mongo,
+            topic or settings.kafka.profiles_topic,
+            checkpoint_dir or settings.paths.checkpoints_dir / settings.speed_layer.job_name,
+        )
+        try:
+            yield job
+        finally:
+            job.stop_listening()
+    finally:
+        client.close()
+        cluster.shutdown()

@@ -1,0 +1,146 @@
+"""The speed layer's writes: batched calls to Cassandra and MongoDB, never one round trip per row.
+
+Every write is idempotent for a given micro-batch id, so a batch replayed after a crash converges to
+the same stored state: MongoDB documents are inserted once (``$setOnInsert``), Cassandra rows are
+keyed by what identifies them (uuid; dimension, window, value and batch id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent_with_args
+from pymongo import DESCENDING, UpdateOne
+from pymongo.collection import Collection
+
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "uuid", "first_batch_id", "fetched_at", "source", "gender", "country", "nationality", "email_domain",
+    "age", "age_band", "registration_date", "email_pseudonym", "phone_pseudonym", "cell_pseudonym",
+    "address_pseudonym", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+"""Columns of the Cassandra ``profiles`` table: pseudonyms only, no plaintext identifiers."""
+
+PARTIAL_COLUMNS: tuple[str, ...] = (
+    "dimension", "window_start", "value", "batch_id", "window_end",
+    "profiles", "age_sum", "age_min", "age_max",
+)  # fmt: skip
+"""Columns of ``speed_aggregates``: one partial aggregate of one micro-batch."""
+
+BATCH_METRIC_COLUMNS: tuple[str, ...] = (
+    "job", "batch_id", "processed_at", "input_rows", "new_profiles", "duplicates", "dead_lettered",
+    "under_age", "late_rows_dropped", "duration_ms", "max_event_time",
+)  # fmt: skip
+"""Columns of ``stream_batches`` written by the batch itself (rate and lag come from the progress)."""
+
+
+class CassandraSpeedStore:
+    """The speed layer's Cassandra tables in one keyspace, with prepared statements."""
+
+    def __init__(self, session: Session, keyspace: str, concurrency: int) -> None:
+        self.session = session
+        self.keyspace = keyspace
+        self.concurrency = concurrency
+        self._first_batch = session.prepare(f"SELECT first_batch_id FROM {keyspace}.profiles WHERE uuid = ?")
+        self._insert_profile = self._insert("profiles", PROFILE_COLUMNS)
+        self._insert_partial = self._insert("speed_aggregates", PARTIAL_COLUMNS)
+        self._insert_window = self._insert("speed_windows", ("dimension", "window_start"))
+        self._insert_metrics = self._insert("stream_batches", BATCH_METRIC_COLUMNS)
+        self._update_progress = session.prepare(
+            f"UPDATE {keyspace}.stream_batches SET rows_per_s = ?, kafka_lag = ? "
+            "WHERE job = ? AND batch_id = ?"
+        )
+
+    def _insert(self, table: str, columns: Sequence[str]) -> Any:
+        placeholders = ", ".join("?" for _ in columns)
+        return self.session.prepare(
+            f"INSERT INTO {self.keyspace}.{table} ({', '.join(columns)}) VALUES ({placeholders})"
+        )
+
+    def _execute_all(self, statement: Any, parameters: Iterable[Sequence[Any]]) -> None:
+        """Run one prepared statement for many rows concurrently; the first failure raises."""
+        execute_concurrent_with_args(
+            self.session, statement, list(parameters), concurrency=self.concurrency, raise_on_first_error=True
+        )
+
+    def first_batch_ids(self, uuids: Sequence[str]) -> dict[str, int]:
+        """The batch id that first stored each of ``uuids``, for those already stored."""
+        results = execute_concurrent_with_args(
+            self.session,
+            self._first_batch,
+            [(uuid,) for uuid in uuids],
+            concurrency=self.concurrency,
+            raise_on_first_error=True,
+        )
+        found: dict[str, int] = {}
+        for uuid, (_, result) in zip(uuids, results, strict=True):
+            row = result.one()
+            if row is not None:
+                found[uuid] = row.first_batch_id
+        return found
+
+    def write_profiles(self, profiles: Sequence[Mapping[str, Any]]) -> None:
+        self._execute_all(self._insert_profile, ([p[c] for c in PROFILE_COLUMNS] for p in profiles))
+
+    def write_partials(self, partials: Sequence[Mapping[str, Any]]) -> None:
+        """Store partial aggregates and index their windows (the index first: readers find no gap)."""
+        windows = {(p["dimension"], p["window_start"]) for p in partials}
+        self._execute_all(self._insert_window, windows)
+        self._execute_all(self._insert_partial, ([p[c] for c in PARTIAL_COLUMNS] for p in partials))
+
+    def write_batch_metrics(self, metrics: Mapping[str, Any]) -> None:
+        self.session.execute(self._insert_metrics, [metrics[c] for c in BATCH_METRIC_COLUMNS])
+
+    def write_batch_progress(
+        self, job: str, batch_id: int, rows_per_s: float, kafka_lag: dict[int, int]
+    ) -> None:
+        self.session.execute(self._update_progress, (rows_per_s, kafka_lag, job, batch_id))
+
+
+class MongoRawStore:
+    """Raw profile documents and dead letters in MongoDB (or any server of its wire protocol)."""
+
+    def __init__(self, profiles: Collection, dead_letters: Collection) -> None:
+        self.profiles = profiles
+        self.dead_letters = dead_letters
+
+    def ensure_indexes(self) -> None:
+        """Indexes for "latest profiles" and "profiles of a country" (idempotent)."""
+        self.profiles.create_index([("fetched_at", DESCENDING)], name="latest_profiles")
+        self.profiles.create_index(
+            [("user.location.country", 1), ("fetched_at", DESCENDING)], name="by_country"
+        )
+        self.dead_letters.create_index([("stored_at", DESCENDING)], name="latest_dead_letters")
+
+    def insert_profiles(self, documents: Sequence[Mapping[str, Any]]) -> None:
+        """Insert each document once by ``_id``: a replay, or a later duplicate, changes nothing."""
+        if documents:
+            self.profiles.bulk_write(
+                [
+                    UpdateOne({"_id": d["_id"]}, {"$setOnInsert": _without_id(d)}, upsert=True)
+                    for d in documents
+                ],
+                ordered=False,
+            )
+
+    def insert_dead_letters(self, letters: Sequence[Mapping[str, Any]], stored_at: datetime) -> None:
+        """Insert each dead letter once, keyed by its Kafka coordinates."""
+        if letters:
+            self.dead_letters.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": letter["_id"]},
+                        {"$setOnInsert": {**_without_id(letter), "stored_at": stored_at}},
+                        upsert=True,
+                    )
+                    for letter in letters
+                ],
+                ordered=False,
+            )
+
+
+def _without_id(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields to set on insert: ``_id`` comes from the filter (setting it again is refused)."""
+    return {key: value for key, value in document.items() if key != "_id"}

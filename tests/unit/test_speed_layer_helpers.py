@@ -1,0 +1,73 @@
+"""Pure helpers of the speed layer and of the CQL schema files."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from infra.cassandra_schema import cql_statements, migration_files
+from speed_layer.job import dead_letter_document, kafka_lag, raw_document
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_kafka_lag_per_partition_from_progress_offsets() -> None:
+    end = json.dumps({"users.profiles": {"0": 120, "1": 80, "2": 100}})
+    latest = json.dumps({"users.profiles": {"0": 150, "1": 80, "2": 130}})
+
+    assert kafka_lag(end, latest) == {0: 30, 1: 0, 2: 30}
+    assert kafka_lag(None, latest) == {}
+
+
+def test_raw_document_keeps_the_user_as_received_with_coordinates() -> None:
+    user = {"login": {"uuid": "u-1"}, "location": {"postcode": 5440}}
+    row = {
+        "uuid": "u-1",
+        "raw_value": json.dumps({"source": "synthetic", "fetched_at": "x", "user": user}).encode(),
+        "fetched_at": NOW,
+        "topic": "t",
+        "partition": 2,
+        "offset": 17,
+    }
+
+    assert raw_document(row, NOW) == {
+        "_id": "u-1",
+        "user": user,
+        "source": "synthetic",
+        "fetched_at": NOW,
+        "kafka": {"topic": "t", "partition": 2, "offset": 17},
+        "ingested_at": NOW,
+    }
+
+
+def test_dead_letter_document_is_keyed_by_kafka_coordinates() -> None:
+    row = {
+        "topic": "t",
+        "partition": 1,
+        "offset": 5,
+        "kafka_timestamp": NOW,
+        "kafka_key": None,
+        "raw_value": bytearray(b"not json"),
+        "dead_letter_reason": "not JSON",
+    }
+
+    document = dead_letter_document(row, "speed")
+
+    assert document["_id"] == "t:1:5"
+    assert document["raw_value"] == b"not json"
+    assert (document["reason"], document["job"]) == ("not JSON", "speed")
+
+
+def test_cql_statements_drop_comments_and_split() -> None:
+    cql = "-- a comment\nCREATE TABLE a (x int PRIMARY KEY); -- why\n\nCREATE TABLE b (y int PRIMARY KEY);"
+
+    assert cql_statements(cql) == ["CREATE TABLE a (x int PRIMARY KEY)", "CREATE TABLE b (y int PRIMARY KEY)"]
+
+
+def test_every_schema_file_is_versioned_and_idempotent() -> None:
+    files = migration_files()
+
+    assert files and [f.name[:3] for f in files] == [f"{n:03d}" for n in range(1, len(files) + 1)]
+    for path in files:
+        for statement in cql_statements(path.read_text()):
+            assert "IF NOT EXISTS" in statement, statement
