@@ -333,6 +333,30 @@ def test_speed_layer_stores_exactly_the_recount(spark: SparkSession, speed_setti
     )
 
 
+def job_environment(settings: Settings, max_offsets_per_trigger: int) -> dict[str, str]:
+    """The environment of a ``userpulse speed`` subprocess that uses the test's topic and stores."""
+    environment = {
+        **os.environ,
+        "USERPULSE_KAFKA__HOST": settings.kafka.host,
+        "USERPULSE_KAFKA__PORT": str(settings.kafka.port),
+        "USERPULSE_KAFKA__PROFILES_TOPIC": settings.kafka.profiles_topic,
+        "USERPULSE_CASSANDRA__HOST": settings.cassandra.host,
+        "USERPULSE_CASSANDRA__PORT": str(settings.cassandra.port),
+        "USERPULSE_CASSANDRA__KEYSPACE": settings.cassandra.keyspace,
+        "USERPULSE_MONGO__HOST": settings.mongo.host,
+        "USERPULSE_MONGO__PORT": str(settings.mongo.port),
+        "USERPULSE_MONGO__RAW_PROFILES_COLLECTION": settings.mongo.raw_profiles_collection,
+        "USERPULSE_MONGO__DEAD_LETTERS_COLLECTION": settings.mongo.dead_letters_collection,
+        "USERPULSE_SPEED_LAYER__MAX_OFFSETS_PER_TRIGGER": str(max_offsets_per_trigger),
+        "USERPULSE_PATHS__CHECKPOINTS_DIR": str(settings.paths.checkpoints_dir),
+        "USERPULSE_SPARK__DRIVER_MEMORY": "1g",
+    }
+    if settings.mongo.username:  # testcontainers' MongoDB requires credentials
+        environment["USERPULSE_MONGO__USERNAME"] = settings.mongo.username
+        environment["USERPULSE_MONGO__PASSWORD"] = settings.mongo.password.get_secret_value()
+    return environment
+
+
 def test_a_replayed_batch_changes_nothing(spark: SparkSession, speed_settings: Settings) -> None:
     produced = produce_known_input(speed_settings, speed_settings.kafka.profiles_topic)
     run_until_consumed(spark, speed_settings)
@@ -357,25 +381,7 @@ def test_sigkill_mid_stream_then_restart_counts_everything_once(
     spark: SparkSession, speed_settings: Settings
 ) -> None:
     produced = produce_known_input(speed_settings, speed_settings.kafka.profiles_topic)
-    environment = {
-        **os.environ,
-        "USERPULSE_KAFKA__HOST": speed_settings.kafka.host,
-        "USERPULSE_KAFKA__PORT": str(speed_settings.kafka.port),
-        "USERPULSE_KAFKA__PROFILES_TOPIC": speed_settings.kafka.profiles_topic,
-        "USERPULSE_CASSANDRA__HOST": speed_settings.cassandra.host,
-        "USERPULSE_CASSANDRA__PORT": str(speed_settings.cassandra.port),
-        "USERPULSE_CASSANDRA__KEYSPACE": speed_settings.cassandra.keyspace,
-        "USERPULSE_MONGO__HOST": speed_settings.mongo.host,
-        "USERPULSE_MONGO__PORT": str(speed_settings.mongo.port),
-        "USERPULSE_MONGO__RAW_PROFILES_COLLECTION": speed_settings.mongo.raw_profiles_collection,
-        "USERPULSE_MONGO__DEAD_LETTERS_COLLECTION": speed_settings.mongo.dead_letters_collection,
-        "USERPULSE_SPEED_LAYER__MAX_OFFSETS_PER_TRIGGER": "40",
-        "USERPULSE_PATHS__CHECKPOINTS_DIR": str(speed_settings.paths.checkpoints_dir),
-        "USERPULSE_SPARK__DRIVER_MEMORY": "1g",
-    }
-    if speed_settings.mongo.username:  # testcontainers' MongoDB requires credentials
-        environment["USERPULSE_MONGO__USERNAME"] = speed_settings.mongo.username
-        environment["USERPULSE_MONGO__PASSWORD"] = speed_settings.mongo.password.get_secret_value()
+    environment = job_environment(speed_settings, max_offsets_per_trigger=40)
     process = subprocess.Popen(
         [sys.executable, "-m", "userpulse.cli", "speed"],
         env=environment,
@@ -402,3 +408,31 @@ def test_sigkill_mid_stream_then_restart_counts_everything_once(
     assert len(state.batches) > killed_after
     assert_matches_input(state, produced)
     shutil.rmtree(speed_settings.paths.checkpoints_dir, ignore_errors=True)
+
+
+def test_sigterm_stops_between_batches(speed_settings: Settings) -> None:
+    produce_known_input(speed_settings, speed_settings.kafka.profiles_topic)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "userpulse.cli", "speed"],
+        env=job_environment(speed_settings, max_offsets_per_trigger=40),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and committed_batches(speed_settings) < 2:
+            assert process.poll() is None, "the speed layer exited before it was stopped"
+            time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    assert process.returncode == 0, stderr
+    assert "SIGTERM: stopping after the current batch" in stderr
+    checkpoint = speed_settings.paths.checkpoints_dir / speed_settings.speed_layer.job_name
+    planned = {p.name for p in (checkpoint / "offsets").iterdir() if p.name.isdigit()}
+    committed = {p.name for p in (checkpoint / "commits").iterdir() if p.name.isdigit()}
+    assert planned == committed  # no batch was cut off half-way
