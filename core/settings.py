@@ -144,7 +144,7 @@ class SpeedLayerSettings(_Section):
     """Length of the tumbling event-time windows of the real-time aggregates."""
     minimum_age: int = 18
     """Profiles younger than this are excluded: counted in the batch metrics, never stored."""
-    cassandra_concurrency: int = 64
+    cassandra_concurrency: int = 128
     """Concurrent requests per batched Cassandra write."""
 
 

@@ -77,6 +77,7 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.default.parallelism", str(spark.shuffle_partitions))
         .config("spark.driver.memory", spark.driver_memory)
         .config("spark.ui.enabled", str(spark.ui_enabled).lower())
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -136,6 +137,22 @@ def dead_letter_document(row: dict[str, Any], job: str) -> dict[str, Any]:
     }
 
 
+class PhaseTimer:
+    """Milliseconds spent in each named phase of a micro-batch, for the debug log."""
+
+    def __init__(self) -> None:
+        self.durations_ms: dict[str, int] = {}
+        self._last = time.monotonic()
+
+    def done(self, phase: str) -> None:
+        now = time.monotonic()
+        self.durations_ms[phase] = int((now - self._last) * 1000)
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{phase} {ms} ms" for phase, ms in self.durations_ms.items())
+
+
 class SpeedLayerJob:
     """The streaming job, its stores and its micro-batch function."""
 
@@ -199,15 +216,18 @@ class SpeedLayerJob:
     def _store_batch(
         self, parsed: DataFrame, batch_id: int, processed_at: datetime, started: float
     ) -> tuple[BatchOutcome, datetime | None]:
+        phases = PhaseTimer()
         input_rows = parsed.count()
         if input_rows == 0:
             return BatchOutcome(batch_id, 0, 0, 0, 0, 0, 0), None
+        phases.done("read")
 
         # 1. Bad records: kept with their raw bytes and reason, never dropped.
         letters = [collected(row) for row in dead_letter_records(parsed).collect()]
         self.mongo.insert_dead_letters(
             [dead_letter_document(row, self.job_name) for row in letters], processed_at
         )
+        phases.done("dead letters")
 
         # 2. Transform; the processing date is the batch's newest event date, so that a replay computes
         #    the same ages as the first run even across midnight.
@@ -224,21 +244,31 @@ class SpeedLayerJob:
                 parsed.select("partition", "offset", "topic", "raw_value"), ["partition", "offset"]
             )
             rows = [collected(row) for row in first_copies.collect()]
+            phases.done("transform")
 
             # 3. Dedupe against what earlier batches stored (a replay of this batch counts as new).
             stored = self.cassandra.first_batch_ids([row["uuid"] for row in rows])
             new_rows = [row for row in rows if stored.get(row["uuid"], batch_id) == batch_id]
+            phases.done("dedupe")
 
             # 4. Write: raw documents, pseudonymized profiles, then this batch's partial aggregates.
-            self.mongo.insert_profiles([raw_document(row, processed_at) for row in new_rows])
-            self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
+            #    MongoDB and Cassandra are written at the same time: both wait on the network.
+            with ThreadPoolExecutor(max_workers=1) as mongo_writer:
+                documents = mongo_writer.submit(
+                    self.mongo.insert_profiles, [raw_document(row, processed_at) for row in new_rows]
+                )
+                self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
+                documents.result()
+            phases.done("profiles and documents")
             new_profiles = kept if len(new_rows) == kept_count else self._only(kept, new_rows)
             partials = window_aggregates(new_profiles, self.settings.speed_layer.window_duration)
             self.cassandra.write_partials(
                 [{**collected(row), "batch_id": batch_id} for row in partials.collect()]
             )
+            phases.done("aggregates")
         finally:
             kept.unpersist()
+        logger.debug("speed batch %d phases: %s", batch_id, phases)
         outcome = BatchOutcome(
             batch_id=batch_id,
             input_rows=input_rows,

@@ -1,0 +1,174 @@
+"""Speed-layer benchmark: sustained throughput and end-to-end latency into MongoDB and Cassandra.
+
+    .venv/bin/python bench/bench_speed_layer.py [--profiles 100000] [--rate 1000] [--seconds 30]
+
+1. Throughput: ``--profiles`` synthetic profiles are produced to a fresh topic first, then the job
+   consumes them (``availableNow``, batches of ``max_offsets_per_trigger``) into fresh stores; the figure
+   is profiles per second of wall time through the whole job (parse, transform, dedupe, both stores).
+2. Latency: the job runs continuously while profiles are produced at a steady ``--rate``; for one
+   profile of every produced batch, the time from send to its row being readable in Cassandra is taken.
+
+Starts the local stack if it is not running (and stops it after); everything it creates is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+from kafka import KafkaAdminClient
+
+from core.settings import Settings, get_settings
+from core.spark import build_spark_session
+from core.stores import cassandra_session, mongo_client
+from infra.stack import LocalStack
+from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
+from ingestion.producer import split_batch
+from ingestion.synthetic import SyntheticSource
+from speed_layer.job import speed_layer_job
+
+
+def isolated_settings(base: Settings, name: str, checkpoints: str) -> Settings:
+    """``base`` with its own topic, keyspace, collections and checkpoint folder."""
+    return base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(
+                update={"profiles_topic": name, "dead_letter_topic": f"{name}.dlq"}
+            ),
+            "cassandra": base.cassandra.model_copy(update={"keyspace": name}),
+            "mongo": base.mongo.model_copy(
+                update={
+                    "raw_profiles_collection": f"{name}_profiles",
+                    "dead_letters_collection": f"{name}_dlq",
+                }
+            ),
+            "paths": base.paths.model_copy(update={"checkpoints_dir": base.paths.stack_dir / checkpoints}),
+        }
+    )
+
+
+def publish(
+    settings: Settings, publisher: ProfilePublisher, source: SyntheticSource, count: int
+) -> list[str]:
+    """Publish ``count`` synthetic profiles now; returns their uuids."""
+    split = split_batch(source.next_batch(count), "synthetic", datetime.now(UTC))
+    for envelope in split.envelopes:
+        publisher.publish(envelope)
+    return [envelope.user["login"]["uuid"] for envelope in split.envelopes]
+
+
+def throughput(base: Settings, profiles: int) -> None:
+    name = f"bench_speed_{uuid.uuid4().hex[:8]}"
+    settings = isolated_settings(base, name, f"bench/{name}")
+    ensure_topics(settings, {name: settings.kafka.topic_partitions, f"{name}.dlq": 1})
+    source = SyntheticSource(5)
+    with ProfilePublisher(settings, name, f"{name}.dlq") as publisher:
+        for _ in range(0, profiles, 5000):
+            publish(settings, publisher, source, 5000)
+    spark = build_spark_session(settings, "userpulse-bench")
+    try:
+        with speed_layer_job(settings, spark) as job:
+            started = time.perf_counter()
+            job.run_until_consumed()
+            elapsed = time.perf_counter() - started
+        print(
+            f"throughput: {profiles:,} profiles through the speed layer in {elapsed:.1f} s = "
+            f"{profiles / elapsed:,.0f} profiles/s (batches of up to "
+            f"{settings.speed_layer.max_offsets_per_trigger:,}, Spark {settings.spark.master})"
+        )
+    finally:
+        cleanup(settings)
+
+
+def latency(base: Settings, rate: int, seconds: int) -> None:
+    name = f"bench_latency_{uuid.uuid4().hex[:8]}"
+    settings = isolated_settings(base, name, f"bench/{name}")
+    settings = settings.model_copy(
+        update={"speed_layer": settings.speed_layer.model_copy(update={"trigger_interval": "0 seconds"})}
+    )
+    ensure_topics(settings, {name: settings.kafka.topic_partitions, f"{name}.dlq": 1})
+    spark = build_spark_session(settings, "userpulse-bench")
+    cluster, session = cassandra_session(settings)
+    sent_at: dict[str, float] = {}
+    visible_after: dict[str, float] = {}
+    producing_done = threading.Event()
+    try:
+        with speed_layer_job(settings, spark) as job:
+            query = job.start()
+            lookup = session.prepare(f"SELECT uuid FROM {name}.profiles WHERE uuid = ?")
+
+            def watch() -> None:
+                while not (producing_done.is_set() and len(visible_after) == len(sent_at)):
+                    for sample in [s for s in list(sent_at) if s not in visible_after]:
+                        if session.execute(lookup, (sample,)).one() is not None:
+                            visible_after[sample] = time.perf_counter() - sent_at[sample]
+                    time.sleep(0.02)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            source = SyntheticSource(6)
+            batches_per_s = 10
+            with ProfilePublisher(settings, name, f"{name}.dlq") as publisher:
+                time.sleep(5)  # let the first (empty) triggers pass
+                started = time.perf_counter()
+                for tick in range(seconds * batches_per_s):
+                    due = started + tick / batches_per_s
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                    uuids = publish(settings, publisher, source, rate // batches_per_s)
+                    publisher.flush()
+                    sent_at[uuids[-1]] = time.perf_counter()
+            producing_done.set()
+            watcher.join(timeout=120)
+            query.stop()
+        latencies = sorted(visible_after.values())
+        p50 = statistics.median(latencies)
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        print(
+            f"latency at {rate:,} profiles/s for {seconds} s: produced -> readable in Cassandra "
+            f"p50 {p50:.2f} s, p95 {p95:.2f} s, max {latencies[-1]:.2f} s ({len(latencies)} samples)"
+        )
+    finally:
+        cluster.shutdown()
+        cleanup(settings)
+
+
+def cleanup(settings: Settings) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin.delete_topics([settings.kafka.profiles_topic, settings.kafka.dead_letter_topic])
+    admin.close()
+    cluster, session = cassandra_session(settings)
+    session.execute(f"DROP KEYSPACE IF EXISTS {settings.cassandra.keyspace}")
+    cluster.shutdown()
+    with mongo_client(settings) as client:
+        client[settings.mongo.database].drop_collection(settings.mongo.raw_profiles_collection)
+        client[settings.mongo.database].drop_collection(settings.mongo.dead_letters_collection)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("speed_layer").setLevel(logging.DEBUG)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    settings = get_settings()
+    stack = LocalStack(settings)
+    started_stack = not stack.all_answering()
+    if started_stack:
+        stack.up()
+    try:
+        throughput(settings, args.profiles)
+        latency(settings, args.rate, args.seconds)
+    finally:
+        if started_stack:
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()
