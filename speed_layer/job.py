@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import DataFrame, Row, SparkSession, Window
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryProgressEvent
@@ -91,10 +91,12 @@ def is_replay_metrics_failure(error: BaseException) -> bool:
     return '"scala.Option.get()" is null' in text and "KafkaMicroBatchStream" in text
 
 
-def first_copy_per_uuid(profiles: DataFrame) -> DataFrame:
-    """The first copy (lowest partition, then offset) of each uuid in a batch."""
-    first = Window.partitionBy("uuid").orderBy("partition", "offset")
-    return profiles.withColumn("_copy", F.row_number().over(first)).where("_copy = 1").drop("_copy")
+def first_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first copy (lowest partition, then offset) of each uuid among a batch's rows."""
+    first: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["partition"], r["offset"])):
+        first.setdefault(row["uuid"], row)
+    return list(first.values())
 
 
 def kafka_lag(end_offsets_json: str | None, latest_offsets_json: str | None) -> dict[int, int]:
@@ -216,65 +218,70 @@ class SpeedLayerJob:
     def _store_batch(
         self, parsed: DataFrame, batch_id: int, processed_at: datetime, started: float
     ) -> tuple[BatchOutcome, datetime | None]:
+        # Few Spark actions per batch (each costs a job): one summary, the dead letters when there are
+        # any, the transformed rows, the aggregates. Dedupe and counting happen on the collected rows.
         phases = PhaseTimer()
-        input_rows = parsed.count()
+        summary = parsed.agg(
+            F.count(F.lit(1)).alias("input_rows"),
+            F.count("dead_letter_reason").alias("dead_letters"),
+            F.max("envelope.fetched_at").alias("max_event_time"),
+        ).first()
+        input_rows, dead_letter_count = summary["input_rows"], summary["dead_letters"]
+        max_event_time = as_utc(summary["max_event_time"])
         if input_rows == 0:
             return BatchOutcome(batch_id, 0, 0, 0, 0, 0, 0), None
         phases.done("read")
 
         # 1. Bad records: kept with their raw bytes and reason, never dropped.
-        letters = [collected(row) for row in dead_letter_records(parsed).collect()]
-        self.mongo.insert_dead_letters(
-            [dead_letter_document(row, self.job_name) for row in letters], processed_at
-        )
+        if dead_letter_count:
+            letters = [collected(row) for row in dead_letter_records(parsed).collect()]
+            self.mongo.insert_dead_letters(
+                [dead_letter_document(row, self.job_name) for row in letters], processed_at
+            )
         phases.done("dead letters")
 
         # 2. Transform; the processing date is the batch's newest event date, so that a replay computes
-        #    the same ages as the first run even across midnight.
-        envelopes = valid_envelopes(parsed)
-        max_event_time = as_utc(envelopes.agg(F.max("envelope.fetched_at")).first()[0])
+        #    the same ages as the first run even across midnight. Under-age profiles are only counted.
         processing_date: date = (max_event_time or processed_at).date()
-        profiles = transform_profiles(envelopes, processing_date, self._pseudonymization_key)
-        kept, excluded = split_by_minimum_age(profiles, self.settings.speed_layer.minimum_age)
-        kept = kept.persist()
-        try:
-            under_age = excluded.count()
-            kept_count = kept.count()
-            first_copies = first_copy_per_uuid(kept).join(
-                parsed.select("partition", "offset", "topic", "raw_value"), ["partition", "offset"]
+        profiles = transform_profiles(valid_envelopes(parsed), processing_date, self._pseudonymization_key)
+        kept, _under_age_profiles = split_by_minimum_age(profiles, self.settings.speed_layer.minimum_age)
+        kept_with_raw = kept.join(
+            parsed.select("partition", "offset", "topic", "raw_value"), ["partition", "offset"]
+        )
+        kept_rows = [collected(row) for row in kept_with_raw.collect()]
+        valid_count = input_rows - dead_letter_count
+        under_age = valid_count - len(kept_rows)
+        rows = first_copies(kept_rows)
+        phases.done("transform")
+
+        # 3. Dedupe against what earlier batches stored (a replay of this batch counts as new).
+        stored = self.cassandra.first_batch_ids([row["uuid"] for row in rows])
+        new_rows = [row for row in rows if stored.get(row["uuid"], batch_id) == batch_id]
+        phases.done("dedupe")
+
+        # 4. Write: raw documents and pseudonymized profiles (MongoDB and Cassandra at the same time: both
+        #    wait on the network), then this batch's partial aggregates over its new profiles.
+        with ThreadPoolExecutor(max_workers=1) as mongo_writer:
+            documents = mongo_writer.submit(
+                self.mongo.insert_profiles, [raw_document(row, processed_at) for row in new_rows]
             )
-            rows = [collected(row) for row in first_copies.collect()]
-            phases.done("transform")
-
-            # 3. Dedupe against what earlier batches stored (a replay of this batch counts as new).
-            stored = self.cassandra.first_batch_ids([row["uuid"] for row in rows])
-            new_rows = [row for row in rows if stored.get(row["uuid"], batch_id) == batch_id]
-            phases.done("dedupe")
-
-            # 4. Write: raw documents, pseudonymized profiles, then this batch's partial aggregates.
-            #    MongoDB and Cassandra are written at the same time: both wait on the network.
-            with ThreadPoolExecutor(max_workers=1) as mongo_writer:
-                documents = mongo_writer.submit(
-                    self.mongo.insert_profiles, [raw_document(row, processed_at) for row in new_rows]
-                )
-                self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
-                documents.result()
-            phases.done("profiles and documents")
-            new_profiles = kept if len(new_rows) == kept_count else self._only(kept, new_rows)
+            self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
+            documents.result()
+        phases.done("profiles and documents")
+        if new_rows:
+            new_profiles = kept if len(new_rows) == len(kept_rows) else self._only(kept, new_rows)
             partials = window_aggregates(new_profiles, self.settings.speed_layer.window_duration)
             self.cassandra.write_partials(
                 [{**collected(row), "batch_id": batch_id} for row in partials.collect()]
             )
-            phases.done("aggregates")
-        finally:
-            kept.unpersist()
+        phases.done("aggregates")
         logger.debug("speed batch %d phases: %s", batch_id, phases)
         outcome = BatchOutcome(
             batch_id=batch_id,
             input_rows=input_rows,
             new_profiles=len(new_rows),
-            duplicates=kept_count - len(new_rows),
-            dead_lettered=len(letters),
+            duplicates=len(kept_rows) - len(new_rows),
+            dead_lettered=dead_letter_count,
             under_age=under_age,
             duration_ms=int((time.monotonic() - started) * 1000),
         )

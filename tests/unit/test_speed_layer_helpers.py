@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from infra.cassandra_schema import cql_statements, migration_files
-from speed_layer.job import dead_letter_document, kafka_lag, raw_document
+from speed_layer.job import dead_letter_document, first_copies, kafka_lag, raw_document
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -71,3 +71,17 @@ def test_every_schema_file_is_versioned_and_idempotent() -> None:
     for path in files:
         for statement in cql_statements(path.read_text()):
             assert "IF NOT EXISTS" in statement, statement
+
+
+def test_first_copies_keep_the_lowest_partition_then_offset_per_uuid() -> None:
+    rows = [
+        {"uuid": "a", "partition": 1, "offset": 9},
+        {"uuid": "b", "partition": 0, "offset": 4},
+        {"uuid": "a", "partition": 1, "offset": 3},
+        {"uuid": "a", "partition": 2, "offset": 0},
+    ]
+
+    assert sorted(first_copies(rows), key=lambda r: r["uuid"]) == [
+        {"uuid": "a", "partition": 1, "offset": 3},
+        {"uuid": "b", "partition": 0, "offset": 4},
+    ]
