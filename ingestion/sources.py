@@ -43,6 +43,6 @@ def check_nationalities(codes: Iterable[str]) -> tuple[str, ...]:
 
 def check_batch_size(count: int) -> int:
     """``count`` if it is a valid per-request size, else ``ValueError`` (the API would send 1 user)."""
-    if not 1 <= count <= MAX_RESULTS_PER_REQUEST:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_RESULTS_PER_REQUEST:
         raise ValueError(f"results must be between 1 and {MAX_RESULTS_PER_REQUEST}, got {count}")
     return count

@@ -6,10 +6,8 @@ import copy
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +20,7 @@ from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer
 from ingestion.synthetic import SyntheticSource
 from tests.integration.kafka_helpers import TopicRecord, delete_topics, read_topic
+from tests.integration.processes import sigterm_once
 from tests.randomuser_server import Reply, fixture_users, scripted_server
 
 pytestmark = pytest.mark.integration
@@ -141,20 +140,14 @@ def test_sigterm_stops_cleanly_with_nothing_lost(stack_settings: Settings, topic
         stdout=subprocess.DEVNULL,
         text=True,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if len(read_topic(stack_settings, profiles_topic, timeout_s=10)) >= 400:
-                    break
-            except Exception:  # the topic may not exist yet
-                pass
-            time.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
+
+    def enough_produced() -> bool:
+        try:
+            return len(read_topic(stack_settings, profiles_topic, timeout_s=10)) >= 400
+        except Exception:  # the topic may not exist yet
+            return False
+
+    stderr = sigterm_once(process, enough_produced)
 
     assert process.returncode == 0, stderr
     assert "SIGTERM: finishing the current batch and flushing" in stderr

@@ -34,6 +34,7 @@ from core.stores import cassandra_session, mongo_client
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import speed_layer_job
 from tests.integration.kafka_helpers import delete_topics
+from tests.integration.processes import sigterm_once
 from tests.randomuser_server import fixture_users
 
 pytestmark = pytest.mark.integration
@@ -419,16 +420,7 @@ def test_sigterm_stops_between_batches(speed_settings: Settings) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and committed_batches(speed_settings) < 2:
-            assert process.poll() is None, "the speed layer exited before it was stopped"
-            time.sleep(0.3)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    stderr = sigterm_once(process, lambda: committed_batches(speed_settings) >= 2)
 
     assert process.returncode == 0, stderr
     assert "SIGTERM: stopping after the current batch" in stderr

@@ -13,7 +13,7 @@ import pytest
 from core.profile import CREDENTIAL_FIELDS, DeadLetter, ProfileEnvelope, Source
 from ingestion.kafka_publisher import DeliveryCounts
 from ingestion.producer import AutoSource, ProfileProducer, record_uuid, split_batch
-from ingestion.sources import SourceUnavailableError
+from ingestion.sources import SourceUnavailableError, check_batch_size
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "randomuser"
 FETCHED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -166,3 +166,9 @@ def test_a_stop_request_ends_the_run_at_a_batch_boundary_and_flushes() -> None:
 
     assert progress.sent == 20
     assert publisher.flushes == 1
+
+
+@pytest.mark.parametrize("count", [0, 5001, 2.5, True])
+def test_batch_sizes_the_api_would_silently_change_are_refused(count: object) -> None:
+    with pytest.raises(ValueError, match="between 1 and 5000"):
+        check_batch_size(count)  # type: ignore[arg-type]
