@@ -148,6 +148,13 @@ class SpeedLayerSettings(_Section):
     """Concurrent requests per batched Cassandra write."""
 
 
+class BatchLayerSettings(_Section):
+    archive_job_name: str = "archive"
+    """Name of the archiving job (and of its checkpoint folder)."""
+    max_offsets_per_trigger: int = 500_000
+    """Upper bound of records per archiving micro-batch."""
+
+
 class LocalStackSettings(_Section):
     kafka_heap: str = "512m"
     """Heap of the local Kafka broker JVM."""
@@ -176,6 +183,11 @@ class PathSettings(_Section):
     """Delta Lake tables."""
     checkpoints_dir: Path = PROJECT_ROOT / ".stack" / "checkpoints"
     """Structured Streaming checkpoints, one folder per job."""
+
+    @property
+    def archive_table(self) -> Path:
+        """The Delta table archiving the profiles topic, every record as received."""
+        return self.lake_dir / "archive"
 
     @property
     def spark_jars_dir(self) -> Path:
@@ -207,6 +219,7 @@ class Settings(BaseSettings):
     mongo: MongoSettings = MongoSettings()
     spark: SparkSettings = SparkSettings()
     speed_layer: SpeedLayerSettings = SpeedLayerSettings()
+    batch_layer: BatchLayerSettings = BatchLayerSettings()
     local_stack: LocalStackSettings = LocalStackSettings()
     paths: PathSettings = PathSettings()
     secrets: SecretSettings = SecretSettings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 from enum import StrEnum
 from types import FrameType
@@ -30,10 +31,15 @@ class SourceChoice(StrEnum):
     AUTO = "auto"
 
 
+def synthetic_seed(seed: str | None) -> str:
+    """The seed given, or a fresh random one: without ``--seed`` every run produces new people."""
+    return seed if seed is not None else secrets.token_hex(8)
+
+
 def build_source(choice: SourceChoice, settings: Settings, seed: str | None) -> ProfileSource:
     """The source a user asked for; ``auto`` probes the API with a short retry budget."""
     if choice is SourceChoice.SYNTHETIC:
-        return SyntheticSource(seed if seed is not None else 0)
+        return SyntheticSource(synthetic_seed(seed))
     if choice is SourceChoice.RANDOMUSER:
         return RandomUserSource(RandomUserClient(settings.randomuser), seed=seed)
     probing = settings.randomuser.model_copy(
@@ -41,7 +47,7 @@ def build_source(choice: SourceChoice, settings: Settings, seed: str | None) -> 
     )
     return AutoSource(
         RandomUserSource(RandomUserClient(probing), seed=seed),
-        SyntheticSource(seed if seed is not None else 0),
+        SyntheticSource(synthetic_seed(seed)),
     )
 
 

@@ -15,7 +15,8 @@ from rich.logging import RichHandler
 
 from core.settings import get_settings
 from core.spark import build_spark_session
-from speed_layer.job import MAX_REPLAY_RESTARTS, SpeedLayerJob, is_replay_metrics_failure, speed_layer_job
+from core.streaming import MAX_REPLAY_RESTARTS, MissingTopicError, is_replay_metrics_failure
+from speed_layer.job import SpeedLayerJob, speed_layer_job
 
 console = Console(stderr=True)
 
@@ -75,6 +76,9 @@ def speed(
                 job.run_until_consumed()
             else:
                 run_until_stopped(job, stop_requested)
+    except MissingTopicError as error:
+        console.print(f"[red]speed layer failed:[/red] {error}")
+        raise typer.Exit(1) from error
     finally:
         spark.stop()
     console.print("speed layer stopped")

@@ -18,7 +18,6 @@ as soon as it commits, and late rows are added to their own (older) window inste
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -30,7 +29,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
@@ -40,14 +38,12 @@ from core.aggregates import window_aggregates
 from core.parsing import dead_letter_records, parse_kafka_records, valid_envelopes
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client, mongo_database
+from core.streaming import require_topic, run_until_consumed
 from core.transformations import split_by_minimum_age, transform_profiles
 from infra.cassandra_schema import apply_schema
 from speed_layer.stores import CassandraSpeedStore, MongoRawStore
 
 logger = logging.getLogger(__name__)
-
-MAX_REPLAY_RESTARTS = 3
-"""Restarts allowed after SPARK-55271 (see ``is_replay_metrics_failure``); each follows a committed batch."""
 
 
 @dataclass(frozen=True)
@@ -73,22 +69,6 @@ def as_utc(moment: datetime | None) -> datetime | None:
 def collected(row: Row) -> dict[str, Any]:
     """A collected row as a dict, its timestamps made aware (UTC)."""
     return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.asDict().items()}
-
-
-def is_replay_metrics_failure(error: BaseException) -> bool:
-    """Whether a query died of SPARK-55271 (Spark 4.1.1): after a restart that replays an uncommitted
-    batch, the Kafka source's progress metrics throw a NullPointerException.
-
-    It is thrown while reporting progress, after the batch's writes and its commit-log entry, so
-    restarting the query loses and repeats nothing. Fixed upstream (apache/spark#58133), not in 4.1.1.
-    """
-    texts = []
-    current: BaseException | None = error
-    while current is not None and len(texts) < 10:  # the JVM stack of the cause names the source
-        texts += [str(current), str(getattr(current, "_stackTrace", ""))]
-        current = getattr(current, "_cause", None)
-    text = "\n".join(texts)
-    return '"scala.Option.get()" is null' in text and "KafkaMicroBatchStream" in text
 
 
 def first_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -299,6 +279,7 @@ class SpeedLayerJob:
     def start(self, available_now: bool = False) -> StreamingQuery:
         """Start the streaming query; with ``available_now`` it stops once the topic is consumed."""
         speed = self.settings.speed_layer
+        require_topic(self.settings.kafka.bootstrap_servers, self.topic)
         kafka_rows = (
             self.spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", self.settings.kafka.bootstrap_servers)
@@ -324,22 +305,7 @@ class SpeedLayerJob:
 
     def run_until_consumed(self, timeout_s: float = 3600.0) -> None:
         """Process everything the topic holds now (``availableNow``) and return; raise if the query fails."""
-        for _ in range(MAX_REPLAY_RESTARTS + 1):
-            query = self.start(available_now=True)
-            with contextlib.suppress(StreamingQueryException):  # the same error is examined below
-                query.awaitTermination(timeout_s)
-            error = query.exception()
-            if error is None:
-                if query.isActive:
-                    query.stop()
-                    raise TimeoutError(
-                        f"{self.query_name} did not consume {self.topic} within {timeout_s:.0f} s"
-                    )
-                return
-            if not is_replay_metrics_failure(error):
-                raise error
-            logger.warning("restarting %s after SPARK-55271 on a replayed, committed batch", self.query_name)
-        raise error
+        run_until_consumed(lambda: self.start(available_now=True), timeout_s)
 
     def stop_listening(self) -> None:
         """Remove the progress listener (call after the query stopped)."""
@@ -382,6 +348,10 @@ class BatchProgressListener(StreamingQueryListener):
     def onQueryProgress(self, event: QueryProgressEvent) -> None:  # noqa: N802
         progress = event.progress
         if progress.name != self.query_name or progress.numInputRows == 0:
+            return
+        if self.store.session.is_shutdown:
+            # Spark delivers the last progress after the query ended; the job has closed its stores.
+            logger.debug("progress of batch %d after shutdown: not stored", progress.batchId)
             return
         lag: dict[int, int] = {}
         for source in progress.sources:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from batch_layer.cli import batch_app
 from infra.cli import stack_app
 from ingestion.cli import produce
 from speed_layer.cli import speed
@@ -14,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(stack_app, name="stack")
+app.add_typer(batch_app, name="batch")
 app.command()(produce)
 app.command()(speed)
 
