@@ -6,11 +6,14 @@ import typer
 from rich.console import Console
 
 from batch_layer.archive import run_archive
+from batch_layer.recompute import recompute_batch_views
 from core.settings import get_settings
 from core.spark import build_spark_session
 from core.streaming import MissingTopicError
 
-batch_app = typer.Typer(help="The batch layer: the Delta archive of the topic.", no_args_is_help=True)
+batch_app = typer.Typer(
+    help="The batch layer: the Delta archive of the topic and the recomputed views.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 
@@ -29,4 +32,19 @@ def archive() -> None:
     console.print(
         f"archived {result.records:,} new records in {result.batches} batches "
         f"into {settings.paths.archive_table}"
+    )
+
+
+@batch_app.command()
+def recompute() -> None:
+    """Recompute the batch views from the whole archive and make the new version current."""
+    settings = get_settings()
+    spark = build_spark_session(settings, app_name="userpulse-recompute")
+    try:
+        result = recompute_batch_views(settings, spark)
+    finally:
+        spark.stop()
+    console.print(
+        f"batch views version {result.version}: {result.profiles:,} profiles before cutoff {result.cutoff}; "
+        f"removed versions {result.removed_versions or 'none'}"
     )

@@ -190,6 +190,11 @@ class PathSettings(_Section):
         return self.lake_dir / "archive"
 
     @property
+    def silver_table(self) -> Path:
+        """Delta table of cleaned, pseudonymized profiles (latest version per uuid), for ad-hoc analysis."""
+        return self.lake_dir / "silver_profiles"
+
+    @property
     def spark_jars_dir(self) -> Path:
         """Jars put on Spark's classpath: the Kafka source and Delta Lake for the pinned pyspark."""
         return self.tools_dir / "jars" / "spark"

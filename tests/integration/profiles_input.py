@@ -1,0 +1,164 @@
+"""A known input for the layers' integration tests, and an independent recount in plain Python.
+
+Recorded real profiles, synthetic ones, duplicates (re-fetched later), under-age profiles and a dozen
+kinds of bad records, produced to a topic in a known order.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from kafka import KafkaProducer
+
+from core.profile import strip_credentials
+from core.settings import Settings
+from ingestion.synthetic import SyntheticSource
+from tests.randomuser_server import fixture_users
+
+RECORDED = "codeacademyuz__randomuser_me_project__randomusers.json"
+EVENT_BASE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+DIMENSIONS = ("country", "gender", "nationality", "email_domain", "age_band")
+
+
+def exact_age(born: date, on: date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def band(age: int) -> str:
+    for upper, name in (
+        (17, "<18"),
+        (24, "18-24"),
+        (34, "25-34"),
+        (44, "35-44"),
+        (54, "45-54"),
+        (64, "55-64"),
+    ):
+        if age <= upper:
+            return name
+    return "65+"
+
+
+def recount(first_copies: list[dict[str, Any]], on: date) -> dict[tuple[str, datetime, str], list[int]]:
+    """(dimension, window start, value) -> [profiles, age sum, age min, age max] over adult first copies."""
+    totals: dict[tuple[str, datetime, str], list[int]] = {}
+    for envelope in first_copies:
+        user = envelope["user"]
+        age = exact_age(datetime.fromisoformat(user["dob"]["date"]).date(), on)
+        if age < 18:
+            continue
+        fetched_at = datetime.fromisoformat(envelope["fetched_at"])
+        window_start = fetched_at.replace(second=0, microsecond=0)
+        values = {
+            "country": user["location"]["country"],
+            "gender": user["gender"],
+            "nationality": user["nat"],
+            "email_domain": user["email"].rsplit("@", 1)[1].lower(),
+            "age_band": band(age),
+        }
+        for dimension, value in values.items():
+            total = totals.setdefault((dimension, window_start, value), [0, 0, age, age])
+            total[0] += 1
+            total[1] += age
+            total[2] = min(total[2], age)
+            total[3] = max(total[3], age)
+    return totals
+
+
+@dataclass
+class ProducedInput:
+    """What was produced, in order, with the coordinates Kafka gave each record."""
+
+    first_copies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """uuid -> envelope of its first copy."""
+    coordinates: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """uuid -> (partition, offset) of its first copy."""
+    duplicates: int = 0
+    bad: dict[tuple[int, int], str] = field(default_factory=dict)
+    """(partition, offset) -> what is wrong with the record."""
+
+
+def envelope(user: dict[str, Any], fetched_at: datetime, source: str = "randomuser") -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "source": source,
+        "fetched_at": fetched_at.isoformat().replace("+00:00", "Z"),
+        "user": strip_credentials(user),
+    }
+
+
+def known_input() -> tuple[
+    list[tuple[str | None, bytes]], list[dict[str, Any]], list[tuple[str | None, bytes, str]]
+]:
+    """Good envelopes (with duplicates and under-age ones) and bad records, as (key, value) pairs."""
+    recorded = fixture_users(RECORDED)
+    synthetic = SyntheticSource(11, now=EVENT_BASE).next_batch(300)
+    users = recorded + synthetic
+    for user in synthetic[:5]:  # under age: counted, never stored
+        user["dob"] = {"date": "2015-06-01T08:00:00.000Z", "age": 11}
+    envelopes = [
+        envelope(
+            user, EVENT_BASE + timedelta(seconds=7 * index), "randomuser" if index < 111 else "synthetic"
+        )
+        for index, user in enumerate(users)
+    ]
+    # Re-fetched profiles: same uuid, later fetch time; only the first copy counts.
+    duplicates = [
+        {**copy.deepcopy(envelopes[index]), "fetched_at": (EVENT_BASE + timedelta(minutes=50)).isoformat()}
+        for index in range(0, 250, 10)
+    ]
+    good = [(e["user"]["login"]["uuid"], json.dumps(e).encode()) for e in envelopes + duplicates]
+
+    sample = envelopes[42]
+    uuid = sample["user"]["login"]["uuid"]
+
+    def variant(change: Callable[[dict[str, Any]], None]) -> bytes:
+        changed = copy.deepcopy(sample)
+        change(changed)
+        return json.dumps(changed).encode()
+
+    bad: list[tuple[str | None, bytes, str]] = [
+        (None, b"not json at all", "not JSON"),
+        (None, b"[1, 2, 3]", "JSON array"),
+        (None, b"", "empty value"),
+        (None, b"null", "JSON null"),
+        (None, json.dumps(sample).encode()[:-25], "truncated JSON"),
+        (None, variant(lambda e: e["user"]["login"].pop("uuid")), "no login.uuid"),
+        (uuid, variant(lambda e: e.update(schema_version=99)), "unknown schema version"),
+        (uuid, variant(lambda e: e["user"]["dob"].update(date="last tuesday")), "dob not a date"),
+        (uuid, variant(lambda e: e["user"].pop("nat")), "no nationality"),
+        ("not-" + uuid, variant(lambda e: None), "key differs from login.uuid"),
+        (uuid, variant(lambda e: e.update(user="a string")), "user not an object"),
+        (uuid, variant(lambda e: e.pop("fetched_at")), "no fetched_at"),
+        (uuid, variant(lambda e: e["user"].pop("gender")), "no gender"),
+    ]
+    return good, envelopes + duplicates, bad
+
+
+def produce_known_input(settings: Settings, topic: str) -> ProducedInput:
+    good, _, bad = known_input()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    produced = ProducedInput()
+    bad_every = len(good) // len(bad)
+    try:
+        for index, (key, value) in enumerate(good):
+            metadata = producer.send(topic, key=key.encode() if key else None, value=value).get(timeout=30)
+            if key in produced.first_copies:
+                produced.duplicates += 1
+            else:
+                produced.first_copies[key] = json.loads(value)
+                produced.coordinates[key] = (metadata.partition, metadata.offset)
+            if index % bad_every == 0 and index // bad_every < len(bad):
+                bad_key, bad_value, what = bad[index // bad_every]
+                metadata = producer.send(
+                    topic, key=bad_key.encode() if bad_key else None, value=bad_value
+                ).get(timeout=30)
+                produced.bad[(metadata.partition, metadata.offset)] = what
+    finally:
+        producer.close()
+    assert len(produced.bad) == len(bad)
+    return produced
