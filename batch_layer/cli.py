@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from batch_layer.archive import run_archive
-from batch_layer.recompute import recompute_batch_views
+from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import get_settings
 from core.spark import build_spark_session
 from core.streaming import MissingTopicError
@@ -37,10 +37,11 @@ def archive() -> None:
 
 @batch_app.command()
 def recompute() -> None:
-    """Recompute the batch views from the whole archive and make the new version current."""
+    """Refresh the silver table from the archive, then recompute the batch views and make them current."""
     settings = get_settings()
     spark = build_spark_session(settings, app_name="userpulse-recompute")
     try:
+        refresh_silver_profiles(settings, spark)
         result = recompute_batch_views(settings, spark)
     finally:
         spark.stop()

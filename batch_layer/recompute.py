@@ -187,17 +187,43 @@ def collected(rows: DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def recompute_batch_views(
-    settings: Settings, spark: SparkSession, version: int | None = None
-) -> BatchViewVersion:
-    """Recompute the batch views from the whole archive, make them current, remove older versions."""
+@dataclass(frozen=True)
+class SilverRefresh:
+    """What a silver refresh wrote."""
+
+    profiles: int
+    newest_event: datetime | None
+
+
+def refresh_silver_profiles(settings: Settings, spark: SparkSession) -> SilverRefresh:
+    """Rewrite the silver table from the whole archive: one cleaned, pseudonymized row per uuid.
+
+    Ages are taken at the date of the archive's newest event, so the same archive always gives the
+    same table (and the same views).
+    """
     archive = spark.read.format("delta").load(str(settings.paths.archive_table))
-    window_duration = settings.speed_layer.window_duration
-    max_event_time = (
+    newest_event = (
         valid_envelopes(parse_kafka_records(archive.withColumnRenamed("kafka_timestamp", "timestamp")))
         .agg(F.max("envelope.fetched_at"))
         .first()[0]
     )
+    processing_date = (newest_event.astimezone(UTC) if newest_event else datetime.now(UTC)).date()
+    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    silver = silver_profiles(archive, processing_date, key).drop("full_name")
+    silver.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+        str(settings.paths.silver_table)
+    )
+    written = spark.read.format("delta").load(str(settings.paths.silver_table))
+    return SilverRefresh(written.count(), newest_event.astimezone(UTC) if newest_event else None)
+
+
+def recompute_batch_views(
+    settings: Settings, spark: SparkSession, version: int | None = None
+) -> BatchViewVersion:
+    """Batch views from the silver table: a new version, made current, older versions removed."""
+    silver = spark.read.format("delta").load(str(settings.paths.silver_table))
+    window_duration = settings.speed_layer.window_duration
+    newest_event = silver.agg(F.max("fetched_at")).first()[0]
     version = version if version is not None else int(datetime.now(UTC).timestamp() * 1000)
     cluster, session = cassandra_session(settings)
     try:
@@ -205,20 +231,12 @@ def recompute_batch_views(
         store = BatchViewStore(
             session, settings.cassandra.keyspace, settings.speed_layer.cassandra_concurrency
         )
-        if max_event_time is None:  # an empty archive: an empty view, no cutoff
+        if newest_event is None:  # an empty archive: an empty view, no cutoff
             store.make_current(version, None, 0)
             return BatchViewVersion(version, None, 0, [])
-        max_event_time = max_event_time.astimezone(UTC)
-        # Ages at the date of the newest event: the same archive always gives the same views.
-        silver = silver_profiles(
-            archive, max_event_time.date(), settings.secrets.pseudonymization_key.get_secret_value().encode()
-        )
+        cutoff = batch_cutoff(newest_event.astimezone(UTC), window_seconds_of(window_duration))
         adults, _under_age = split_by_minimum_age(silver, settings.speed_layer.minimum_age)
-        cutoff = batch_cutoff(max_event_time, window_seconds_of(window_duration))
         complete = adults.where(F.col("fetched_at") < F.lit(cutoff))
-        silver.drop("full_name").write.format("delta").mode("overwrite").save(
-            str(settings.paths.silver_table)
-        )
         window_rows = window_aggregates(complete, window_duration).persist()
         windows = collected(window_rows)
         totals = collected(all_time_aggregates(window_rows))

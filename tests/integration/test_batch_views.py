@@ -13,7 +13,7 @@ from kafka.admin import NewTopic
 from pyspark.sql import SparkSession
 
 from batch_layer.archive import run_archive
-from batch_layer.recompute import recompute_batch_views
+from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import Settings
 from core.stores import cassandra_session
 from tests.integration.kafka_helpers import delete_topics
@@ -128,6 +128,7 @@ def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(
     expected_cutoff, expected_windows, expected_totals = batch_recount(envelopes)
     run_archive(batch_settings, spark)
 
+    refresh_silver_profiles(batch_settings, spark)
     first = recompute_batch_views(batch_settings, spark)
 
     version, cutoff, windows, totals = stored_views(batch_settings)
@@ -145,6 +146,7 @@ def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(
     )
     assert "full_name" not in silver.columns
 
+    refresh_silver_profiles(batch_settings, spark)
     second = recompute_batch_views(batch_settings, spark)
 
     again = stored_views(batch_settings)
