@@ -43,6 +43,26 @@ def band(age: int) -> str:
     return "65+"
 
 
+def dimension_values(user: dict[str, Any], age: int) -> dict[str, str]:
+    """The value of each aggregate dimension for a user, computed independently of ``core``."""
+    return {
+        "country": user["location"]["country"],
+        "gender": user["gender"],
+        "nationality": user["nat"],
+        "email_domain": user["email"].rsplit("@", 1)[1].lower(),
+        "age_band": band(age),
+    }
+
+
+def add(totals: dict[Any, list[int]], key: Any, age: int) -> None:
+    """Count one profile of ``age`` into ``totals[key]`` = [profiles, age sum, age min, age max]."""
+    total = totals.setdefault(key, [0, 0, age, age])
+    total[0] += 1
+    total[1] += age
+    total[2] = min(total[2], age)
+    total[3] = max(total[3], age)
+
+
 def recount(first_copies: list[dict[str, Any]], on: date) -> dict[tuple[str, datetime, str], list[int]]:
     """(dimension, window start, value) -> [profiles, age sum, age min, age max] over adult first copies."""
     totals: dict[tuple[str, datetime, str], list[int]] = {}
@@ -51,21 +71,9 @@ def recount(first_copies: list[dict[str, Any]], on: date) -> dict[tuple[str, dat
         age = exact_age(datetime.fromisoformat(user["dob"]["date"]).date(), on)
         if age < 18:
             continue
-        fetched_at = datetime.fromisoformat(envelope["fetched_at"])
-        window_start = fetched_at.replace(second=0, microsecond=0)
-        values = {
-            "country": user["location"]["country"],
-            "gender": user["gender"],
-            "nationality": user["nat"],
-            "email_domain": user["email"].rsplit("@", 1)[1].lower(),
-            "age_band": band(age),
-        }
-        for dimension, value in values.items():
-            total = totals.setdefault((dimension, window_start, value), [0, 0, age, age])
-            total[0] += 1
-            total[1] += age
-            total[2] = min(total[2], age)
-            total[3] = max(total[3], age)
+        window_start = datetime.fromisoformat(envelope["fetched_at"]).replace(second=0, microsecond=0)
+        for dimension, value in dimension_values(user, age).items():
+            add(totals, (dimension, window_start, value), age)
     return totals
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
@@ -16,13 +14,11 @@ from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import Settings
 from core.stores import cassandra_session
+from tests.integration.batch_views import batch_recount, stored_views
 from tests.integration.kafka_helpers import delete_topics
-from tests.integration.profiles_input import band, exact_age, known_input, produce_known_input
+from tests.integration.profiles_input import known_input, produce_known_input
 
 pytestmark = pytest.mark.integration
-
-Totals = dict[tuple[str, str], list[int]]
-WindowTotals = dict[tuple[str, datetime, str], list[int]]
 
 
 @pytest.fixture
@@ -46,78 +42,6 @@ def batch_settings(
     cluster, session = cassandra_session(stack_settings)
     session.execute(f"DROP KEYSPACE IF EXISTS {name}")
     cluster.shutdown()
-
-
-def add(totals: dict[Any, list[int]], key: Any, age: int) -> None:
-    total = totals.setdefault(key, [0, 0, age, age])
-    total[0] += 1
-    total[1] += age
-    total[2] = min(total[2], age)
-    total[3] = max(total[3], age)
-
-
-def batch_recount(envelopes: list[dict[str, Any]]) -> tuple[datetime, WindowTotals, Totals]:
-    """Cutoff, per-window and all-time totals: latest version per uuid, adults, events before the cutoff."""
-    latest: dict[str, dict[str, Any]] = {}
-    for envelope in envelopes:  # in production order: a later copy with a later fetch time wins
-        uuid = envelope["user"]["login"]["uuid"]
-        fetched_at = datetime.fromisoformat(envelope["fetched_at"])
-        if uuid not in latest or fetched_at >= datetime.fromisoformat(latest[uuid]["fetched_at"]):
-            latest[uuid] = envelope
-    newest = max(datetime.fromisoformat(e["fetched_at"]) for e in latest.values())
-    cutoff = newest.replace(second=0, microsecond=0)
-    windows: WindowTotals = {}
-    totals: Totals = {}
-    for envelope in latest.values():
-        user = envelope["user"]
-        fetched_at = datetime.fromisoformat(envelope["fetched_at"])
-        age = exact_age(datetime.fromisoformat(user["dob"]["date"]).date(), newest.date())
-        if age < 18 or fetched_at >= cutoff:
-            continue
-        values = {
-            "country": user["location"]["country"],
-            "gender": user["gender"],
-            "nationality": user["nat"],
-            "email_domain": user["email"].rsplit("@", 1)[1].lower(),
-            "age_band": band(age),
-        }
-        for dimension, value in values.items():
-            add(windows, (dimension, fetched_at.replace(second=0, microsecond=0), value), age)
-            add(totals, (dimension, value), age)
-    return cutoff, windows, totals
-
-
-def stored_views(settings: Settings) -> tuple[int, datetime, WindowTotals, Totals]:
-    keyspace = settings.cassandra.keyspace
-    cluster, session = cassandra_session(settings)
-    try:
-        current = session.execute(
-            f"SELECT version, cutoff FROM {keyspace}.batch_current WHERE view_name = 'profiles'"
-        ).one()
-        version = current.version
-        windows = {
-            (r.dimension, r.window_start.replace(tzinfo=UTC), r.value): [
-                r.profiles,
-                r.age_sum,
-                r.age_min,
-                r.age_max,
-            ]
-            for r in session.execute(f"SELECT * FROM {keyspace}.batch_window_aggregates")
-            if r.version == version
-        }
-        totals = {
-            (r.dimension, r.value): [r.profiles, r.age_sum, r.age_min, r.age_max]
-            for r in session.execute(f"SELECT * FROM {keyspace}.batch_aggregates")
-            if r.version == version
-        }
-        versions = {
-            r.version
-            for r in session.execute(f"SELECT DISTINCT version, dimension FROM {keyspace}.batch_aggregates")
-        }
-    finally:
-        cluster.shutdown()
-    assert versions == {version}, "older versions were not cleaned up"
-    return version, current.cutoff.replace(tzinfo=UTC), windows, totals
 
 
 def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(

@@ -23,9 +23,9 @@ from orchestration.definitions import (
     silver_has_no_null_uuid,
     silver_profiles,
 )
+from tests.integration.batch_views import batch_recount, stored_views
 from tests.integration.kafka_helpers import delete_topics
 from tests.integration.profiles_input import known_input, produce_known_input
-from tests.integration.test_batch_views import batch_recount, stored_views
 
 pytestmark = pytest.mark.integration
 
