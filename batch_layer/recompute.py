@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from core.aggregates import DIMENSIONS, window_aggregates
 from core.parsing import parse_kafka_records, valid_envelopes
 from core.settings import Settings
+from core.spark import collect_dicts
 from core.stores import cassandra_session
 from core.transformations import split_by_minimum_age, transform_profiles
 from infra.cassandra_schema import apply_schema
@@ -179,14 +180,6 @@ class BatchViewStore:
                 )
 
 
-def collected(rows: DataFrame) -> list[dict[str, Any]]:
-    """Collected rows as dicts, timestamps made aware (UTC)."""
-    return [
-        {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.asDict().items()}
-        for row in rows.collect()
-    ]
-
-
 @dataclass(frozen=True)
 class SilverRefresh:
     """What a silver refresh wrote."""
@@ -238,8 +231,8 @@ def recompute_batch_views(
         adults, _under_age = split_by_minimum_age(silver, settings.speed_layer.minimum_age)
         complete = adults.where(F.col("fetched_at") < F.lit(cutoff))
         window_rows = window_aggregates(complete, window_duration).persist()
-        windows = collected(window_rows)
-        totals = collected(all_time_aggregates(window_rows))
+        windows = collect_dicts(window_rows)
+        totals = collect_dicts(all_time_aggregates(window_rows))
         window_rows.unpersist()
         profiles = complete.count()
         store.write_version(version, totals, windows)

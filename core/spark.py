@@ -9,10 +9,12 @@ the artifacts pyspark lacks are passed in ``spark.jars``.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyspark
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 
 from core.settings import Settings
 
@@ -87,3 +89,20 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """An aware UTC datetime from what ``collect()`` returns (naive, in the Python process's local time)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.astimezone(UTC)
+
+
+def row_dict(row: Row) -> dict[str, Any]:
+    """A collected row as a dict, its timestamps made aware (UTC)."""
+    return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.asDict().items()}
+
+
+def collect_dicts(frame: DataFrame) -> list[dict[str, Any]]:
+    """All rows of ``frame`` as dicts with aware UTC timestamps (for small results only)."""
+    return [row_dict(row) for row in frame.collect()]

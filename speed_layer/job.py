@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryProgressEvent
@@ -37,6 +37,7 @@ from pyspark.sql.streaming.listener import QueryProgressEvent
 from core.aggregates import window_aggregates
 from core.parsing import dead_letter_records, parse_kafka_records, valid_envelopes
 from core.settings import Settings
+from core.spark import as_utc, collect_dicts
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.streaming import require_topic, run_until_consumed
 from core.transformations import split_by_minimum_age, transform_profiles
@@ -57,18 +58,6 @@ class BatchOutcome:
     dead_lettered: int
     under_age: int
     duration_ms: int
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """An aware UTC datetime from what ``collect()`` returns (naive, in the Python process's local time)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.astimezone(UTC)
-
-
-def collected(row: Row) -> dict[str, Any]:
-    """A collected row as a dict, its timestamps made aware (UTC)."""
-    return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.asDict().items()}
 
 
 def first_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -214,7 +203,7 @@ class SpeedLayerJob:
 
         # 1. Bad records: kept with their raw bytes and reason, never dropped.
         if dead_letter_count:
-            letters = [collected(row) for row in dead_letter_records(parsed).collect()]
+            letters = collect_dicts(dead_letter_records(parsed))
             self.mongo.insert_dead_letters(
                 [dead_letter_document(row, self.job_name) for row in letters], processed_at
             )
@@ -228,7 +217,7 @@ class SpeedLayerJob:
         kept_with_raw = kept.join(
             parsed.select("partition", "offset", "topic", "raw_value"), ["partition", "offset"]
         )
-        kept_rows = [collected(row) for row in kept_with_raw.collect()]
+        kept_rows = collect_dicts(kept_with_raw)
         valid_count = input_rows - dead_letter_count
         under_age = valid_count - len(kept_rows)
         rows = first_copies(kept_rows)
@@ -251,9 +240,7 @@ class SpeedLayerJob:
         if new_rows:
             new_profiles = kept if len(new_rows) == len(kept_rows) else self._only(kept, new_rows)
             partials = window_aggregates(new_profiles, self.settings.speed_layer.window_duration)
-            self.cassandra.write_partials(
-                [{**collected(row), "batch_id": batch_id} for row in partials.collect()]
-            )
+            self.cassandra.write_partials([{**row, "batch_id": batch_id} for row in collect_dicts(partials)])
         phases.done("aggregates")
         logger.debug("speed batch %d phases: %s", batch_id, phases)
         outcome = BatchOutcome(
