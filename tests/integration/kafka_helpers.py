@@ -1,4 +1,5 @@
-"""Reading a whole topic back, for assertions: every record from the beginning to the end offsets."""
+"""Kafka and Cassandra helpers of the integration tests: reading a whole topic back, creating and
+removing the topics and keyspaces a test owns."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
 
 from core.settings import Settings
+from core.stores import cassandra_session
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,21 @@ def delete_topics(settings: Settings, *topics: str) -> None:
             admin.delete_topics(to_delete)
     finally:
         admin.close()
+
+
+def create_topic(settings: Settings, topic: str, partitions: int = 3) -> None:
+    """Create ``topic`` with ``partitions`` partitions (one replica)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+def drop_keyspace(settings: Settings, keyspace: str) -> None:
+    """Drop a test's Cassandra keyspace if it exists."""
+    cluster, session = cassandra_session(settings)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    finally:
+        cluster.shutdown()

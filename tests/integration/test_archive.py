@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
 from batch_layer.archive import run_archive
 from core.settings import Settings
-from tests.integration.kafka_helpers import delete_topics
+from tests.integration.kafka_helpers import create_topic, delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +25,7 @@ def archive_settings(
 ) -> Iterator[Settings]:
     """Settings with a fresh three-partition topic, lake and checkpoint folder."""
     topic = unique_name("archive")
-    admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka.bootstrap_servers)
-    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    admin.close()
+    create_topic(stack_settings, topic)
     yield stack_settings.model_copy(
         update={
             "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": topic}),

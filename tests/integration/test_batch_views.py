@@ -6,16 +6,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 from pyspark.sql import SparkSession
 
 from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import Settings
-from core.stores import cassandra_session
 from tests.integration.batch_views import batch_recount, stored_views
-from tests.integration.kafka_helpers import delete_topics
+from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.profiles_input import known_input, produce_known_input
 
 pytestmark = pytest.mark.integration
@@ -26,9 +23,7 @@ def batch_settings(
     stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
 ) -> Iterator[Settings]:
     name = unique_name("batch")
-    admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka.bootstrap_servers)
-    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
-    admin.close()
+    create_topic(stack_settings, name)
     yield stack_settings.model_copy(
         update={
             "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": name}),
@@ -39,9 +34,7 @@ def batch_settings(
         }
     )
     delete_topics(stack_settings, name)
-    cluster, session = cassandra_session(stack_settings)
-    session.execute(f"DROP KEYSPACE IF EXISTS {name}")
-    cluster.shutdown()
+    drop_keyspace(stack_settings, name)
 
 
 def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(

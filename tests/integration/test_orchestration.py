@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
-from core.stores import cassandra_session
 from orchestration.definitions import (
     UserPulseResource,
     archive_holds_every_offset,
@@ -24,7 +22,7 @@ from orchestration.definitions import (
     silver_profiles,
 )
 from tests.integration.batch_views import batch_recount, stored_views
-from tests.integration.kafka_helpers import delete_topics
+from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.profiles_input import known_input, produce_known_input
 
 pytestmark = pytest.mark.integration
@@ -43,9 +41,7 @@ def resource(
     stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
 ) -> Iterator[UserPulseResource]:
     name = unique_name("dagster")
-    admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka.bootstrap_servers)
-    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
-    admin.close()
+    create_topic(stack_settings, name)
     yield UserPulseResource(
         overrides={
             "kafka.profiles_topic": name,
@@ -59,9 +55,7 @@ def resource(
         }
     )
     delete_topics(stack_settings, name)
-    cluster, session = cassandra_session(stack_settings)
-    session.execute(f"DROP KEYSPACE IF EXISTS {name}")
-    cluster.shutdown()
+    drop_keyspace(stack_settings, name)
 
 
 def test_the_asset_graph_materializes_with_passing_checks(

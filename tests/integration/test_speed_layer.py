@@ -23,14 +23,12 @@ from typing import Any
 import pytest
 from cassandra import InvalidRequest
 from cassandra.cluster import NoHostAvailable
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client
 from speed_layer.job import speed_layer_job
-from tests.integration.kafka_helpers import delete_topics
+from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.processes import sigterm_once
 from tests.integration.profiles_input import (
     EVENT_BASE,
@@ -66,14 +64,10 @@ def speed_settings(
             "paths": stack_settings.paths.model_copy(update={"checkpoints_dir": tmp_path / "checkpoints"}),
         }
     )
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
-    admin.close()
+    create_topic(settings, name)
     yield settings
     delete_topics(settings, name)
-    cluster, session = cassandra_session(settings)
-    session.execute(f"DROP KEYSPACE IF EXISTS {name}")
-    cluster.shutdown()
+    drop_keyspace(settings, name)
     with mongo_client(settings) as client:
         client[settings.mongo.database].drop_collection(settings.mongo.raw_profiles_collection)
         client[settings.mongo.database].drop_collection(settings.mongo.dead_letters_collection)
