@@ -8,6 +8,8 @@ it is ``age_sum / profiles``, computed where it is read.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -70,3 +72,16 @@ def window_aggregates(profiles: DataFrame, window_duration: str = "1 minute") ->
             "age_max",
         )
     )
+
+
+def window_seconds_of(window_duration: str) -> int:
+    """Seconds in a Spark interval string such as ``"1 minute"`` or ``"30 seconds"``."""
+    amount, unit = window_duration.split()
+    seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[unit.rstrip("s")]
+    return int(amount) * seconds
+
+
+def window_floor(moment: datetime, window_seconds: int) -> datetime:
+    """The start of the tumbling window (aligned to the epoch, as Spark's) that holds ``moment``."""
+    epoch = int(moment.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % window_seconds, UTC)

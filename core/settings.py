@@ -6,6 +6,7 @@ and its field, e.g. ``USERPULSE_KAFKA__PORT=19092`` or ``USERPULSE_MONGO__DATABA
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -153,6 +154,13 @@ class BatchLayerSettings(_Section):
     """Name of the archiving job (and of its checkpoint folder)."""
     max_offsets_per_trigger: int = 500_000
     """Upper bound of records per archiving micro-batch."""
+    partitions_start_date: date = date(2025, 1, 1)
+    """First UTC ingestion day the Dagster assets offer as a partition: a backfill can start no earlier
+    (older archive days are still refreshed by ``userpulse batch recompute`` without ``--from``)."""
+    vacuum_retention_hours: float = 168.0
+    """How long VACUUM keeps the data files a Delta table no longer references (time travel, and readers
+    still on an older version need them). Delta refuses less than 168 hours (7 days) unless its
+    ``spark.databricks.delta.retentionDurationCheck.enabled`` is turned off."""
 
 
 class LocalStackSettings(_Section):
@@ -200,6 +208,29 @@ class PathSettings(_Section):
         return self.tools_dir / "jars" / "spark"
 
 
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    """Address the dashboard binds to: loopback by default; expose it only with basic auth set."""
+    port: int = 5006
+    """Port of the dashboard (Panel's own default)."""
+    refresh_period_s: float = 5.0
+    """How often the dashboard re-queries the stores (a Panel periodic callback, no page reload)."""
+    query_timeout_s: float = 10.0
+    """How long a refresh may take before the page says the stores are slow (and keeps its figures)."""
+    timeline_minutes: int = 60
+    """How far back the ingestion-rate chart reaches."""
+    latest_profiles: int = 20
+    """Rows of the latest-profiles table."""
+    top_values: int = 15
+    """Bars per breakdown chart (the largest values; the rest are summed as "other")."""
+    basic_auth_username: str | None = None
+    """With a password, the dashboard asks for this user (HTTP basic auth) before it shows anything."""
+    basic_auth_password: SecretStr | None = None
+    """Password of ``basic_auth_username``."""
+    cookie_secret: SecretStr = SecretStr("local-development-only-dashboard-cookie-secret")
+    """Signs the login cookie when basic auth is on; set your own where the dashboard is exposed."""
+
+
 class SecretSettings(_Section):
     pseudonymization_key: SecretStr = SecretStr("local-development-only-pseudonymization-key")
     """HMAC key for keyed pseudonymization of PII. The default is for local runs only: set
@@ -225,6 +256,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
     speed_layer: SpeedLayerSettings = SpeedLayerSettings()
     batch_layer: BatchLayerSettings = BatchLayerSettings()
+    serving: ServingSettings = ServingSettings()
     local_stack: LocalStackSettings = LocalStackSettings()
     paths: PathSettings = PathSettings()
     secrets: SecretSettings = SecretSettings()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from batch_layer.cli import batch_app
+from core.register_cli import register
 from infra.cli import stack_app
 from ingestion.cli import produce
+from serving.cli import dashboard
 from speed_layer.cli import speed
 
 app = typer.Typer(
@@ -18,6 +20,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(batch_app, name="batch")
 app.command()(produce)
 app.command()(speed)
+app.command()(register)
+app.command()(dashboard)
 
 if __name__ == "__main__":
     app()

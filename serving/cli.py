@@ -1,0 +1,91 @@
+"""``userpulse dashboard``: serve the live dashboard (``panel serve`` underneath) until stopped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import panel as pn
+import typer
+from rich.console import Console
+
+from core.settings import Settings, get_settings
+from core.stores import cassandra_session, mongo_client, mongo_database
+from infra.cassandra_schema import apply_schema
+from serving.dashboard import UserPulseDashboard
+from serving.profiles import ProfileDocuments
+from serving.views import ServingViews
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDocuments]]:
+    """The read side of both stores, shared by every browser session; connections closed on exit.
+
+    The schema is applied first (idempotently), so a dashboard started before either layer ran shows
+    empty figures rather than errors about missing tables.
+    """
+    cluster, session = cassandra_session(settings)
+    client = mongo_client(settings)
+    try:
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
+        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        database = mongo_database(client, settings)
+        documents = ProfileDocuments(
+            database[settings.mongo.raw_profiles_collection], database[settings.mongo.dead_letters_collection]
+        )
+        yield views, documents
+    finally:
+        client.close()
+        cluster.shutdown()
+
+
+def page_factory(
+    settings: Settings, views: ServingViews, documents: ProfileDocuments
+) -> Callable[[], pn.viewable.Viewable]:
+    """What ``pn.serve`` calls for each new browser session: a fresh dashboard, refreshing itself."""
+
+    def page() -> pn.viewable.Viewable:
+        pn.extension("tabulator")
+        dashboard = UserPulseDashboard(settings, views, documents)
+        dashboard.start_refreshing()
+        return dashboard.__panel__()
+
+    return page
+
+
+def serve_dashboard(settings: Settings, show: bool = False) -> None:
+    """Serve the dashboard on the configured address until interrupted (blocks)."""
+    serving = settings.serving
+    auth: dict[str, object] = {}
+    if serving.basic_auth_username and serving.basic_auth_password:
+        auth = {
+            "basic_auth": {serving.basic_auth_username: serving.basic_auth_password.get_secret_value()},
+            "cookie_secret": serving.cookie_secret.get_secret_value(),
+        }
+    elif serving.host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] dashboard exposed on {serving.host} without basic auth")
+    with serving_stores(settings) as (views, documents):
+        console.print(f"dashboard: http://{serving.host}:{serving.port}/")
+        pn.serve(
+            {"/": page_factory(settings, views, documents)},
+            address=serving.host,
+            port=serving.port,
+            websocket_origin=[f"{serving.host}:{serving.port}", f"localhost:{serving.port}"],
+            show=show,
+            title="UserPulse",
+            **auth,
+        )
+
+
+def dashboard(
+    show: Annotated[bool, typer.Option("--show", help="Open the dashboard in a browser.")] = False,
+    log_level: Annotated[str, typer.Option(help="Logging level of the dashboard's own messages.")] = "INFO",
+) -> None:
+    """Serve the live dashboard (merged batch + speed views). Address, port and auth come from settings."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("serving").setLevel(log_level.upper())
+    serve_dashboard(get_settings(), show=show)

@@ -1,0 +1,360 @@
+"""The live dashboard: merged Lambda views, the latest profiles and how fresh it all is.
+
+One ``UserPulseDashboard`` per browser session. It reads through ``serving.snapshot.take_snapshot`` (the
+only query), in a worker thread with a deadline so a slow store never freezes the page, and refreshes
+itself with a Panel periodic callback (no reload) that the pause toggle stops and starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+
+import holoviews as hv
+import hvplot.pandas  # noqa: F401 (registers DataFrame.hvplot)
+import pandas as pd
+import panel as pn
+import param
+
+from core.aggregates import window_seconds_of
+from core.settings import Settings
+from core.transformations import AGE_BANDS
+from serving.profiles import ProfileDocuments
+from serving.snapshot import Filters, Headline, Snapshot, take_snapshot
+from serving.views import DimensionView, ServingViews
+
+logger = logging.getLogger(__name__)
+
+TIME_RANGES: dict[str, int | None] = {
+    "All time": None,
+    "Last 15 minutes": 15,
+    "Last hour": 60,
+    "Last 24 hours": 24 * 60,
+}
+"""Choices of the time-range filter: label -> minutes (``None``: all time)."""
+
+ALL = "All"
+"""The filter choice that does not narrow."""
+
+BREAKDOWN_TITLES: dict[str, str] = {
+    "country": "Profiles by country",
+    "age_band": "Age distribution",
+    "gender": "Gender split",
+    "email_domain": "Top e-mail domains",
+    "nationality": "Nationalities",
+}
+
+LATEST_COLUMNS = ["fetched_at", "name", "gender", "age", "country", "nationality", "email", "phone", "source"]
+
+CSS = """
+.kpis { display: flex; flex-wrap: wrap; gap: 12px; }
+.kpi { padding: 8px 16px; border-radius: 8px; background: #f4f6fa; min-width: 150px; }
+.kpi .label { font-size: 0.85em; color: #556; }
+.kpi .value { font-size: 1.9em; font-weight: 600; color: #1f3b73; }
+.part-error { color: #8a1c1c; background: #fdecec; padding: 6px 10px; border-radius: 6px; }
+"""
+
+
+def format_count(value: float | None, digits: int = 0) -> str:
+    """Thousands separators; an em dash when there is nothing to show."""
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def kpi_html(test_id: str, label: str, value: str) -> str:
+    """One headline figure (``data-testid`` lets the browser test find it)."""
+    return (
+        f'<div class="kpi" data-testid="{test_id}"><div class="label">{html.escape(label)}</div>'
+        f'<div class="value">{html.escape(value)}</div></div>'
+    )
+
+
+def headline_html(headline: Headline) -> str:
+    figures = [
+        ("kpi-profiles", "Profiles", format_count(headline.profiles)),
+        ("kpi-average-age", "Average age", format_count(headline.average_age, 1)),
+        ("kpi-countries", "Countries", format_count(headline.countries)),
+        ("kpi-per-minute", "Profiles per minute", format_count(headline.profiles_per_minute)),
+        ("kpi-dead-lettered", "Dead-lettered records", format_count(headline.dead_lettered)),
+    ]
+    return '<div class="kpis">' + "".join(kpi_html(*figure) for figure in figures) + "</div>"
+
+
+def breakdown_frame(view: DimensionView, top: int) -> pd.DataFrame:
+    """One row per value (the ``top`` largest; the rest summed as "other"), batch and speed counts apart."""
+    rows = [
+        {
+            "label": v.value,
+            "batch": v.batch_profiles,
+            "speed": v.speed_profiles,
+            "profiles": v.profiles,
+            "average_age": round(v.average_age, 1) if v.average_age is not None else None,
+        }
+        for v in view.values
+    ]
+    if view.dimension == "age_band":
+        order = {label: index for index, (label, _, _) in enumerate(AGE_BANDS)}
+        return pd.DataFrame(sorted(rows, key=lambda r: order.get(r["label"], len(order))))
+    head, rest = rows[:top], rows[top:]
+    if rest:
+        profiles = sum(r["profiles"] for r in rest)
+        age_sum = sum(v.age_sum for v in view.values[top:])
+        head.append(
+            {
+                "label": "other",
+                "batch": sum(r["batch"] for r in rest),
+                "speed": sum(r["speed"] for r in rest),
+                "profiles": profiles,
+                "average_age": round(age_sum / profiles, 1) if profiles else None,
+            }
+        )
+    return pd.DataFrame(head, columns=["label", "batch", "speed", "profiles", "average_age"])
+
+
+def breakdown_chart(view: DimensionView, top: int, selected: str | None) -> hv.Element:
+    """Horizontal bars, batch and speed stacked, average age in the hover."""
+    frame = breakdown_frame(view, top)
+    title = BREAKDOWN_TITLES[view.dimension] + (f" (selected: {selected})" if selected else "")
+    if frame.empty:
+        return hv.Text(0.5, 0.5, "No profiles yet").opts(title=title, xaxis=None, yaxis=None)
+    ordered = frame.iloc[::-1]  # horizontal bars are drawn bottom-up: the first row goes on top
+    # Long form, one bar segment per (value, layer); total and average age ride along for the hover.
+    long = ordered.melt(
+        id_vars=["label", "profiles", "average_age"],
+        value_vars=["batch", "speed"],
+        var_name="layer",
+        value_name="count",
+    )
+    return hv.Bars(long, kdims=["label", "layer"], vdims=["count", "profiles", "average_age"]).opts(
+        stacked=True,
+        invert_axes=True,
+        tools=["hover"],
+        title=title,
+        xlabel="",
+        ylabel="profiles",
+        legend_position="bottom_right",
+        height=320,
+        responsive=True,
+    )
+
+
+def timeline_chart(snapshot: Snapshot) -> hv.Element:
+    """Profiles per event-time window; batch windows before the cutoff, speed windows after."""
+    title = "Ingestion rate (profiles per window)"
+    if not snapshot.timeline:
+        return hv.Text(0.5, 0.5, "No windows in range").opts(title=title, xaxis=None, yaxis=None)
+    frame = pd.DataFrame(
+        {"window_start": w.window_start, "profiles": w.profiles, "layer": w.layer} for w in snapshot.timeline
+    )
+    frame["window_start"] = frame["window_start"].dt.tz_convert(None)  # Bokeh plots naive UTC
+    return frame.hvplot.step(
+        x="window_start", y="profiles", by="layer", where="post", title=title, height=260, responsive=True
+    )
+
+
+def draw(pane: pn.pane.HoloViews, chart: Callable[[], hv.Element]) -> None:
+    """Put a chart in its pane; a chart that cannot be drawn says so in place, the others still draw."""
+    try:
+        pane.object = chart()
+    except Exception as error:
+        logger.exception("could not draw a chart")
+        pane.object = hv.Text(0.5, 0.5, f"Could not draw this chart: {error}").opts(xaxis=None, yaxis=None)
+
+
+def freshness_markdown(snapshot: Snapshot) -> str:
+    """Batch cutoff, speed progress and lag, and each layer's share of the figures."""
+    freshness = snapshot.freshness
+    if freshness is None:
+        return "**Freshness**: unknown (the views could not be read)."
+    lines = ["### Freshness"]
+    batch = freshness.batch
+    if batch is None or batch.cutoff is None:
+        lines.append("- **Batch view**: none yet — every figure comes from the speed layer.")
+    else:
+        lines.append(
+            f"- **Batch view** v{batch.version}: complete up to **{_utc(batch.cutoff)}** "
+            f"(computed {_utc(batch.computed_at)})"
+        )
+    speed = freshness.speed
+    if speed is None:
+        lines.append("- **Speed layer**: no micro-batch yet.")
+    else:
+        lag = freshness.speed_lag
+        lag_text = "lag unknown" if lag is None else f"{lag.total_seconds():,.0f} s behind the newest event"
+        waiting = f", {speed.kafka_lag:,} records waiting in Kafka" if speed.kafka_lag is not None else ""
+        lines.append(f"- **Speed layer**: last batch {_utc(speed.processed_at)}, {lag_text}{waiting}")
+        lines.append(f"- Rows dropped by the speed layer as too late: {speed.late_rows_dropped:,}")
+    if freshness.last_speed_window is not None:
+        lines.append(f"- Newest speed window: {_utc(freshness.last_speed_window)}")
+    total_view = snapshot.breakdowns.get("age_band")
+    if total_view is not None and total_view.profiles:
+        batch_share = total_view.batch_profiles / total_view.profiles
+        lines.append(
+            f"- **Share of the counts**: {batch_share:.0%} batch ({total_view.batch_profiles:,}), "
+            f"{1 - batch_share:.0%} speed ({total_view.speed_profiles:,})"
+        )
+    lines.append(f"- Read at {_utc(snapshot.taken_at)}")
+    return "\n".join(lines)
+
+
+def _utc(moment: datetime | None) -> str:
+    return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def latest_frame(snapshot: Snapshot) -> pd.DataFrame:
+    rows = [{column: getattr(row, column) for column in LATEST_COLUMNS} for row in (snapshot.latest or [])]
+    frame = pd.DataFrame(rows, columns=LATEST_COLUMNS)
+    if not frame.empty:
+        frame["fetched_at"] = pd.to_datetime(frame["fetched_at"], utc=True).dt.strftime("%H:%M:%S")
+    return frame
+
+
+class UserPulseDashboard(pn.viewable.Viewer):
+    """The page one browser session sees; its filters are params, its figures refresh themselves."""
+
+    country = param.Selector(default=ALL, objects=[ALL], doc="Narrow the figures to one country.")
+    gender = param.Selector(default=ALL, objects=[ALL], doc="Narrow the figures to one gender.")
+    time_range = param.Selector(default="All time", objects=list(TIME_RANGES), doc="Windows to count.")
+    paused = param.Boolean(default=False, doc="Stop refreshing (the figures stay as they are).")
+
+    def __init__(self, settings: Settings, views: ServingViews, documents: ProfileDocuments) -> None:
+        super().__init__()
+        self.settings = settings
+        self.views = views
+        self.documents = documents
+        self.window_seconds = window_seconds_of(settings.speed_layer.window_duration)
+        self.status = pn.pane.Markdown("Loading…", sizing_mode="stretch_width")
+        self.errors = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.notes = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.headline = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.charts = {name: pn.pane.HoloViews(sizing_mode="stretch_width") for name in BREAKDOWN_TITLES}
+        self.timeline = pn.pane.HoloViews(sizing_mode="stretch_width")
+        self.freshness = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.latest = pn.widgets.Tabulator(
+            latest_frame_empty(), disabled=True, show_index=False, sizing_mode="stretch_width", height=420
+        )
+        self._refreshing = asyncio.Lock()
+        self._callback: pn.io.PeriodicCallback | None = None
+        self.param.watch(self._filters_changed, ["country", "gender", "time_range"])
+        self.param.watch(self._pause_changed, ["paused"])
+
+    @property
+    def filters(self) -> Filters:
+        return Filters(
+            country=None if self.country == ALL else self.country,
+            gender=None if self.gender == ALL else self.gender,
+            minutes=TIME_RANGES[self.time_range],
+        )
+
+    # --- refresh ------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Read a snapshot off the event loop, with a deadline; show it, or say what went wrong."""
+        if self._refreshing.locked():
+            return  # the previous refresh is still running: skip this tick rather than pile up
+        async with self._refreshing:
+            read = partial(
+                take_snapshot,
+                self.views,
+                self.documents,
+                self.filters,
+                self.window_seconds,
+                self.settings.serving.timeline_minutes,
+                self.settings.serving.latest_profiles,
+            )
+            deadline = self.settings.serving.query_timeout_s
+            try:
+                snapshot = await asyncio.wait_for(asyncio.to_thread(read), timeout=deadline)
+            except TimeoutError:
+                self.status.object = f"⚠️ No answer within {deadline:.0f} s; showing the last figures."
+                return
+            except Exception as error:  # the page stays; the next tick tries again
+                logger.exception("dashboard refresh failed")
+                self.status.object = f"⚠️ Refresh failed: {html.escape(str(error))}"
+                return
+            self.show(snapshot)
+
+    def show(self, snapshot: Snapshot) -> None:
+        self._update_choices(snapshot)
+        self.errors.object = "".join(
+            f'<div class="part-error" data-testid="error-{part}">'
+            f"Could not read {part}: {html.escape(message)}</div>"
+            for part, message in snapshot.errors.items()
+        )
+        self.notes.object = "\n".join(f"*{note}*" for note in snapshot.notes)
+        headline = snapshot.headline
+        if headline is not None:
+            self.headline.object = headline_html(headline)
+            top = self.settings.serving.top_values
+            selected = {"country": self.filters.country, "gender": self.filters.gender}
+            for dimension, pane in self.charts.items():
+                view = snapshot.breakdowns[dimension]
+                draw(pane, partial(breakdown_chart, view, top, selected.get(dimension)))
+            draw(self.timeline, partial(timeline_chart, snapshot))
+        self.freshness.object = freshness_markdown(snapshot)
+        if snapshot.latest is not None:
+            self.latest.value = latest_frame(snapshot)
+        state = "paused" if self.paused else f"every {self.settings.serving.refresh_period_s:g} s"
+        self.status.object = f"Updated {_utc(snapshot.taken_at)} (refresh {state})"
+
+    def _update_choices(self, snapshot: Snapshot) -> None:
+        """Offer the countries and genders the views know, keeping the current choice."""
+        for name, dimension in (("country", "country"), ("gender", "gender")):
+            view = snapshot.breakdowns.get(dimension)
+            if view is None:
+                continue
+            current = getattr(self, name)
+            choices = [ALL, *sorted(v.value for v in view.values)]
+            if current not in choices:
+                choices.append(current)
+            if choices != self.param[name].objects:
+                self.param[name].objects = choices
+
+    async def _filters_changed(self, *_events: param.parameterized.Event) -> None:
+        await self.refresh()
+
+    def _pause_changed(self, event: param.parameterized.Event) -> None:
+        if self._callback is not None:
+            self._callback.running = not event.new
+        self.status.object = "Paused: figures stay as they are." if event.new else "Refreshing…"
+
+    def start_refreshing(self) -> None:
+        """Refresh now and then every ``refresh_period_s``, for as long as the session lives."""
+        pn.state.onload(self.refresh)
+        self._callback = pn.state.add_periodic_callback(
+            self.refresh, period=int(self.settings.serving.refresh_period_s * 1000), start=True
+        )
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        filters = pn.Column(
+            "### Filters",
+            pn.widgets.Select.from_param(self.param.country, name="Country"),
+            pn.widgets.Select.from_param(self.param.gender, name="Gender"),
+            pn.widgets.Select.from_param(self.param.time_range, name="Time range"),
+            pn.widgets.Toggle.from_param(self.param.paused, name="Pause refresh", button_type="default"),
+            self.status,
+        )
+        charts = pn.GridBox(*self.charts.values(), ncols=2, sizing_mode="stretch_width")
+        template = pn.template.BootstrapTemplate(
+            title="UserPulse — live user-profile analytics",
+            sidebar=[filters, self.freshness],
+            main=[
+                self.errors,
+                self.notes,
+                self.headline,
+                self.timeline,
+                charts,
+                pn.pane.Markdown("### Latest profiles (direct identifiers masked)"),
+                self.latest,
+            ],
+        )
+        return template
+
+
+def latest_frame_empty() -> pd.DataFrame:
+    return pd.DataFrame(columns=LATEST_COLUMNS)

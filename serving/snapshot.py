@@ -1,0 +1,155 @@
+"""Everything one dashboard refresh shows, read in one call: the dashboard's only query.
+
+Filters narrow what the stores can answer without a scan. The aggregates are kept per single dimension
+(see ``core.aggregates``), so a country or a gender narrows the headline figures, the ingestion timeline
+and the latest profiles; the breakdown charts always show all profiles of the time range, with the
+selected value highlighted. Narrowing by country *and* gender at once would need cross-dimension views:
+the headline then follows the country and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from core.aggregates import DIMENSIONS, window_floor
+from serving.profiles import ProfileDocuments, ProfileRow
+from serving.views import DimensionView, Freshness, ServingViews, TimeRange, WindowCount
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the user narrowed the dashboard to."""
+
+    country: str | None = None
+    gender: str | None = None
+    minutes: int | None = None
+    """Only the windows of the last ``minutes`` (``None``: all time)."""
+
+    @property
+    def segment(self) -> tuple[str, str] | None:
+        """The (dimension, value) the headline and timeline are narrowed to, if any."""
+        if self.country:
+            return ("country", self.country)
+        if self.gender:
+            return ("gender", self.gender)
+        return None
+
+
+@dataclass(frozen=True)
+class Headline:
+    profiles: int
+    average_age: float | None
+    countries: int
+    profiles_per_minute: float | None
+    """Profiles of the newest complete window, per minute."""
+    dead_lettered: int | None
+    """``None`` when the dead-letter store could not be read."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One refresh's answer. A part whose store failed is ``None`` and its error says why."""
+
+    filters: Filters
+    taken_at: datetime
+    headline: Headline | None
+    breakdowns: dict[str, DimensionView]
+    timeline: list[WindowCount] | None
+    latest: list[ProfileRow] | None
+    freshness: Freshness | None
+    errors: dict[str, str] = field(default_factory=dict)
+    """Per part (``aggregates``, ``latest``, ``dead_letters``): why it could not be read."""
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about this answer (e.g. a filter that could not apply everywhere)."""
+
+
+def time_range_of(filters: Filters, now: datetime, window_seconds: int) -> TimeRange:
+    """Windows of the last ``filters.minutes`` (whole windows, the current one included), or all time."""
+    if filters.minutes is None:
+        return TimeRange()
+    return TimeRange(start=window_floor(now - timedelta(minutes=filters.minutes), window_seconds))
+
+
+def per_minute(timeline: list[WindowCount], now: datetime, window_seconds: int) -> float | None:
+    """Profiles per minute in the newest window that has ended (the current one is still filling)."""
+    current = window_floor(now, window_seconds)
+    complete = [w for w in timeline if w.window_start < current]
+    if not complete:
+        return None
+    return complete[-1].profiles * 60 / window_seconds
+
+
+def headline_of(
+    breakdowns: dict[str, DimensionView],
+    filters: Filters,
+    rate: float | None,
+    dead_lettered: int | None,
+) -> Headline:
+    """Headline figures of all profiles, or of the filtered segment."""
+    segment = filters.segment
+    if segment is None:
+        total = breakdowns["age_band"]
+        countries = len([v for v in breakdowns["country"].values if v.profiles])
+        return Headline(total.profiles, total.average_age, countries, rate, dead_lettered)
+    dimension, value = segment
+    figures = breakdowns[dimension].value(value)
+    if figures is None:
+        return Headline(0, None, 0, rate, dead_lettered)
+    countries = 1 if dimension == "country" else len([v for v in breakdowns["country"].values if v.profiles])
+    return Headline(figures.profiles, figures.average_age, countries, rate, dead_lettered)
+
+
+def take_snapshot(
+    views: ServingViews,
+    documents: ProfileDocuments,
+    filters: Filters,
+    window_seconds: int,
+    timeline_minutes: int,
+    latest_rows: int,
+) -> Snapshot:
+    """Read what one refresh shows. Each store is read on its own: one failing leaves the others' parts."""
+    now = datetime.now(UTC)
+    time_range = time_range_of(filters, now, window_seconds)
+    errors: dict[str, str] = {}
+
+    def attempt(part: str, read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except Exception as error:  # shown in place on the page; the other parts still render
+            logger.warning("dashboard part %s failed: %s", part, error)
+            errors[part] = f"{type(error).__name__}: {error}"
+            return None
+
+    def read_aggregates() -> tuple[dict[str, DimensionView], list[WindowCount]]:
+        breakdowns = {view.dimension: view for view in views.dimensions(DIMENSIONS, time_range)}
+        timeline_range = TimeRange(
+            start=window_floor(now - timedelta(minutes=filters.minutes or timeline_minutes), window_seconds)
+        )
+        segment = filters.segment
+        timeline = views.timeline(timeline_range, *segment) if segment else views.timeline(timeline_range)
+        return breakdowns, timeline
+
+    aggregates = attempt("aggregates", read_aggregates)
+    dead_lettered = attempt("dead_letters", documents.dead_lettered)
+    latest = attempt(
+        "latest", lambda: documents.latest(latest_rows, filters.country, filters.gender, time_range)
+    )
+    notes = []
+    if filters.country and filters.gender:
+        notes.append(
+            f"Counts follow the country ({filters.country}); "
+            "the gender filter narrows the latest profiles only."
+        )
+    if aggregates is None:
+        return Snapshot(filters, now, None, {}, None, latest, None, errors, notes)
+    breakdowns, timeline = aggregates
+    headline = headline_of(breakdowns, filters, per_minute(timeline, now, window_seconds), dead_lettered)
+    freshness = breakdowns["age_band"].freshness
+    return Snapshot(filters, now, headline, breakdowns, timeline, latest, freshness, errors, notes)

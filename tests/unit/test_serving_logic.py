@@ -1,0 +1,196 @@
+"""Pure logic of the serving side: the cutoff split, merging partials, masking, headline figures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from serving.dashboard import breakdown_frame, format_count, headline_html
+from serving.profiles import latest_profiles_filter, mask_email, mask_name, mask_phone, profile_row
+from serving.snapshot import Filters, Headline, headline_of, per_minute, time_range_of
+from serving.views import (
+    DimensionView,
+    Freshness,
+    Partial,
+    TimeRange,
+    ValueFigures,
+    WindowCount,
+    merge_partials,
+    split_at_cutoff,
+)
+
+CUTOFF = datetime(2026, 1, 1, 10, 2, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def test_without_a_batch_view_the_speed_side_answers_every_window() -> None:
+    split = split_at_cutoff(None, has_batch=False, time_range=TimeRange())
+    assert (split.batch_until, split.speed_from, split.speed_until) == (None, None, None)
+
+
+def test_a_batch_view_without_cutoff_leaves_every_window_to_the_speed_side() -> None:
+    split = split_at_cutoff(None, has_batch=True, time_range=TimeRange(start=CUTOFF))
+    assert (split.batch_until, split.speed_from) == (None, CUTOFF)
+
+
+def test_all_time_uses_the_batch_totals_before_the_cutoff_and_speed_from_it() -> None:
+    split = split_at_cutoff(CUTOFF, has_batch=True, time_range=TimeRange())
+    assert split.batch_all_time
+    assert (split.batch_from, split.batch_until, split.speed_from, split.speed_until) == (
+        None,
+        CUTOFF,
+        CUTOFF,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("time_range", "batch", "speed"),
+    [
+        # a range across the cutoff: each side takes its part, the boundary window goes to speed
+        (
+            TimeRange(CUTOFF - 2 * MINUTE, CUTOFF + 2 * MINUTE),
+            (CUTOFF - 2 * MINUTE, CUTOFF),
+            (CUTOFF, CUTOFF + 2 * MINUTE),
+        ),
+        # a range wholly before the cutoff: batch only
+        (TimeRange(CUTOFF - 3 * MINUTE, CUTOFF - MINUTE), (CUTOFF - 3 * MINUTE, CUTOFF - MINUTE), None),
+        # a range starting at the cutoff: speed only
+        (TimeRange(CUTOFF, None), None, (CUTOFF, None)),
+    ],
+)
+def test_a_time_range_is_split_at_the_cutoff(
+    time_range: TimeRange,
+    batch: tuple[datetime, datetime] | None,
+    speed: tuple[datetime, datetime | None] | None,
+) -> None:
+    split = split_at_cutoff(CUTOFF, has_batch=True, time_range=time_range)
+    assert not split.batch_all_time
+    assert (None if split.batch_until is None else (split.batch_from, split.batch_until)) == batch
+    speed_is_empty = split.speed_until is not None and split.speed_from >= split.speed_until
+    assert (None if speed_is_empty else (split.speed_from, split.speed_until)) == speed
+
+
+def test_merge_sums_counts_and_ages_and_keeps_extremes_per_value() -> None:
+    batch = [Partial("FR", 3, 90, 20, 40), Partial("ES", 1, 50, 50, 50)]
+    speed = [Partial("FR", 2, 70, 19, 51), Partial("FR", 1, 30, 30, 30), Partial("DE", 4, 100, 21, 29)]
+    merged = merge_partials(batch, speed)
+    assert merged == [
+        ValueFigures("FR", 6, 190, 19, 51, batch_profiles=3, speed_profiles=3),
+        ValueFigures("DE", 4, 100, 21, 29, batch_profiles=0, speed_profiles=4),
+        ValueFigures("ES", 1, 50, 50, 50, batch_profiles=1, speed_profiles=0),
+    ]
+    assert merged[0].average_age == pytest.approx(190 / 6)
+
+
+def test_merge_of_nothing_is_empty_and_has_no_average() -> None:
+    assert merge_partials([], []) == []
+    assert ValueFigures("x", 0, 0, None, None, 0, 0).average_age is None
+
+
+@pytest.mark.parametrize(
+    ("email", "masked"),
+    [("jane.doe@example.com", "j***@example.com"), ("x@y.org", "x***@y.org"), ("", "***"), (None, "***")],
+)
+def test_mask_email_keeps_the_first_letter_and_the_domain(email: str | None, masked: str) -> None:
+    assert mask_email(email) == masked
+
+
+@pytest.mark.parametrize(("phone", "masked"), [("(555) 123-4567", "***67"), ("0-1", "***01"), ("7", "***")])
+def test_mask_phone_keeps_the_last_two_digits(phone: str, masked: str) -> None:
+    assert mask_phone(phone) == masked
+
+
+def test_profile_row_shows_no_direct_identifier() -> None:
+    document = {
+        "_id": "u-1",
+        "fetched_at": CUTOFF,
+        "source": "randomuser",
+        "user": {
+            "name": {"first": "Jane", "last": "Doe"},
+            "email": "jane.doe@example.com",
+            "phone": "(555) 123-4567",
+            "gender": "female",
+            "dob": {"age": 33},
+            "location": {"country": "France"},
+            "nat": "FR",
+        },
+    }
+    row = profile_row(document)
+    assert (row.name, row.email, row.phone) == (mask_name("Jane", "Doe"), "j***@example.com", "***67")
+    assert row.name == "J. D."
+    assert "Jane" not in repr(row) and "Doe" not in repr(row) and "4567" not in repr(row)
+
+
+def test_latest_profiles_filter_narrows_by_country_gender_and_time() -> None:
+    assert latest_profiles_filter() == {}
+    assert latest_profiles_filter("France", "female", TimeRange(CUTOFF, CUTOFF + MINUTE)) == {
+        "user.location.country": "France",
+        "user.gender": "female",
+        "fetched_at": {"$gte": CUTOFF, "$lt": CUTOFF + MINUTE},
+    }
+
+
+def test_time_range_of_the_last_minutes_starts_on_a_window_boundary() -> None:
+    now = datetime(2026, 1, 1, 10, 30, 42, tzinfo=UTC)
+    assert time_range_of(Filters(), now, 60) == TimeRange()
+    fifteen_minutes_ago = datetime(2026, 1, 1, 10, 15, tzinfo=UTC)
+    assert time_range_of(Filters(minutes=15), now, 60) == TimeRange(start=fifteen_minutes_ago)
+
+
+def test_per_minute_uses_the_newest_window_that_has_ended() -> None:
+    now = datetime(2026, 1, 1, 10, 3, 30, tzinfo=UTC)
+    timeline = [
+        WindowCount(datetime(2026, 1, 1, 10, 1, tzinfo=UTC), 120, "batch"),
+        WindowCount(datetime(2026, 1, 1, 10, 2, tzinfo=UTC), 90, "speed"),
+        WindowCount(datetime(2026, 1, 1, 10, 3, tzinfo=UTC), 40, "speed"),  # still filling
+    ]
+    assert per_minute(timeline, now, 60) == 90
+    assert per_minute(timeline, now, 30) == 80  # 40 profiles in a 30 s window
+    assert per_minute(timeline[2:], now, 60) is None
+
+
+def _view(dimension: str, values: list[ValueFigures]) -> DimensionView:
+    return DimensionView(dimension, values, Freshness(None, None, None, CUTOFF))
+
+
+def _figures(value: str, profiles: int, age_sum: int) -> ValueFigures:
+    return ValueFigures(value, profiles, age_sum, None, None, profiles, 0)
+
+
+BREAKDOWNS = {
+    "age_band": _view("age_band", [_figures("25-34", 3, 90), _figures("35-44", 1, 40)]),
+    "country": _view("country", [_figures("France", 3, 100), _figures("Spain", 1, 30)]),
+    "gender": _view("gender", [_figures("female", 2, 60), _figures("male", 2, 70)]),
+}
+
+
+def test_headline_of_all_profiles() -> None:
+    assert headline_of(BREAKDOWNS, Filters(), 12.0, 5) == Headline(4, 32.5, 2, 12.0, 5)
+
+
+def test_headline_of_a_segment_follows_its_row() -> None:
+    assert headline_of(BREAKDOWNS, Filters(country="France"), None, 0) == Headline(3, 100 / 3, 1, None, 0)
+    assert headline_of(BREAKDOWNS, Filters(gender="male"), None, 0) == Headline(2, 35.0, 2, None, 0)
+    assert headline_of(BREAKDOWNS, Filters(country="Peru"), None, None) == Headline(0, None, 0, None, None)
+
+
+def test_headline_html_formats_figures_and_marks_the_missing() -> None:
+    rendered = headline_html(Headline(12345, 41.25, 3, None, 0))
+    assert 'data-testid="kpi-profiles"' in rendered and "12,345" in rendered and "41.2" in rendered
+    assert format_count(None) == "—"
+
+
+def test_breakdown_frame_keeps_the_top_values_and_sums_the_rest_as_other() -> None:
+    view = _view("country", [_figures("A", 5, 100), _figures("B", 3, 60), _figures("C", 2, 80)])
+    frame = breakdown_frame(view, top=1)
+    assert frame.to_dict("records") == [
+        {"label": "A", "batch": 5, "speed": 0, "profiles": 5, "average_age": 20.0},
+        {"label": "other", "batch": 5, "speed": 0, "profiles": 5, "average_age": 28.0},
+    ]
+
+
+def test_breakdown_frame_orders_age_bands_youngest_first() -> None:
+    view = _view("age_band", [_figures("65+", 9, 600), _figures("18-24", 1, 20), _figures("35-44", 2, 80)])
+    assert list(breakdown_frame(view, top=1)["label"]) == ["18-24", "35-44", "65+"]
