@@ -1,0 +1,745 @@
+"""The register of processing (GDPR art. 30): every field the platform stores, declared once, in code.
+
+Why in code: a register kept as a document drifts away from what the code stores. Here each
+(store, field) pair is one typed declaration with its category, protection, purpose, legal basis and
+retention; ``userpulse register`` renders them as ``docs/register.md``, and
+``tests/unit/test_register.py`` derives the fields each store really holds from the code that writes
+them (the CQL files, the Spark frames of the Delta tables, the MongoDB documents, the Kafka messages).
+That test fails when a stored field is not declared, a declared field is no longer stored, or the
+committed Markdown is stale.
+
+The register states what the code does today, not what is planned: a direct identifier kept in clear
+is declared with protection ``none``. Store names are the defaults of ``core.settings`` (a deployment
+may override them), so the rendered file does not depend on the environment it is rendered in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from core.settings import PROJECT_ROOT, CassandraSettings, KafkaSettings, MongoSettings, PathSettings
+
+REGISTER_PATH = PROJECT_ROOT / "docs" / "register.md"
+"""Where ``userpulse register`` writes the rendered register (committed, checked by a test)."""
+
+
+class Category(StrEnum):
+    """What a field says about the person it describes."""
+
+    DIRECT_IDENTIFIER = "direct identifier"
+    QUASI_IDENTIFIER = "quasi-identifier"
+    OTHER = "other"
+
+
+CATEGORY_MEANINGS: dict[Category, str] = {
+    Category.DIRECT_IDENTIFIER: "identifies the person on its own (name, e-mail, phone, address, "
+    "account and national identifiers, photo), or is derived from such a value one to one",
+    Category.QUASI_IDENTIFIER: "identifies the person in combination with other fields (birth date, "
+    "gender, place, nationality, derived ages and domains)",
+    Category.OTHER: "says nothing about the person: technical metadata, counts, timestamps of processing",
+}
+
+
+class Protection(StrEnum):
+    """How a field is protected where it is stored."""
+
+    NONE = "none"
+    GENERALIZED = "generalized"
+    PSEUDONYMIZED = "pseudonymized"
+    AGGREGATED = "aggregated"
+    ENCRYPTED = "encrypted"
+    DROPPED = "dropped"
+
+
+PROTECTION_MEANINGS: dict[Protection, str] = {
+    Protection.NONE: "stored as received, in clear",
+    Protection.GENERALIZED: "stored as a coarser value derived from the original (age instead of the "
+    "birth date, e-mail domain instead of the address, a date instead of an instant)",
+    Protection.PSEUDONYMIZED: "stored as a keyed HMAC-SHA256 pseudonym (core/pseudonymization.py): only "
+    "holders of USERPULSE_SECRETS__PSEUDONYMIZATION_KEY can recompute one from a value",
+    Protection.AGGREGATED: "stored only as counts and age statistics over every profile sharing a value",
+    Protection.ENCRYPTED: "stored encrypted with a per-subject key (crypto-shredding): no field is "
+    "encrypted yet (issue 7)",
+    Protection.DROPPED: "removed on receipt, before anything is stored",
+}
+
+
+class StoreKind(StrEnum):
+    """Where data lands (or, for the source, where it arrives from)."""
+
+    SOURCE = "source (not stored)"
+    KAFKA_TOPIC = "Kafka topic"
+    MONGODB_COLLECTION = "MongoDB collection"
+    CASSANDRA_TABLE = "Cassandra table"
+    DELTA_TABLE = "Delta table"
+
+
+@dataclass(frozen=True)
+class LegalBasis:
+    """A lawful basis of processing (GDPR art. 6(1)) and why it applies."""
+
+    article: str
+    name: str
+    justification: str
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """Why a field is processed (GDPR art. 5(1)(b), art. 30(1)(b))."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Store:
+    """A place where data lands, with the retention that applies to everything in it."""
+
+    kind: StoreKind
+    name: str
+    written_by: str
+    """The module that writes it: where to look when the register and the code disagree."""
+    content: str
+    """What one record is, and what is (or is not) in it."""
+    retention: str
+    """How long a record lives, as the code and the services' configuration make it today."""
+
+    @property
+    def key(self) -> tuple[StoreKind, str]:
+        return (self.kind, self.name)
+
+    @property
+    def title(self) -> str:
+        return f"{self.kind} `{self.name}`"
+
+
+@dataclass(frozen=True)
+class FieldDeclaration:
+    """One stored field of one store. ``field`` is a dotted path for nested documents."""
+
+    store: Store
+    field: str
+    category: Category
+    protection: Protection
+    purpose: Purpose
+    description: str
+    legal_basis: LegalBasis
+
+    @property
+    def retention(self) -> str:
+        """The store's retention (fields of a store live as long as its records)."""
+        return self.store.retention
+
+
+# -- legal basis and purposes, written once --------------------------------------------------------------
+
+LEGITIMATE_INTEREST = LegalBasis(
+    article="art. 6(1)(f)",
+    name="legitimate interest",
+    justification="analytics over user profiles, with credentials dropped and the direct identifiers of "
+    "the analytical stores pseudonymized. The profiles are public test data from randomuser.me or "
+    "synthetic ones, so no real person is affected by this demo; a deployment on real data must record "
+    "its own balancing test (or choose another basis) here.",
+)
+
+ANALYTICS = Purpose(
+    "analytics",
+    "profile counts and age statistics by country, gender, nationality, e-mail domain and age band, "
+    "in real time (speed layer) and recomputed (batch layer)",
+)
+MASTER_DATA = Purpose(
+    "master data",
+    "the profile as received, kept so that the views can be recomputed and a subject's data can be "
+    "found, shown and erased",
+)
+LINKAGE = Purpose(
+    "linkage",
+    "recognise the same subject across records and stores (deduplication, erasure by uuid or e-mail) "
+    "without keeping the identifying value in the analytical stores",
+)
+OPERATIONS = Purpose(
+    "operations",
+    "run the pipeline exactly once and monitor it: Kafka coordinates, batch ids, versions, timings",
+)
+DATA_QUALITY = Purpose(
+    "data quality",
+    "keep the records that could not be processed, with the reason, so they can be inspected and fixed",
+)
+NO_PURPOSE = Purpose(
+    "none",
+    "not needed for any purpose: removed on receipt (data minimization, art. 5(1)(c))",
+)
+
+PURPOSES: tuple[Purpose, ...] = (ANALYTICS, MASTER_DATA, LINKAGE, OPERATIONS, DATA_QUALITY, NO_PURPOSE)
+
+# -- stores ----------------------------------------------------------------------------------------------
+
+_KAFKA = KafkaSettings()
+_MONGO = MongoSettings()
+_KEYSPACE = CassandraSettings().keyspace
+_PATHS = PathSettings()
+
+_KAFKA_RETENTION = (
+    "the broker's default: a log segment is deleted once all its records are older than 7 days "
+    "(log.retention.hours = 168, not set by the project; a segment rolls at 1 GiB or after 7 days, so "
+    "a record may stay up to about 14 days). No retention.ms on the topic yet (planned, issue 7)."
+)
+_UNTIL_DELETED = "kept until deleted: no retention job and no TTL yet (planned, issue 7)."
+
+
+def _relative(path: Path) -> str:
+    """A project path as written in the register: relative, so the file is the same on every machine."""
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+SOURCE = Store(
+    StoreKind.SOURCE,
+    "randomuser.me response",
+    "ingestion/ (core/profile.py strip_credentials)",
+    "a user as the API (or the synthetic source) returns it, held in the producer's memory only",
+    "not kept: the producer removes these fields before publishing profiles and dead letters.",
+)
+KAFKA_PROFILES = Store(
+    StoreKind.KAFKA_TOPIC,
+    _KAFKA.profiles_topic,
+    "ingestion/kafka_publisher.py",
+    "one message per profile fetched: key = login.uuid, value = the JSON envelope "
+    "(core/profile.py ProfileEnvelope) with the user as received, credentials removed; every age, "
+    "under-age profiles included",
+    _KAFKA_RETENTION,
+)
+KAFKA_DEAD_LETTERS = Store(
+    StoreKind.KAFKA_TOPIC,
+    _KAFKA.dead_letter_topic,
+    "ingestion/kafka_publisher.py",
+    "one message per record the producer could not validate (core/profile.py DeadLetter), with the reason",
+    _KAFKA_RETENTION,
+)
+MONGO_PROFILES = Store(
+    StoreKind.MONGODB_COLLECTION,
+    f"{_MONGO.database}.{_MONGO.raw_profiles_collection}",
+    "speed_layer/stores.py (speed_layer/job.py raw_document)",
+    "one document per adult profile (_id = uuid): the first version received, as received, with its "
+    "Kafka coordinates; under-age profiles are not stored here",
+    _UNTIL_DELETED + " FerretDB has no TTL indexes, so retention will be a scheduled job.",
+)
+MONGO_DEAD_LETTERS = Store(
+    StoreKind.MONGODB_COLLECTION,
+    f"{_MONGO.database}.{_MONGO.dead_letters_collection}",
+    "speed_layer/stores.py (speed_layer/job.py dead_letter_document)",
+    "one document per Kafka record the speed layer could not parse, with its raw bytes and the reason",
+    _UNTIL_DELETED,
+)
+
+
+def _table(name: str, content: str, retention: str = _UNTIL_DELETED) -> Store:
+    """A Cassandra table of the project's keyspace."""
+    written_by = "batch_layer/recompute.py" if name.startswith("batch_") else "speed_layer/stores.py"
+    if name == "schema_migrations":
+        written_by = "infra/cassandra_schema.py"
+    return Store(StoreKind.CASSANDRA_TABLE, f"{_KEYSPACE}.{name}", written_by, content, retention)
+
+
+_CURRENT_VERSION_ONLY = (
+    "the current version only: each recomputation writes a new version and deletes the older ones."
+)
+
+CASSANDRA_PROFILES = _table(
+    "profiles",
+    "one row per adult profile (the first version received): derived fields and pseudonyms, no name, "
+    "e-mail, phone or street address in clear",
+)
+SPEED_AGGREGATES = _table(
+    "speed_aggregates",
+    "partial aggregates of one micro-batch per dimension value and 1-minute window; no minimum group "
+    "size, so a value counted once gives away one person's age",
+)
+SPEED_WINDOWS = _table("speed_windows", "which windows have speed aggregates, per dimension")
+STREAM_BATCHES = _table("stream_batches", "one row per micro-batch of a streaming job: counts and timings")
+BATCH_CURRENT = _table(
+    "batch_current",
+    "one row per batch view: its current version and cutoff",
+    "one row per view, overwritten by each recomputation.",
+)
+BATCH_AGGREGATES = _table(
+    "batch_aggregates",
+    "all-time aggregates per dimension value up to the cutoff; no minimum group size",
+    _CURRENT_VERSION_ONLY,
+)
+BATCH_WINDOW_AGGREGATES = _table(
+    "batch_window_aggregates",
+    "aggregates per dimension value and window before the cutoff; no minimum group size",
+    _CURRENT_VERSION_ONLY,
+)
+BATCH_WINDOWS = _table("batch_windows", "which windows a batch view version has", _CURRENT_VERSION_ONLY)
+SCHEMA_MIGRATIONS = _table(
+    "schema_migrations", "which CQL schema files were applied, and when", "kept for the keyspace's life."
+)
+DELTA_ARCHIVE = Store(
+    StoreKind.DELTA_TABLE,
+    _relative(_PATHS.archive_table),
+    "batch_layer/archive.py",
+    "every record of the profiles topic as received (key and value bytes), partitioned by UTC ingestion "
+    "date: the immutable master dataset, under-age profiles included",
+    "kept forever: append-only, no DELETE, VACUUM or retention job yet (planned, issue 7).",
+)
+DELTA_SILVER = Store(
+    StoreKind.DELTA_TABLE,
+    _relative(_PATHS.silver_table),
+    "batch_layer/recompute.py (refresh_silver_profiles)",
+    "the latest version of every profile in the archive, transformed and pseudonymized (no full name); "
+    "under-age profiles included (they are only left out of the views)",
+    "rewritten from the archive by each refresh, so a profile lives as long as it is in the archive; the "
+    "replaced files stay readable through Delta time travel (no VACUUM yet, planned in issue 7).",
+)
+
+STORES: tuple[Store, ...] = (
+    SOURCE,
+    KAFKA_PROFILES,
+    KAFKA_DEAD_LETTERS,
+    MONGO_PROFILES,
+    MONGO_DEAD_LETTERS,
+    CASSANDRA_PROFILES,
+    SPEED_AGGREGATES,
+    SPEED_WINDOWS,
+    STREAM_BATCHES,
+    BATCH_CURRENT,
+    BATCH_AGGREGATES,
+    BATCH_WINDOW_AGGREGATES,
+    BATCH_WINDOWS,
+    SCHEMA_MIGRATIONS,
+    DELTA_ARCHIVE,
+    DELTA_SILVER,
+)
+"""Every store, in the order of the data flow (the order of the rendered register)."""
+
+# -- declarations ----------------------------------------------------------------------------------------
+
+_D, _Q, _O = Category.DIRECT_IDENTIFIER, Category.QUASI_IDENTIFIER, Category.OTHER
+
+_PROFILE_FIELDS: dict[str, tuple[Category, str]] = {
+    "gender": (_Q, "gender (male or female)"),
+    "name.title": (_Q, "form of address (Mr, Ms, Madame...)"),
+    "name.first": (_D, "first name"),
+    "name.last": (_D, "last name"),
+    "location.street.number": (_D, "street number (part of the street address)"),
+    "location.street.name": (_D, "street name (part of the street address)"),
+    "location.city": (_Q, "city"),
+    "location.state": (_Q, "state or region"),
+    "location.country": (_Q, "country"),
+    "location.postcode": (_Q, "postcode"),
+    "location.coordinates.latitude": (_Q, "latitude, 4 decimals (about 10 m: as precise as an address)"),
+    "location.coordinates.longitude": (_Q, "longitude, 4 decimals"),
+    "location.timezone.offset": (_Q, "time zone offset"),
+    "location.timezone.description": (_Q, "time zone description"),
+    "email": (_D, "e-mail address"),
+    "login.uuid": (_D, "the account's uuid: the subject's key in every store"),
+    "login.username": (_D, "account user name"),
+    "dob.date": (_Q, "date and time of birth"),
+    "dob.age": (_Q, "age in years when fetched"),
+    "registered.date": (_Q, "account registration instant"),
+    "registered.age": (_Q, "years since registration when fetched"),
+    "phone": (_D, "phone number"),
+    "cell": (_D, "mobile phone number"),
+    "id.name": (_O, "name of the national identifier scheme (SSN, INSEE, ...)"),
+    "id.value": (_D, "national identification number (art. 87), null for some nationalities"),
+    "picture.large": (_D, "portrait photo URL (large)"),
+    "picture.medium": (_D, "portrait photo URL (medium)"),
+    "picture.thumbnail": (_D, "portrait photo URL (thumbnail)"),
+    "nat": (_Q, "nationality code"),
+}
+"""The fields of a randomuser.me 1.4 user (``core/profile.py``), credentials excluded: declared once for
+every store that keeps the user as received."""
+
+_CREDENTIALS: dict[str, str] = {
+    "password": "account password in clear",
+    "salt": "salt of the password hashes",
+    "md5": "MD5 of password + salt",
+    "sha1": "SHA-1 of password + salt",
+    "sha256": "SHA-256 of password + salt",
+}
+"""``core.profile.CREDENTIAL_FIELDS``, the credentials the API sends (the test checks they match)."""
+
+
+def _field(
+    store: Store,
+    field: str,
+    category: Category,
+    protection: Protection,
+    purpose: Purpose,
+    description: str,
+) -> FieldDeclaration:
+    return FieldDeclaration(store, field, category, protection, purpose, description, LEGITIMATE_INTEREST)
+
+
+def _technical(store: Store, fields: dict[str, str], purpose: Purpose = OPERATIONS) -> list[FieldDeclaration]:
+    """Fields that say nothing about a person, stored in clear."""
+    return [_field(store, name, _O, Protection.NONE, purpose, text) for name, text in fields.items()]
+
+
+def _user_as_received(store: Store, prefix: str) -> list[FieldDeclaration]:
+    """The user's fields where a store keeps the user as received (in clear, for recomputation)."""
+    declarations = []
+    for path, (category, text) in _PROFILE_FIELDS.items():
+        purpose = LINKAGE if path == "login.uuid" else MASTER_DATA
+        declarations.append(_field(store, f"{prefix}{path}", category, Protection.NONE, purpose, text))
+    return declarations
+
+
+def _transformed_profile(store: Store, partition: str, offset: str) -> list[FieldDeclaration]:
+    """The fields of ``core.transformations.transform_profiles`` a store keeps (no full name)."""
+    generalized, pseudonymized = Protection.GENERALIZED, Protection.PSEUDONYMIZED
+    return [
+        _field(store, "uuid", _D, Protection.NONE, LINKAGE, "login.uuid, in clear: the subject's key"),
+        _field(store, "fetched_at", _O, Protection.NONE, ANALYTICS, "when the profile was fetched"),
+        _field(store, "source", _O, Protection.NONE, ANALYTICS, "randomuser or synthetic"),
+        _field(store, "gender", _Q, Protection.NONE, ANALYTICS, "gender"),
+        _field(store, "country", _Q, Protection.NONE, ANALYTICS, "country of the location"),
+        _field(store, "nationality", _Q, Protection.NONE, ANALYTICS, "nationality code"),
+        _field(store, "email_domain", _Q, generalized, ANALYTICS, "domain of the e-mail address"),
+        _field(store, "age", _Q, generalized, ANALYTICS, "age in years, from the date of birth"),
+        _field(store, "age_band", _Q, generalized, ANALYTICS, "age band (18-24, 25-34, ...)"),
+        _field(store, "registration_date", _Q, generalized, ANALYTICS, "UTC date of the registration"),
+        _field(store, "email_pseudonym", _D, pseudonymized, LINKAGE, "pseudonym of the e-mail (lower-cased)"),
+        _field(store, "phone_pseudonym", _D, pseudonymized, LINKAGE, "pseudonym of the phone number"),
+        _field(store, "cell_pseudonym", _D, pseudonymized, LINKAGE, "pseudonym of the mobile number"),
+        _field(store, "address_pseudonym", _D, pseudonymized, LINKAGE, "pseudonym of the full address"),
+        *_technical(
+            store, {partition: "Kafka partition of the record", offset: "Kafka offset of the record"}
+        ),
+    ]
+
+
+def _aggregates(store: Store, keys: dict[str, str]) -> list[FieldDeclaration]:
+    """The fields of ``core.aggregates.window_aggregates`` a view keeps, after its own key fields."""
+    aggregated = Protection.AGGREGATED
+    return [
+        *_technical(store, keys, ANALYTICS),
+        _field(
+            store, "value", _Q, aggregated, ANALYTICS, "a value of the dimension (a country, a domain...)"
+        ),
+        _field(store, "profiles", _O, aggregated, ANALYTICS, "number of profiles with that value"),
+        _field(store, "age_sum", _Q, aggregated, ANALYTICS, "sum of their ages (the age when profiles = 1)"),
+        _field(store, "age_min", _Q, aggregated, ANALYTICS, "youngest age among them"),
+        _field(store, "age_max", _Q, aggregated, ANALYTICS, "oldest age among them"),
+    ]
+
+
+_ENVELOPE_FIELDS: dict[str, str] = {
+    "schema_version": "version of the envelope layout",
+    "source": "randomuser or synthetic",
+    "fetched_at": "when the producer received the profile (the event time)",
+}
+_WINDOW = {"window_start": "start of the event-time window", "window_end": "end of the event-time window"}
+_RECORD_KEY = "record key: login.uuid, in clear"
+_RECORD_TIMESTAMP = "record timestamp, set by the producer client when sending"
+
+DECLARATIONS: tuple[FieldDeclaration, ...] = (
+    *(
+        _field(SOURCE, f"login.{name}", _O, Protection.DROPPED, NO_PURPOSE, text)
+        for name, text in _CREDENTIALS.items()
+    ),
+    # Kafka: the topics are the log both layers read.
+    _field(KAFKA_PROFILES, "key", _D, Protection.NONE, LINKAGE, _RECORD_KEY),
+    *_technical(KAFKA_PROFILES, {"timestamp": _RECORD_TIMESTAMP, **_ENVELOPE_FIELDS}, MASTER_DATA),
+    *_user_as_received(KAFKA_PROFILES, "user."),
+    _field(
+        KAFKA_DEAD_LETTERS, "key", _D, Protection.NONE, LINKAGE, _RECORD_KEY + " (when the record has one)"
+    ),
+    *_technical(KAFKA_DEAD_LETTERS, {"timestamp": _RECORD_TIMESTAMP, **_ENVELOPE_FIELDS}, DATA_QUALITY),
+    _field(KAFKA_DEAD_LETTERS, "reason", _O, Protection.NONE, DATA_QUALITY, "why validation failed"),
+    _field(
+        KAFKA_DEAD_LETTERS,
+        "record",
+        _D,
+        Protection.NONE,
+        DATA_QUALITY,
+        "the record as received, credentials removed: may hold any field of a profile, in clear",
+    ),
+    # MongoDB: the raw documents and the speed layer's dead letters.
+    _field(MONGO_PROFILES, "_id", _D, Protection.NONE, LINKAGE, "login.uuid, in clear"),
+    *_user_as_received(MONGO_PROFILES, "user."),
+    *_technical(MONGO_PROFILES, {"source": "randomuser or synthetic"}, MASTER_DATA),
+    *_technical(MONGO_PROFILES, {"fetched_at": "when the producer received the profile"}, ANALYTICS),
+    *_technical(
+        MONGO_PROFILES,
+        {
+            "kafka.topic": "Kafka topic of the record",
+            "kafka.partition": "Kafka partition of the record",
+            "kafka.offset": "Kafka offset of the record",
+            "ingested_at": "when the speed layer processed the record",
+        },
+    ),
+    *_technical(
+        MONGO_DEAD_LETTERS,
+        {
+            "_id": "topic:partition:offset of the record",
+            "job": "the streaming job that read it",
+            "topic": "Kafka topic of the record",
+            "partition": "Kafka partition of the record",
+            "offset": "Kafka offset of the record",
+            "kafka_timestamp": "Kafka timestamp of the record",
+            "reason": "why the record could not be used",
+            "stored_at": "when the dead letter was stored",
+        },
+        DATA_QUALITY,
+    ),
+    _field(
+        MONGO_DEAD_LETTERS, "key", _D, Protection.NONE, DATA_QUALITY, "Kafka key as text: the uuid if any"
+    ),
+    _field(
+        MONGO_DEAD_LETTERS,
+        "raw_value",
+        _D,
+        Protection.NONE,
+        DATA_QUALITY,
+        "the Kafka value as received: may be a whole envelope with every profile field, in clear",
+    ),
+    # Cassandra: the speed layer's profiles and views, the batch views.
+    *_transformed_profile(CASSANDRA_PROFILES, "kafka_partition", "kafka_offset"),
+    *_technical(CASSANDRA_PROFILES, {"first_batch_id": "micro-batch that first stored the uuid"}),
+    *_aggregates(
+        SPEED_AGGREGATES,
+        {"dimension": "the dimension (country, gender, ...)", **_WINDOW, "batch_id": "micro-batch id"},
+    ),
+    *_technical(SPEED_WINDOWS, {"dimension": "the dimension", "window_start": _WINDOW["window_start"]}),
+    *_technical(
+        STREAM_BATCHES,
+        {
+            "job": "streaming job name",
+            "batch_id": "micro-batch id",
+            "processed_at": "when the batch ran",
+            "input_rows": "records read",
+            "new_profiles": "profiles stored for the first time",
+            "duplicates": "profiles already stored",
+            "dead_lettered": "records sent to the dead letters",
+            "under_age": "profiles under the minimum age (counted, not stored)",
+            "late_rows_dropped": "rows dropped for lateness (always 0)",
+            "duration_ms": "batch duration",
+            "rows_per_s": "processing rate",
+            "max_event_time": "newest fetched_at in the batch",
+            "kafka_lag": "records behind the topic's end, per partition",
+        },
+    ),
+    *_technical(
+        BATCH_CURRENT,
+        {
+            "view_name": "name of the view",
+            "version": "its current version",
+            "cutoff": "event time up to which the view is complete",
+            "profiles": "profiles counted in the view",
+            "computed_at": "when the version was made current",
+        },
+    ),
+    *_aggregates(BATCH_AGGREGATES, {"version": "view version", "dimension": "the dimension"}),
+    *_aggregates(
+        BATCH_WINDOW_AGGREGATES, {"version": "view version", "dimension": "the dimension", **_WINDOW}
+    ),
+    *_technical(
+        BATCH_WINDOWS,
+        {"version": "view version", "dimension": "the dimension", "window_start": _WINDOW["window_start"]},
+    ),
+    *_technical(
+        SCHEMA_MIGRATIONS, {"version": "name of the applied CQL file", "applied_at": "when it was applied"}
+    ),
+    # Delta Lake: the archive (the master dataset) and the silver profiles.
+    _field(DELTA_ARCHIVE, "key", _D, Protection.NONE, LINKAGE, "Kafka key bytes: login.uuid, in clear"),
+    _field(
+        DELTA_ARCHIVE,
+        "value",
+        _D,
+        Protection.NONE,
+        MASTER_DATA,
+        f"Kafka value bytes: the envelope with every field of `{KAFKA_PROFILES.name}`, in clear",
+    ),
+    *_technical(
+        DELTA_ARCHIVE,
+        {
+            "topic": "Kafka topic of the record",
+            "partition": "Kafka partition of the record",
+            "offset": "Kafka offset of the record",
+            "kafka_timestamp": "Kafka timestamp of the record",
+            "ingestion_date": "UTC date of the Kafka timestamp (the table's partition column)",
+        },
+    ),
+    *_transformed_profile(DELTA_SILVER, "partition", "offset"),
+)
+"""Every stored field of every store, once."""
+
+
+# -- checks and queries ----------------------------------------------------------------------------------
+
+
+def duplicate_declarations(declarations: Iterable[FieldDeclaration]) -> list[tuple[str, str]]:
+    """(store, field) pairs declared more than once: each must be declared exactly once."""
+    counts = Counter((d.store.title, d.field) for d in declarations)
+    return sorted(pair for pair, count in counts.items() if count > 1)
+
+
+def unknown_stores(declarations: Iterable[FieldDeclaration], stores: Sequence[Store]) -> list[str]:
+    """Stores of declarations that are missing from ``stores`` (so the rendering would skip them)."""
+    known = set(stores)
+    return sorted({d.store.name for d in declarations if d.store not in known})
+
+
+def declarations_of(store: Store) -> list[FieldDeclaration]:
+    """The declarations of one store, in declaration order."""
+    return [d for d in DECLARATIONS if d.store == store]
+
+
+def declared_fields() -> dict[tuple[StoreKind, str], set[str]]:
+    """The declared field names of each store, keyed like ``Store.key``."""
+    fields: dict[tuple[StoreKind, str], set[str]] = {store.key: set() for store in STORES}
+    for declaration in DECLARATIONS:
+        fields[declaration.store.key].add(declaration.field)
+    return fields
+
+
+def clear_direct_identifiers(store: Store) -> list[str]:
+    """The direct identifiers a store keeps in clear: what erasure must reach, and encryption should."""
+    return [
+        d.field
+        for d in declarations_of(store)
+        if d.category is Category.DIRECT_IDENTIFIER and d.protection is Protection.NONE
+    ]
+
+
+def register_mismatches(stored: Mapping[tuple[StoreKind, str], Iterable[str]]) -> list[str]:
+    """What differs between the register and the fields each store really holds, one line per problem.
+
+    ``stored`` maps each store's key to the fields found in it. A stored field that is not declared, a
+    declared field that is no longer stored, a store that is written but not declared and a declared
+    store that nothing writes are all problems; the source (not stored) is not compared.
+    """
+    declared = {key: fields for key, fields in declared_fields().items() if key[0] is not StoreKind.SOURCE}
+    found = {key: set(fields) for key, fields in stored.items()}
+    problems = [
+        f"{kind} {name}: stored but not declared as a store"
+        for kind, name in sorted(found.keys() - declared.keys())
+    ]
+    problems += [
+        f"{kind} {name}: declared but not written by any code"
+        for kind, name in sorted(declared.keys() - found.keys())
+    ]
+    for kind, name in sorted(declared.keys() & found.keys()):
+        problems += [
+            f"{kind} {name}: field {field!r} is stored but not declared"
+            for field in sorted(found[kind, name] - declared[kind, name])
+        ]
+        problems += [
+            f"{kind} {name}: field {field!r} is declared but no longer stored"
+            for field in sorted(declared[kind, name] - found[kind, name])
+        ]
+    return problems
+
+
+# -- rendering -------------------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    """Text that cannot break a Markdown table row."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table_rows(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return lines
+
+
+def _clear_summary(store: Store) -> str:
+    fields = clear_direct_identifiers(store)
+    if not fields:
+        return "none"
+    if len(fields) > 4:
+        return f"{len(fields)} fields (see below)"
+    return ", ".join(f"`{field}`" for field in fields)
+
+
+def _field_row(d: FieldDeclaration) -> tuple[str, ...]:
+    return (f"`{d.field}`", d.category, d.protection, d.purpose.name, d.legal_basis.article, d.description)
+
+
+def render_markdown() -> str:
+    """The register as Markdown: deterministic, so that a stale committed copy can be detected."""
+    lines = [
+        "# Register of processing (GDPR art. 30)",
+        "",
+        "Generated by `userpulse register` from the declarations in `core/register.py`: edit those, not "
+        "this file. `tests/unit/test_register.py` fails when a stored field is not declared, a declared "
+        "field is no longer stored, or this file is stale (`userpulse register --check`).",
+        "",
+        "Store names are the defaults of `core/settings.py`; a deployment may override them.",
+        "",
+        "## Processing",
+        "",
+        "- **Controller**: whoever operates a deployment (name and contact to be added per deployment).",
+        "- **Data subjects**: the people described by randomuser.me user profiles (public test data) or by "
+        "the synthetic source; in this demo none of them is a real person.",
+        f"- **Legal basis** of every field: {LEGITIMATE_INTEREST.name}, GDPR {LEGITIMATE_INTEREST.article}: "
+        f"{LEGITIMATE_INTEREST.justification}",
+        "- **Recipients**: no one outside the deployment; the services bind 127.0.0.1 by default, the "
+        "dashboard shows what `serving/` reads to its users.",
+        "- **Transfers** to third countries: none by the platform (profiles are fetched from randomuser.me).",
+        "- **Erasure**: no erasure command yet (`userpulse forget`, issue 7); rows can only be deleted by "
+        "hand in each store below.",
+        "",
+        "## Purposes",
+        "",
+        *_table_rows(("Purpose", "Why"), ((p.name, p.description) for p in PURPOSES)),
+        "",
+        "## Categories and protections",
+        "",
+        *_table_rows(("Category", "Meaning"), CATEGORY_MEANINGS.items()),
+        "",
+        *_table_rows(("Protection", "Meaning"), PROTECTION_MEANINGS.items()),
+        "",
+        "## Stores",
+        "",
+        *_table_rows(
+            ("Store", "Written by", "Fields", "Direct identifiers in clear"),
+            (
+                (store.title, store.written_by, str(len(declarations_of(store))), _clear_summary(store))
+                for store in STORES
+            ),
+        ),
+    ]
+    for store in STORES:
+        lines += [
+            "",
+            f"### {store.title}",
+            "",
+            f"{store.content[0].upper()}{store.content[1:]}. Written by `{store.written_by}`.",
+            "",
+            f"**Retention**: {store.retention}",
+            "",
+            *_table_rows(
+                ("Field", "Category", "Protection", "Purpose", "Legal basis", "What it is"),
+                (_field_row(d) for d in declarations_of(store)),
+            ),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def is_stale(path: Path = REGISTER_PATH) -> bool:
+    """Whether the file at ``path`` differs from the register rendered now (or does not exist)."""
+    return not path.is_file() or path.read_text(encoding="utf-8") != render_markdown()
+
+
+def write_register(path: Path = REGISTER_PATH) -> bool:
+    """Write the rendered register to ``path``; returns whether the file changed."""
+    if not is_stale(path):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown(), encoding="utf-8")
+    return True
+
+
+_duplicates = duplicate_declarations(DECLARATIONS)
+_unlisted = unknown_stores(DECLARATIONS, STORES)
+if _duplicates or _unlisted:  # fail at import: a register with a double or orphan entry is not a register
+    raise ValueError(f"register: declared twice {_duplicates}, stores missing from STORES {_unlisted}")
