@@ -48,6 +48,8 @@ BREAKDOWN_TITLES: dict[str, str] = {
     "nationality": "Nationalities",
 }
 
+TIMELINE_TITLE = "Ingestion rate (profiles per window)"
+
 LATEST_COLUMNS = ["fetched_at", "name", "gender", "age", "country", "nationality", "email", "phone", "source"]
 
 CSS = """
@@ -114,10 +116,12 @@ def breakdown_frame(view: DimensionView, top: int) -> pd.DataFrame:
     return pd.DataFrame(head, columns=["label", "batch", "speed", "profiles", "average_age"])
 
 
-def breakdown_chart(view: DimensionView, top: int, selected: str | None) -> hv.Element:
-    """Horizontal bars, batch and speed stacked, average age in the hover."""
-    frame = breakdown_frame(view, top)
-    title = BREAKDOWN_TITLES[view.dimension] + (f" (selected: {selected})" if selected else "")
+def breakdown_title(dimension: str, selected: str | None) -> str:
+    return BREAKDOWN_TITLES[dimension] + (f" (selected: {selected})" if selected else "")
+
+
+def breakdown_chart(frame: pd.DataFrame, title: str) -> hv.Element:
+    """Horizontal bars of a ``breakdown_frame``, batch and speed stacked, average age in the hover."""
     if frame.empty:
         return hv.Text(0.5, 0.5, "No profiles yet").opts(title=title, xaxis=None, yaxis=None)
     ordered = frame.iloc[::-1]  # horizontal bars are drawn bottom-up: the first row goes on top
@@ -141,27 +145,26 @@ def breakdown_chart(view: DimensionView, top: int, selected: str | None) -> hv.E
     )
 
 
-def timeline_chart(snapshot: Snapshot) -> hv.Element:
-    """Profiles per event-time window; batch windows before the cutoff, speed windows after."""
-    title = "Ingestion rate (profiles per window)"
-    if not snapshot.timeline:
-        return hv.Text(0.5, 0.5, "No windows in range").opts(title=title, xaxis=None, yaxis=None)
+def timeline_frame(snapshot: Snapshot) -> pd.DataFrame:
+    """Profiles per window, and which layer counted it, with naive UTC times (as Bokeh plots them)."""
     frame = pd.DataFrame(
-        {"window_start": w.window_start, "profiles": w.profiles, "layer": w.layer} for w in snapshot.timeline
+        [
+            {"window_start": w.window_start, "profiles": w.profiles, "layer": w.layer}
+            for w in snapshot.timeline or []
+        ],
+        columns=["window_start", "profiles", "layer"],
     )
-    frame["window_start"] = frame["window_start"].dt.tz_convert(None)  # Bokeh plots naive UTC
+    frame["window_start"] = pd.to_datetime(frame["window_start"], utc=True).dt.tz_convert(None)
+    return frame
+
+
+def timeline_chart(frame: pd.DataFrame, title: str = TIMELINE_TITLE) -> hv.Element:
+    """Profiles per event-time window; batch windows before the cutoff, speed windows after."""
+    if frame.empty:
+        return hv.Text(0.5, 0.5, "No windows in range").opts(title=title, xaxis=None, yaxis=None)
     return frame.hvplot.step(
         x="window_start", y="profiles", by="layer", where="post", title=title, height=260, responsive=True
     )
-
-
-def draw(pane: pn.pane.HoloViews, chart: Callable[[], hv.Element]) -> None:
-    """Put a chart in its pane; a chart that cannot be drawn says so in place, the others still draw."""
-    try:
-        pane.object = chart()
-    except Exception as error:
-        logger.exception("could not draw a chart")
-        pane.object = hv.Text(0.5, 0.5, f"Could not draw this chart: {error}").opts(xaxis=None, yaxis=None)
 
 
 def freshness_markdown(snapshot: Snapshot) -> str:
@@ -237,6 +240,8 @@ class UserPulseDashboard(pn.viewable.Viewer):
             latest_frame_empty(), disabled=True, show_index=False, sizing_mode="stretch_width", height=420
         )
         self._refreshing = asyncio.Lock()
+        self._drawn: dict[str, tuple[str, pd.DataFrame]] = {}
+        """What each chart pane shows now: its title and data."""
         self._callback: pn.io.PeriodicCallback | None = None
         self.param.watch(self._filters_changed, ["country", "gender", "time_range"])
         self.param.watch(self._pause_changed, ["paused"])
@@ -251,9 +256,13 @@ class UserPulseDashboard(pn.viewable.Viewer):
 
     # --- refresh ------------------------------------------------------------------------------
 
-    async def refresh(self) -> None:
-        """Read a snapshot off the event loop, with a deadline; show it, or say what went wrong."""
-        if self._refreshing.locked():
+    async def refresh(self, force: bool = False) -> None:
+        """Read a snapshot off the event loop, with a deadline; show it, or say what went wrong.
+
+        While paused only a forced refresh (a filter change) reads; a read that was under way when the
+        user paused is not shown.
+        """
+        if self._refreshing.locked() or (self.paused and not force):
             return  # the previous refresh is still running: skip this tick rather than pile up
         async with self._refreshing:
             read = partial(
@@ -275,6 +284,8 @@ class UserPulseDashboard(pn.viewable.Viewer):
                 logger.exception("dashboard refresh failed")
                 self.status.object = f"⚠️ Refresh failed: {html.escape(str(error))}"
                 return
+            if self.paused and not force:
+                return
             self.show(snapshot)
 
     def show(self, snapshot: Snapshot) -> None:
@@ -291,14 +302,40 @@ class UserPulseDashboard(pn.viewable.Viewer):
             top = self.settings.serving.top_values
             selected = {"country": self.filters.country, "gender": self.filters.gender}
             for dimension, pane in self.charts.items():
-                view = snapshot.breakdowns[dimension]
-                draw(pane, partial(breakdown_chart, view, top, selected.get(dimension)))
-            draw(self.timeline, partial(timeline_chart, snapshot))
+                frame = breakdown_frame(snapshot.breakdowns[dimension], top)
+                title = breakdown_title(dimension, selected.get(dimension))
+                self._draw(dimension, pane, breakdown_chart, frame, title)
+            self._draw("timeline", self.timeline, timeline_chart, timeline_frame(snapshot), TIMELINE_TITLE)
         self.freshness.object = freshness_markdown(snapshot)
         if snapshot.latest is not None:
-            self.latest.value = latest_frame(snapshot)
+            latest = latest_frame(snapshot)
+            if not latest.equals(self.latest.value):
+                self.latest.value = latest
         state = "paused" if self.paused else f"every {self.settings.serving.refresh_period_s:g} s"
         self.status.object = f"Updated {_utc(snapshot.taken_at)} (refresh {state})"
+
+    def _draw(
+        self,
+        key: str,
+        pane: pn.pane.HoloViews,
+        chart: Callable[[pd.DataFrame, str], hv.Element],
+        frame: pd.DataFrame,
+        title: str,
+    ) -> None:
+        """Put a chart in its pane unless it already shows the same data (drawing is the slow part of a
+        refresh); a chart that cannot be drawn says so in place, and the others still draw."""
+        drawn = self._drawn.get(key)
+        if drawn is not None and drawn[0] == title and drawn[1].equals(frame):
+            return
+        try:
+            pane.object = chart(frame, title)
+            self._drawn[key] = (title, frame)
+        except Exception as error:
+            logger.exception("could not draw the %s chart", key)
+            pane.object = hv.Text(0.5, 0.5, f"Could not draw this chart: {error}").opts(
+                xaxis=None, yaxis=None
+            )
+            self._drawn.pop(key, None)
 
     def _update_choices(self, snapshot: Snapshot) -> None:
         """Offer the countries and genders the views know, keeping the current choice."""
@@ -314,12 +351,15 @@ class UserPulseDashboard(pn.viewable.Viewer):
                 self.param[name].objects = choices
 
     async def _filters_changed(self, *_events: param.parameterized.Event) -> None:
-        await self.refresh()
+        await self.refresh(force=True)
 
     def _pause_changed(self, event: param.parameterized.Event) -> None:
-        if self._callback is not None:
-            self._callback.running = not event.new
         self.status.object = "Paused: figures stay as they are." if event.new else "Refreshing…"
+        if self._callback is not None:
+            try:
+                self._callback.running = not event.new
+            except Exception:
+                logger.exception("could not switch the periodic refresh")
 
     def start_refreshing(self) -> None:
         """Refresh now and then every ``refresh_period_s``, for as long as the session lives."""

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
+
+from core.settings import Settings
+
+
+def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a ``userpulse`` subprocess that uses the test's services, topic and stores."""
+    environment = {
+        **os.environ,
+        "USERPULSE_KAFKA__HOST": settings.kafka.host,
+        "USERPULSE_KAFKA__PORT": str(settings.kafka.port),
+        "USERPULSE_KAFKA__PROFILES_TOPIC": settings.kafka.profiles_topic,
+        "USERPULSE_CASSANDRA__HOST": settings.cassandra.host,
+        "USERPULSE_CASSANDRA__PORT": str(settings.cassandra.port),
+        "USERPULSE_CASSANDRA__KEYSPACE": settings.cassandra.keyspace,
+        "USERPULSE_MONGO__HOST": settings.mongo.host,
+        "USERPULSE_MONGO__PORT": str(settings.mongo.port),
+        "USERPULSE_MONGO__DATABASE": settings.mongo.database,
+        "USERPULSE_MONGO__RAW_PROFILES_COLLECTION": settings.mongo.raw_profiles_collection,
+        "USERPULSE_MONGO__DEAD_LETTERS_COLLECTION": settings.mongo.dead_letters_collection,
+        "USERPULSE_PATHS__CHECKPOINTS_DIR": str(settings.paths.checkpoints_dir),
+    }
+    if settings.mongo.username and settings.mongo.password:
+        environment["USERPULSE_MONGO__USERNAME"] = settings.mongo.username
+        environment["USERPULSE_MONGO__PASSWORD"] = settings.mongo.password.get_secret_value()
+    return {**environment, **overrides}
 
 
 def sigterm_once(process: subprocess.Popen[str], ready: Callable[[], bool], timeout_s: float = 240) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer
 from ingestion.synthetic import SyntheticSource
 from tests.integration.kafka_helpers import TopicRecord, delete_topics, read_topic
-from tests.integration.processes import sigterm_once
+from tests.integration.processes import cli_environment, sigterm_once
 from tests.randomuser_server import Reply, fixture_users, scripted_server
 
 pytestmark = pytest.mark.integration
@@ -37,16 +36,6 @@ def topics(stack_settings: Settings, unique_name: Callable[[str], str]) -> Itera
     dead_letter_topic = f"{profiles_topic}.dlq"
     yield profiles_topic, dead_letter_topic
     delete_topics(stack_settings, profiles_topic, dead_letter_topic)
-
-
-def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The environment of a ``userpulse`` subprocess that talks to the test stack."""
-    return {
-        **os.environ,
-        "USERPULSE_KAFKA__HOST": settings.kafka.host,
-        "USERPULSE_KAFKA__PORT": str(settings.kafka.port),
-        **overrides,
-    }
 
 
 def assert_no_credentials(records: list[TopicRecord]) -> None:

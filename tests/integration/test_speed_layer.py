@@ -29,7 +29,7 @@ from core.settings import Settings
 from core.stores import cassandra_session, mongo_client
 from speed_layer.job import speed_layer_job
 from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
-from tests.integration.processes import sigterm_once
+from tests.integration.processes import cli_environment, sigterm_once
 from tests.integration.profiles_input import (
     EVENT_BASE,
     ProducedInput,
@@ -184,26 +184,11 @@ def test_speed_layer_stores_exactly_the_recount(spark: SparkSession, speed_setti
 
 def job_environment(settings: Settings, max_offsets_per_trigger: int) -> dict[str, str]:
     """The environment of a ``userpulse speed`` subprocess that uses the test's topic and stores."""
-    environment = {
-        **os.environ,
-        "USERPULSE_KAFKA__HOST": settings.kafka.host,
-        "USERPULSE_KAFKA__PORT": str(settings.kafka.port),
-        "USERPULSE_KAFKA__PROFILES_TOPIC": settings.kafka.profiles_topic,
-        "USERPULSE_CASSANDRA__HOST": settings.cassandra.host,
-        "USERPULSE_CASSANDRA__PORT": str(settings.cassandra.port),
-        "USERPULSE_CASSANDRA__KEYSPACE": settings.cassandra.keyspace,
-        "USERPULSE_MONGO__HOST": settings.mongo.host,
-        "USERPULSE_MONGO__PORT": str(settings.mongo.port),
-        "USERPULSE_MONGO__RAW_PROFILES_COLLECTION": settings.mongo.raw_profiles_collection,
-        "USERPULSE_MONGO__DEAD_LETTERS_COLLECTION": settings.mongo.dead_letters_collection,
-        "USERPULSE_SPEED_LAYER__MAX_OFFSETS_PER_TRIGGER": str(max_offsets_per_trigger),
-        "USERPULSE_PATHS__CHECKPOINTS_DIR": str(settings.paths.checkpoints_dir),
-        "USERPULSE_SPARK__DRIVER_MEMORY": "1g",
-    }
-    if settings.mongo.username:  # testcontainers' MongoDB requires credentials
-        environment["USERPULSE_MONGO__USERNAME"] = settings.mongo.username
-        environment["USERPULSE_MONGO__PASSWORD"] = settings.mongo.password.get_secret_value()
-    return environment
+    return cli_environment(
+        settings,
+        USERPULSE_SPEED_LAYER__MAX_OFFSETS_PER_TRIGGER=str(max_offsets_per_trigger),
+        USERPULSE_SPARK__DRIVER_MEMORY="1g",
+    )
 
 
 def test_a_replayed_batch_changes_nothing(spark: SparkSession, speed_settings: Settings) -> None:

@@ -1,0 +1,329 @@
+"""The served dashboard in a real browser (Debian's Chromium driven by Playwright), on the real stores.
+
+The stores are filled the way the layers fill them (their own store classes and document builders) with
+synthetic profiles: some counted by a batch view before its cutoff, the rest by speed partials after it.
+The expected figures are recounted in plain Python from the profiles themselves. ``userpulse dashboard``
+runs as a subprocess, as users run it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from batch_layer.recompute import BatchViewStore
+from core.aggregates import window_floor
+from core.profile import profile_envelope
+from core.settings import Settings
+from core.stores import cassandra_session, mongo_client, mongo_database
+from infra.cassandra_schema import apply_schema
+from ingestion.synthetic import SyntheticSource
+from speed_layer.job import dead_letter_document, raw_document
+from speed_layer.stores import CassandraSpeedStore, MongoRawStore
+from tests.integration.kafka_helpers import drop_keyspace
+from tests.integration.processes import cli_environment
+from tests.integration.profiles_input import add, dimension_values, exact_age
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+REFRESH_PERIOD_S = 1.0
+WINDOW = timedelta(minutes=1)
+FAILURE_SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "dashboard-failures"
+
+
+@dataclass
+class Profile:
+    uuid: str
+    fetched_at: datetime
+    age: int
+    values: dict[str, str]
+    envelope: dict[str, Any]
+
+
+def synthetic_profiles(seed: int, count: int, first_window: datetime, windows: int) -> list[Profile]:
+    """Adult synthetic profiles spread over ``windows`` one-minute windows from ``first_window``."""
+    profiles = []
+    users = SyntheticSource(seed).next_batch(count * 2)
+    for index, user in enumerate(users):
+        fetched_at = first_window + (index % windows) * WINDOW + timedelta(seconds=index % 50)
+        age = exact_age(datetime.fromisoformat(user["dob"]["date"]).date(), fetched_at.date())
+        if age < 18:
+            continue
+        envelope = json.loads(profile_envelope(user, "synthetic", fetched_at).model_dump_json())
+        profiles.append(
+            Profile(user["login"]["uuid"], fetched_at, age, dimension_values(user, age), envelope)
+        )
+        if len(profiles) == count:
+            break
+    return profiles
+
+
+def aggregate_rows(profiles: list[Profile]) -> dict[tuple[str, datetime, str], list[int]]:
+    """(dimension, window, value) -> [profiles, age sum, age min, age max], recounted in plain Python."""
+    totals: dict[tuple[str, datetime, str], list[int]] = {}
+    for profile in profiles:
+        for dimension, value in profile.values.items():
+            add(totals, (dimension, window_floor(profile.fetched_at, 60), value), profile.age)
+    return totals
+
+
+class Stores:
+    """The test's keyspace and database, written with the layers' own store classes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cluster, session = cassandra_session(settings)
+        keyspace = settings.cassandra.keyspace
+        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        self.speed = CassandraSpeedStore(session, keyspace, concurrency=32)
+        self.batch = BatchViewStore(session, keyspace, concurrency=32)
+        self.client = mongo_client(settings)
+        database = mongo_database(self.client, settings)
+        self.mongo = MongoRawStore(
+            database[settings.mongo.raw_profiles_collection], database[settings.mongo.dead_letters_collection]
+        )
+        self.mongo.ensure_indexes()
+        self.next_batch_id = 0
+
+    def speed_batch(self, profiles: list[Profile]) -> None:
+        """What one speed micro-batch writes: raw documents and its partial aggregates."""
+        batch_id, self.next_batch_id = self.next_batch_id, self.next_batch_id + 1
+        self.mongo.insert_profiles(
+            [
+                raw_document(
+                    {"uuid": p.uuid, "raw_value": json.dumps(p.envelope).encode(), "fetched_at": p.fetched_at,
+                     "topic": "t", "partition": 0, "offset": index},
+                    ingested_at=datetime.now(UTC),
+                )
+                for index, p in enumerate(profiles)
+            ]
+        )  # fmt: skip
+        self.speed.write_partials(
+            [
+                {"dimension": dimension, "window_start": window, "value": value, "batch_id": batch_id,
+                 "window_end": window + WINDOW, "profiles": figures[0], "age_sum": figures[1],
+                 "age_min": figures[2], "age_max": figures[3]}
+                for (dimension, window, value), figures in aggregate_rows(profiles).items()
+            ]
+        )  # fmt: skip
+
+    def batch_view(self, profiles: list[Profile], cutoff: datetime) -> None:
+        """What a recomputation writes for ``profiles`` (all before ``cutoff``), made current."""
+        rows = aggregate_rows(profiles)
+        totals: dict[tuple[str, str], list[int]] = {}
+        for (dimension, _window, value), figures in rows.items():
+            total = totals.setdefault((dimension, value), [0, 0, figures[2], figures[3]])
+            total[0] += figures[0]
+            total[1] += figures[1]
+            total[2], total[3] = min(total[2], figures[2]), max(total[3], figures[3])
+        self.batch.write_version(
+            1,
+            [{"dimension": d, "value": v, "profiles": f[0], "age_sum": f[1], "age_min": f[2], "age_max": f[3]}
+             for (d, v), f in totals.items()],
+            [{"dimension": d, "window_start": w, "value": v, "window_end": w + WINDOW, "profiles": f[0],
+              "age_sum": f[1], "age_min": f[2], "age_max": f[3]}
+             for (d, w, v), f in rows.items()],
+        )  # fmt: skip
+        self.batch.make_current(1, cutoff, len(profiles))
+
+    def dead_letters(self, count: int) -> None:
+        self.mongo.insert_dead_letters(
+            [
+                dead_letter_document(
+                    {"topic": "t", "partition": 1, "offset": offset, "kafka_timestamp": datetime.now(UTC),
+                     "kafka_key": None, "raw_value": b"not json", "dead_letter_reason": "not JSON"},
+                    job="speed",
+                )
+                for offset in range(count)
+            ],
+            stored_at=datetime.now(UTC),
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.shutdown()
+
+
+@pytest.fixture
+def dashboard_settings(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[Settings]:
+    name = unique_name("dash")
+    settings = stack_settings.model_copy(
+        update={
+            "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": name}),
+            "mongo": stack_settings.mongo.model_copy(update={"database": name}),
+        }
+    )
+    yield settings
+    drop_keyspace(settings, name)
+    client = mongo_client(settings)
+    client.drop_database(name)
+    client.close()
+
+
+@pytest.fixture
+def stores(dashboard_settings: Settings) -> Iterator[Stores]:
+    stores = Stores(dashboard_settings)
+    yield stores
+    stores.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard_url(dashboard_settings: Settings, stores: Stores, output_dir: Path) -> Iterator[str]:
+    """``userpulse dashboard`` serving the test's stores, refreshing every second."""
+    port = free_port()
+    log = (output_dir / "dashboard.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "userpulse.cli", "dashboard"],
+        env=cli_environment(
+            dashboard_settings,
+            USERPULSE_SERVING__PORT=str(port),
+            USERPULSE_SERVING__REFRESH_PERIOD_S=str(REFRESH_PERIOD_S),
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, f"the dashboard exited: see {output_dir / 'dashboard.log'}"
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the dashboard did not answer within 90 s"
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists() or shutil.which("chromium"), (
+        "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def headline(page: Page, name: str) -> str:
+    return page.get_by_test_id(f"kpi-{name}").locator(".value").inner_text()
+
+
+def wait_for_headline(page: Page, name: str, expected: str, timeout_s: float = 30) -> None:
+    """Poll a headline figure until it shows ``expected``; on timeout, keep a screenshot of the page."""
+    deadline = time.monotonic() + timeout_s
+    while (shown := headline(page, name)) != expected:
+        if time.monotonic() > deadline:
+            FAILURE_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(FAILURE_SCREENSHOTS / f"{name}-{time.time():.0f}.png"), full_page=True)
+            pytest.fail(
+                f"{name}: shows {shown!r}, expected {expected!r} (screenshot in {FAILURE_SCREENSHOTS})"
+            )
+        page.wait_for_timeout(200)
+
+
+def test_the_dashboard_shows_the_stores_figures_and_refreshes_without_reload(
+    stores: Stores, dashboard_url: str, browser: Browser, output_dir: Path
+) -> None:
+    now = datetime.now(UTC)
+    current = window_floor(now, 60)
+    cutoff = current - 3 * WINDOW
+    # 120 profiles before the cutoff (batch view), 60 after it (speed partials, two micro-batches);
+    # a stale speed partial before the cutoff must not be counted again.
+    batch_profiles = synthetic_profiles(1, 120, cutoff - 5 * WINDOW, 5)
+    speed_profiles = synthetic_profiles(2, 60, cutoff, 3)
+    stores.batch_view(batch_profiles, cutoff)
+    stores.speed_batch(batch_profiles[:10])  # the speed layer saw these too, before the cutoff
+    stores.speed_batch(speed_profiles[:30])
+    stores.speed_batch(speed_profiles[30:])
+    stores.dead_letters(3)
+    counted = batch_profiles + speed_profiles
+    average_age = sum(p.age for p in counted) / len(counted)
+    countries = {p.values["country"] for p in counted}
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1900})
+    failed_requests: list[str] = []
+    page.on("requestfailed", lambda request: failed_requests.append(request.url))
+    page.goto(dashboard_url)
+    wait_for_headline(page, "profiles", f"{len(counted):,}")
+    assert headline(page, "average-age") == f"{average_age:,.1f}"
+    assert headline(page, "countries") == f"{len(countries):,}"
+    assert headline(page, "dead-lettered") == "3"
+    # The latest profiles are the speed ones, direct identifiers masked.
+    page.locator(".tabulator-row").first.wait_for()
+    table_text = page.locator(".tabulator").inner_text()
+    newest = max(speed_profiles, key=lambda p: p.fetched_at)
+    email = newest.envelope["user"]["email"]
+    assert f"{email[0]}***@{email.rsplit('@', 1)[1]}" in table_text
+    content = page.content() + table_text
+    assert not [p for p in counted if p.envelope["user"]["email"] in content], "a plaintext e-mail is shown"
+    page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
+
+    # New speed data appears after a refresh period, in the same page (no reload).
+    page.evaluate("window.__same_page = true")
+    arriving = synthetic_profiles(3, 25, current, 1)
+    stores.speed_batch(arriving)
+    wait_for_headline(page, "profiles", f"{len(counted) + len(arriving):,}", timeout_s=10 * REFRESH_PERIOD_S)
+    assert page.evaluate("window.__same_page") is True
+
+    # Paused, the figures stay; resumed, they catch up.
+    page.get_by_role("button", name="Pause refresh").click()
+    page.get_by_text("Paused: figures stay as they are.").wait_for()
+    paused_more = synthetic_profiles(4, 5, current, 1)
+    stores.speed_batch(paused_more)
+    page.wait_for_timeout(int(4 * REFRESH_PERIOD_S * 1000))
+    assert headline(page, "profiles") == f"{len(counted) + len(arriving):,}"
+    page.get_by_role("button", name="Pause refresh").click()
+    wait_for_headline(page, "profiles", f"{len(counted) + len(arriving) + len(paused_more):,}")
+    assert not failed_requests, f"requests failed (offline resources?): {failed_requests}"
+    page.screenshot(path=str(output_dir / "dashboard-after-refresh.png"), full_page=True)
+
+
+def test_a_country_filter_narrows_the_headline_and_the_latest_profiles(
+    stores: Stores, dashboard_url: str, browser: Browser
+) -> None:
+    profiles = synthetic_profiles(5, 80, window_floor(datetime.now(UTC), 60) - 2 * WINDOW, 2)
+    stores.speed_batch(profiles)
+    country = max(
+        {p.values["country"] for p in profiles}, key=lambda c: sum(p.values["country"] == c for p in profiles)
+    )
+    in_country = [p for p in profiles if p.values["country"] == country]
+
+    page = browser.new_page()
+    page.goto(dashboard_url)
+    wait_for_headline(page, "profiles", f"{len(profiles):,}")
+    page.get_by_label("Country").select_option(country)
+    wait_for_headline(page, "profiles", f"{len(in_country):,}")
+    assert headline(page, "countries") == "1"
+    assert headline(page, "average-age") == f"{sum(p.age for p in in_country) / len(in_country):,.1f}"
+    rows = page.locator(".tabulator-row")
+    rows.first.wait_for()
+    assert all(country in text for text in rows.all_inner_texts())
