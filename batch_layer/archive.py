@@ -9,6 +9,8 @@ batch id in the table's transaction log, so a batch replayed after a crash is no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
+from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -43,12 +45,54 @@ class ArchiveRun:
 
     batches: int
     records: int
+    days: tuple[date, ...] = ()
+    """The UTC ingestion days the new records went to, oldest first: the silver days to refresh."""
 
 
-def run_archive(settings: Settings, spark: SparkSession, topic: str | None = None) -> ArchiveRun:
-    """Append the topic's new records to the archive table and return what was appended."""
+def archived_end_offsets(spark: SparkSession, settings: Settings) -> dict[int, int]:
+    """The next offset to archive per Kafka partition (last archived offset + 1), none before a first run."""
+    if not (settings.paths.archive_table / "_delta_log").exists():
+        return {}
+    rows = (
+        spark.read.format("delta")
+        .load(str(settings.paths.archive_table))
+        .groupBy("partition")
+        .agg(F.max("offset").alias("last"))
+        .collect()
+    )
+    return {row.partition: row.last + 1 for row in rows}
+
+
+def ingestion_days_from(spark: SparkSession, settings: Settings, offsets: dict[int, int]) -> tuple[date, ...]:
+    """The ingestion days of the archived records at or after ``offsets`` (per Kafka partition).
+
+    A Kafka partition missing from ``offsets`` counts from its start. Delta keeps min/max statistics of
+    ``offset`` per file, so the files archived before ``offsets`` are skipped, not read.
+    """
+    if not (settings.paths.archive_table / "_delta_log").exists():
+        return ()
+    archive = spark.read.format("delta").load(str(settings.paths.archive_table))
+    newer = [(F.col("partition") == p) & (F.col("offset") >= o) for p, o in offsets.items()]
+    unknown = ~F.col("partition").isin(list(offsets)) if offsets else F.lit(True)
+    rows = archive.where(reduce(lambda a, b: a | b, newer, unknown)).select("ingestion_date").distinct()
+    return tuple(sorted(row.ingestion_date for row in rows.collect()))
+
+
+def run_archive(
+    settings: Settings,
+    spark: SparkSession,
+    topic: str | None = None,
+    days_since: dict[int, int] | None = None,
+) -> ArchiveRun:
+    """Append the topic's new records to the archive table and return what was appended.
+
+    ``days`` of the result are the ingestion days of the records past ``days_since`` (next offset per
+    Kafka partition), by default the archive's end before this run. A scheduler passes the end it saw
+    after its last successful run instead, so the days of a run that appended and then failed are not lost.
+    """
     topic = topic or settings.kafka.profiles_topic
     require_topic(settings.kafka.bootstrap_servers, topic)
+    before = archived_end_offsets(spark, settings) if days_since is None else days_since
     kafka_rows = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
@@ -70,4 +114,8 @@ def run_archive(settings: Settings, spark: SparkSession, topic: str | None = Non
     runs = run_until_consumed(lambda: writer.start(str(settings.paths.archive_table)))
     # recentProgress keeps the last 100 batches of a run (spark.sql.streaming.numRecentProgressUpdates).
     progress = [p for query in runs for p in query.recentProgress if p.numInputRows]
-    return ArchiveRun(batches=len(progress), records=sum(p.numInputRows for p in progress))
+    records = sum(p.numInputRows for p in progress)
+    # Read back from the table rather than from the query: the Delta sink decides what is appended (a
+    # replayed batch it had already committed is skipped there), and ``days_since`` may predate this run.
+    days = ingestion_days_from(spark, settings, before)
+    return ArchiveRun(batches=len(progress), records=records, days=days)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+from typing import Annotated
+
 import typer
 from rich.console import Console
 
@@ -29,23 +32,46 @@ def archive() -> None:
         raise typer.Exit(1) from error
     finally:
         spark.stop()
+    days = ", ".join(day.isoformat() for day in result.days) or "none"
     console.print(
         f"archived {result.records:,} new records in {result.batches} batches "
-        f"into {settings.paths.archive_table}"
+        f"into {settings.paths.archive_table} (ingestion days: {days})"
     )
 
 
+def _day(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
+
+
 @batch_app.command()
-def recompute() -> None:
-    """Refresh the silver table from the archive, then recompute the batch views and make them current."""
+def recompute(
+    first: Annotated[
+        datetime | None,
+        typer.Option("--from", formats=["%Y-%m-%d"], help="First UTC ingestion day of silver to rewrite."),
+    ] = None,
+    last: Annotated[
+        datetime | None,
+        typer.Option("--to", formats=["%Y-%m-%d"], help="Last UTC ingestion day of silver to rewrite."),
+    ] = None,
+) -> None:
+    """Refresh the silver table from the archive (every day, or the days from --from to --to), then
+    recompute the batch views from all of silver and make them current."""
+    days = None
+    if first is not None or last is not None:
+        days = (_day(first) or date.min, _day(last) or datetime.now(UTC).date())
+        if days[0] > days[1]:
+            console.print(f"[red]--from {days[0]} is after --to {days[1]}[/red]")
+            raise typer.Exit(2)
     settings = get_settings()
     spark = build_spark_session(settings, app_name="userpulse-recompute")
     try:
-        refresh_silver_profiles(settings, spark)
+        silver = refresh_silver_profiles(settings, spark, days)
         result = recompute_batch_views(settings, spark)
     finally:
         spark.stop()
     console.print(
+        f"silver: {silver.profiles:,} rows in {len(silver.days)} ingestion days"
+        f"{'' if days is None else f' from {days[0]} to {days[1]}'}; "
         f"batch views version {result.version}: {result.profiles:,} profiles before cutoff {result.cutoff}; "
         f"removed versions {result.removed_versions or 'none'}"
     )

@@ -1,9 +1,16 @@
 """The authoritative recomputation: archive -> silver profiles -> batch views in Cassandra.
 
-Reads the whole Delta archive, parses it with the shared schema, keeps the latest version of each
-profile (by uuid), applies the shared transformations and aggregate definitions, and writes a new
-version of the batch views. The version becomes current in one single-row write, so readers never
-see a half-written view; then older versions are deleted.
+The silver table holds, per UTC ingestion day (its Delta partition), the cleaned, pseudonymized
+profiles of that day's archive records: the latest version of each uuid within the day. A refresh
+rewrites a range of days (Delta ``replaceWhere``) and leaves the others as they are, so a fix can be
+backfilled day by day. Ages are taken at the date of the day's newest event, as the speed layer takes
+them at the date of its micro-batch's newest event: a day's rows then depend on that day's records
+only, so rewriting a day alone gives the same rows as rewriting everything.
+
+The batch views are recomputed from every silver day: the latest version of each uuid ACROSS days (a
+profile re-fetched on a later day, or a late copy archived on a later day, is settled here and not in
+silver), the shared aggregate definitions, and a new version of the views. The version becomes current
+in one single-row write, so readers never see a half-written view; then older versions are deleted.
 
 The batch cutoff is the start of the window holding the newest event: every window before it is
 complete in the archive. Serving reads batch windows before the cutoff and speed windows from it on.
@@ -15,19 +22,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import reduce
 from typing import Any
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.aggregates import DIMENSIONS, window_aggregates
 from core.parsing import parse_kafka_records, valid_envelopes
 from core.settings import Settings
-from core.spark import collect_dicts
+from core.spark import as_utc, collect_dicts
 from core.stores import cassandra_session
-from core.transformations import split_by_minimum_age, transform_profiles
+from core.transformations import split_by_minimum_age, transform_profiles, utc_date
 from infra.cassandra_schema import apply_schema
 
 logger = logging.getLogger(__name__)
@@ -36,21 +45,57 @@ VIEW_NAME = "profiles"
 """The row of ``batch_current`` this recomputation owns."""
 
 
-def latest_versions(profiles: DataFrame) -> DataFrame:
-    """The latest version of each profile: newest ``fetched_at``, then highest Kafka coordinates."""
-    newest_first = Window.partitionBy("uuid").orderBy(
+def latest_versions(profiles: DataFrame, keys: Sequence[str] = ("uuid",)) -> DataFrame:
+    """The latest version of each profile (per ``keys``): newest ``fetched_at``, then highest Kafka
+    coordinates."""
+    newest_first = Window.partitionBy(*keys).orderBy(
         F.col("fetched_at").desc(), F.col("partition").desc(), F.col("offset").desc()
     )
     return profiles.withColumn("_rank", F.row_number().over(newest_first)).where("_rank = 1").drop("_rank")
 
 
-def silver_profiles(archive: DataFrame, processing_date: date, pseudonymization_key: bytes) -> DataFrame:
-    """Archive rows -> the cleaned, pseudonymized, deduplicated profiles (one row per uuid)."""
+DayRange = tuple[date, date]
+"""First and last UTC ingestion day, both included."""
+
+
+def parsed_envelopes(archive: DataFrame) -> DataFrame:
+    """Archive rows -> valid envelopes (as ``core.parsing.valid_envelopes``) with their ``ingestion_date``
+    (the parser keeps the Kafka columns only; the date is derived again as the archive derives it)."""
     kafka_rows = archive.withColumnRenamed("kafka_timestamp", "timestamp")
-    profiles = transform_profiles(
-        valid_envelopes(parse_kafka_records(kafka_rows)), processing_date, pseudonymization_key
-    )
-    return latest_versions(profiles)
+    envelopes = valid_envelopes(parse_kafka_records(kafka_rows))
+    return envelopes.withColumn("ingestion_date", utc_date(F.col("kafka_timestamp")))
+
+
+def silver_day(archive_day: DataFrame, processing_date: date, pseudonymization_key: bytes) -> DataFrame:
+    """One ingestion day of archive rows -> its silver rows: cleaned, pseudonymized, one per uuid."""
+    profiles = transform_profiles(parsed_envelopes(archive_day), processing_date, pseudonymization_key)
+    return latest_versions(profiles).drop("full_name")
+
+
+def silver_profiles(
+    archive: DataFrame, processing_dates: dict[date, date], pseudonymization_key: bytes
+) -> DataFrame:
+    """Archive rows -> silver rows of the ingestion days in ``processing_dates`` (day -> date ages are
+    taken at), with their ``ingestion_date``; a day absent from the mapping gives no rows.
+
+    One branch per day, each reading only its Delta partition; the branches are unioned so that the
+    whole range is written in one commit.
+    """
+    if not processing_dates:  # nothing to write: an empty frame of the right shape
+        empty = silver_day(archive.limit(0), date.today(), pseudonymization_key)
+        return empty.withColumn("ingestion_date", F.lit(None).cast("date"))
+    branches = [
+        silver_day(archive.where(F.col("ingestion_date") == F.lit(day)), on, pseudonymization_key).withColumn(
+            "ingestion_date", F.lit(day)
+        )
+        for day, on in sorted(processing_dates.items())
+    ]
+    return reduce(DataFrame.unionByName, branches)
+
+
+def current_profiles(silver: DataFrame) -> DataFrame:
+    """The latest version of each uuid across every ingestion day of the silver table."""
+    return latest_versions(silver)
 
 
 def all_time_aggregates(window_rows: DataFrame) -> DataFrame:
@@ -185,36 +230,77 @@ class SilverRefresh:
     """What a silver refresh wrote."""
 
     profiles: int
+    """Rows now in the refreshed days (one per uuid and day)."""
+    days: tuple[date, ...]
+    """The refreshed days that have profiles."""
     newest_event: datetime | None
+    """The newest ``fetched_at`` among them."""
 
 
-def refresh_silver_profiles(settings: Settings, spark: SparkSession) -> SilverRefresh:
-    """Rewrite the silver table from the whole archive: one cleaned, pseudonymized row per uuid.
+def _day_predicate(days: DayRange) -> str:
+    """The ``replaceWhere`` (and filter) condition selecting ``days`` of a table partitioned by day."""
+    first, last = days
+    return f"ingestion_date >= '{first.isoformat()}' AND ingestion_date <= '{last.isoformat()}'"
 
-    Ages are taken at the date of the archive's newest event, so the same archive always gives the
-    same table (and the same views).
+
+def silver_is_partitioned_by_day(spark: SparkSession, settings: Settings) -> bool:
+    """Whether the silver table exists in the per-day layout (tables written before it had one row per
+    uuid overall and no ``ingestion_date``)."""
+    path = str(settings.paths.silver_table)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return False
+    return DeltaTable.forPath(spark, path).detail().first().partitionColumns == ["ingestion_date"]
+
+
+def refresh_silver_profiles(
+    settings: Settings, spark: SparkSession, days: DayRange | None = None
+) -> SilverRefresh:
+    """Rewrite the silver days ``days`` (every archived day when None) from the archive.
+
+    Only the selected days' Delta partitions are replaced, in one atomic commit; a selected day without
+    records in the archive becomes empty. A table in the old layout is rebuilt whole, once.
     """
+    path = str(settings.paths.silver_table)
+    if (
+        days is not None
+        and DeltaTable.isDeltaTable(spark, path)
+        and not silver_is_partitioned_by_day(spark, settings)
+    ):
+        logger.warning("silver table %s predates the per-day layout: rebuilding every day", path)
+        days = None
     archive = spark.read.format("delta").load(str(settings.paths.archive_table))
-    newest_event = (
-        valid_envelopes(parse_kafka_records(archive.withColumnRenamed("kafka_timestamp", "timestamp")))
-        .agg(F.max("envelope.fetched_at"))
-        .first()[0]
-    )
-    processing_date = (newest_event.astimezone(UTC) if newest_event else datetime.now(UTC)).date()
+    if days is not None:
+        archive = archive.where(_day_predicate(days))
+    newest_by_day = {
+        row.ingestion_date: as_utc(row.newest)
+        for row in parsed_envelopes(archive)
+        .groupBy("ingestion_date")
+        .agg(F.max("envelope.fetched_at").alias("newest"))
+        .collect()
+    }
     key = settings.secrets.pseudonymization_key.get_secret_value().encode()
-    silver = silver_profiles(archive, processing_date, key).drop("full_name")
-    silver.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-        str(settings.paths.silver_table)
+    silver = silver_profiles(archive, {day: n.date() for day, n in newest_by_day.items()}, key)
+    writer = silver.write.format("delta").mode("overwrite").partitionBy("ingestion_date")
+    if days is None:
+        writer = writer.option("overwriteSchema", "true")
+    else:
+        writer = writer.option("replaceWhere", _day_predicate(days))
+    writer.save(path)
+    written = spark.read.format("delta").load(path)
+    if days is not None:
+        written = written.where(_day_predicate(days))
+    return SilverRefresh(
+        profiles=written.count(),
+        days=tuple(sorted(newest_by_day)),
+        newest_event=max(newest_by_day.values(), default=None),
     )
-    written = spark.read.format("delta").load(str(settings.paths.silver_table))
-    return SilverRefresh(written.count(), newest_event.astimezone(UTC) if newest_event else None)
 
 
 def recompute_batch_views(
     settings: Settings, spark: SparkSession, version: int | None = None
 ) -> BatchViewVersion:
     """Batch views from the silver table: a new version, made current, older versions removed."""
-    silver = spark.read.format("delta").load(str(settings.paths.silver_table))
+    silver = current_profiles(spark.read.format("delta").load(str(settings.paths.silver_table)))
     window_duration = settings.speed_layer.window_duration
     newest_event = silver.agg(F.max("fetched_at")).first()[0]
     version = version if version is not None else int(datetime.now(UTC).timestamp() * 1000)

@@ -1,21 +1,35 @@
-"""Dagster definitions of the batch layer: archive -> silver profiles -> batch views, with checks,
-a schedule and a sensor. ``dagster dev`` (see ``[tool.dagster]`` in pyproject.toml) shows the graph.
+"""Dagster definitions of the batch layer: archive -> silver profiles -> batch views, lake maintenance,
+with checks, schedules and sensors. ``dagster dev`` (see ``[tool.dagster]`` in pyproject.toml) shows the
+graph.
 
 The assets call the same functions as ``userpulse batch``; resources are built from the one settings
 object, so a run from the UI and a run from the command line do the same thing.
+
+Partitions: ``silver_profiles`` is partitioned by UTC ingestion day, so a range of days can be
+re-materialized (backfilled) from the UI after a fix, in a single run (``BackfillPolicy.single_run``:
+one Spark session, one Delta commit for the range). The archive is not: it is a streaming copy of the
+topic that appends whatever offsets are new, whichever days they belong to. ``batch_views`` is not
+either: it is recomputed from every silver day, since the latest version of a profile may be on any day.
+
+Day to day, the ``archive_topic`` job runs on a schedule (or when the sensor sees new offsets); each
+archive materialization records the ingestion days it appended to, and the ``refresh_appended_days``
+sensor asks for one ``refresh_views`` run over exactly those days.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations at definition time.
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
-    AssetSelection,
+    AssetRecordsFilter,
+    BackfillPolicy,
     ConfigurableResource,
+    DailyPartitionsDefinition,
+    DefaultSensorStatus,
     Definitions,
     MaterializeResult,
     RunRequest,
@@ -28,16 +42,26 @@ from dagster import (
     in_process_executor,
     sensor,
 )
+
+# The tags Dagster itself sets on a run over a partition range (single-run backfills read them).
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import Field
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.archive import run_archive
+from batch_layer.archive import archived_end_offsets, run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session
+
+ingestion_days = DailyPartitionsDefinition(
+    start_date=get_settings().batch_layer.partitions_start_date.isoformat(),
+    timezone="UTC",
+    end_offset=1,  # today is a partition too: its records arrive all day and are refreshed as they come
+)
+"""UTC ingestion days: the archive's Delta partitions, and the silver table's."""
 
 
 class UserPulseResource(ConfigurableResource):
@@ -81,41 +105,74 @@ def topic_end_offsets(settings: Settings) -> dict[int, int]:
         consumer.close()
 
 
-def archived_end_offsets(spark: SparkSession, settings: Settings) -> dict[int, int]:
-    """The next offset to archive per partition (last archived offset + 1)."""
-    if not (settings.paths.archive_table / "_delta_log").exists():
-        return {}
-    rows = (
-        spark.read.format("delta")
-        .load(str(settings.paths.archive_table))
-        .groupBy("partition")
-        .agg(F.max("offset").alias("last"))
-        .collect()
-    )
-    return {row.partition: row.last + 1 for row in rows}
+def offsets_text(offsets: dict[int, int]) -> str:
+    """``{0: 12, 1: 7}`` -> ``"0:12,1:7"`` (how end offsets are kept in metadata and sensor cursors)."""
+    return ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
+
+
+def offsets_from_text(text: str) -> dict[int, int]:
+    """The inverse of ``offsets_text``."""
+    return {int(p): int(o) for p, o in (pair.split(":") for pair in text.split(",") if pair)}
+
+
+def days_from_text(text: str) -> list[date]:
+    """``"2026-11-22,2026-11-23"`` -> the dates (how appended days are kept in metadata)."""
+    return [date.fromisoformat(day) for day in text.split(",") if day]
 
 
 @asset(group_name="batch_layer")
 def profile_archive(context: AssetExecutionContext, userpulse: UserPulseResource) -> MaterializeResult:
-    """Every record of the profiles topic, as received, in a Delta table partitioned by ingestion date."""
+    """Every record of the profiles topic, as received, in a Delta table partitioned by ingestion date.
+
+    Not a partitioned asset: each run appends the topic's new offsets, whatever day they are from. Its
+    metadata records the ingestion days appended to since the last successful materialization, which
+    the ``refresh_appended_days`` sensor turns into a silver refresh of those days.
+    """
     settings = userpulse.settings()
-    result = run_archive(settings, userpulse.spark())
-    context.log.info(f"archived {result.records} new records in {result.batches} batches")
+    previous = context.instance.get_latest_materialization_event(context.asset_key)
+    since = None
+    if previous is not None and previous.asset_materialization is not None:
+        recorded = previous.asset_materialization.metadata.get("archived_end_offsets")
+        since = offsets_from_text(str(recorded.value)) if recorded is not None else None
+    spark = userpulse.spark()
+    result = run_archive(settings, spark, days_since=since)
+    context.log.info(
+        f"archived {result.records} new records in {result.batches} batches, "
+        f"ingestion days {[day.isoformat() for day in result.days]}"
+    )
     return MaterializeResult(
         metadata={
             "new_records": result.records,
             "batches": result.batches,
+            "appended_days": ",".join(day.isoformat() for day in result.days),
+            "archived_end_offsets": offsets_text(archived_end_offsets(spark, settings)),
             "path": str(settings.paths.archive_table),
         }
     )
 
 
-@asset(group_name="batch_layer", deps=[profile_archive])
-def silver_profiles(userpulse: UserPulseResource) -> MaterializeResult:
-    """One cleaned, pseudonymized row per profile (its latest version), for the views and ad-hoc analysis."""
-    settings = userpulse.settings()
-    result = refresh_silver_profiles(settings, userpulse.spark())
-    return MaterializeResult(metadata={"profiles": result.profiles, "newest_event": str(result.newest_event)})
+@asset(
+    group_name="batch_layer",
+    deps=[profile_archive],
+    partitions_def=ingestion_days,
+    backfill_policy=BackfillPolicy.single_run(),
+)
+def silver_profiles(context: AssetExecutionContext, userpulse: UserPulseResource) -> MaterializeResult:
+    """Cleaned, pseudonymized profiles per ingestion day (the latest version of each uuid that day).
+
+    A run rewrites exactly its partition range (Delta ``replaceWhere`` on ``ingestion_date``); the
+    other days are not touched. Deduplication across days is left to ``batch_views``.
+    """
+    key_range = context.partition_key_range
+    days = (date.fromisoformat(key_range.start), date.fromisoformat(key_range.end))
+    result = refresh_silver_profiles(userpulse.settings(), userpulse.spark(), days)
+    return MaterializeResult(
+        metadata={
+            "profiles_in_range": result.profiles,
+            "days_with_profiles": len(result.days),
+            "newest_event": str(result.newest_event),
+        }
+    )
 
 
 @asset(group_name="batch_layer", deps=[silver_profiles])
@@ -150,11 +207,11 @@ def archive_holds_every_offset(userpulse: UserPulseResource) -> AssetCheckResult
 
 @asset_check(asset=silver_profiles, blocking=True)
 def silver_has_no_null_uuid(userpulse: UserPulseResource) -> AssetCheckResult:
-    """Every silver profile has a uuid, and each uuid appears once."""
+    """Every silver profile has a uuid and an ingestion day, and each uuid appears once per day."""
     settings = userpulse.settings()
     silver = userpulse.spark().read.format("delta").load(str(settings.paths.silver_table))
-    nulls = silver.where(F.col("uuid").isNull()).count()
-    rows, distinct = silver.count(), silver.select("uuid").distinct().count()
+    nulls = silver.where(F.col("uuid").isNull() | F.col("ingestion_date").isNull()).count()
+    rows, distinct = silver.count(), silver.select("ingestion_date", "uuid").distinct().count()
     return AssetCheckResult(
         passed=nulls == 0 and rows == distinct,
         metadata={"null_uuids": nulls, "rows": rows, "distinct": distinct},
@@ -163,7 +220,8 @@ def silver_has_no_null_uuid(userpulse: UserPulseResource) -> AssetCheckResult:
 
 @asset_check(asset=batch_views)
 def batch_totals_match_silver(userpulse: UserPulseResource) -> AssetCheckResult:
-    """The current view counts exactly the adult silver profiles fetched before the cutoff."""
+    """The current view counts exactly the silver profiles whose latest version (across days) is adult
+    and fetched before the cutoff."""
     settings = userpulse.settings()
     cluster, session = cassandra_session(settings)
     try:
@@ -181,8 +239,14 @@ def batch_totals_match_silver(userpulse: UserPulseResource) -> AssetCheckResult:
         cluster.shutdown()
     silver = userpulse.spark().read.format("delta").load(str(settings.paths.silver_table))
     cutoff = current.cutoff.replace(tzinfo=UTC) if current.cutoff else datetime.max.replace(tzinfo=UTC)
-    expected = silver.where(
-        (F.col("age") >= settings.speed_layer.minimum_age) & (F.col("fetched_at") < F.lit(cutoff))
+    # Latest version per uuid, computed otherwise than the views do (a max of structs compares fields in
+    # order: the same newest fetch, then highest Kafka coordinates, as a window ranking would).
+    latest = silver.groupBy("uuid").agg(
+        F.max(F.struct("fetched_at", "partition", "offset", "age")).alias("latest")
+    )
+    expected = latest.where(
+        (F.col("latest.age") >= settings.speed_layer.minimum_age)
+        & (F.col("latest.fetched_at") < F.lit(cutoff))
     ).count()
     return AssetCheckResult(
         passed=view_total == expected == current.profiles,
@@ -219,21 +283,73 @@ def cutoff_moves_forward(
     )
 
 
-batch_layer_job = define_asset_job("batch_layer", selection=AssetSelection.groups("batch_layer"))
+archive_job = define_asset_job("archive_topic", selection=[profile_archive])
 
-every_15_minutes = ScheduleDefinition(job=batch_layer_job, cron_schedule="*/15 * * * *")
+refresh_job = define_asset_job("refresh_views", selection=[silver_profiles, batch_views])
+
+every_15_minutes = ScheduleDefinition(job=archive_job, cron_schedule="*/15 * * * *")
 
 
-@sensor(job=batch_layer_job, minimum_interval_seconds=60)
+@sensor(job=archive_job, minimum_interval_seconds=60)
 def new_offsets_waiting(context: SensorEvaluationContext) -> RunRequest | SkipReason:
-    """Start the batch layer when the topic has offsets the archive has not consumed yet."""
+    """Start the archiving when the topic has offsets the archive has not consumed yet."""
     settings = get_settings()
     end_offsets = topic_end_offsets(settings)
-    cursor = ",".join(f"{p}:{o}" for p, o in sorted(end_offsets.items()))
+    cursor = offsets_text(end_offsets)
     if not end_offsets or cursor == context.cursor:
         return SkipReason("no new offsets since the last run request")
     context.update_cursor(cursor)
     return RunRequest(run_key=cursor)
+
+
+def refresh_range(days: set[date], partitions: DailyPartitionsDefinition) -> tuple[str, str] | None:
+    """The partition range covering ``days``, cut to the days the partitions offer (None if none left)."""
+    first_key, last_key = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+    if not days or first_key is None or last_key is None:
+        return None
+    first = max(min(days).isoformat(), first_key)  # ISO dates: text order is date order
+    last = min(max(days).isoformat(), last_key)
+    return (first, last) if first <= last else None
+
+
+def partition_range_tags(first: str, last: str) -> dict[str, str]:
+    """Run tags that make a run cover the partitions from ``first`` to ``last`` (both included)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+
+
+@sensor(job=refresh_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
+def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+    """After archive materializations, refresh silver and the views for the days they appended to.
+
+    Reads every archive materialization since its cursor (not only the latest: two archive runs between
+    ticks may have appended to different days) and requests one run over the range of their days.
+    """
+    after = int(context.cursor) if context.cursor else None
+    days: set[date] = set()
+    last_seen = after
+    page: str | None = None
+    while True:
+        result = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=profile_archive.key, after_storage_id=after),
+            limit=100,
+            cursor=page,
+            ascending=True,
+        )
+        for record in result.records:
+            last_seen = record.storage_id
+            materialization = record.asset_materialization
+            appended = materialization.metadata.get("appended_days") if materialization else None
+            days.update(days_from_text(str(appended.value)) if appended is not None else ())
+        if not result.has_more:
+            break
+        page = result.cursor
+    if last_seen == after:
+        return SkipReason("no archive materialization since the last tick")
+    context.update_cursor(str(last_seen))
+    selected = refresh_range(days, ingestion_days)
+    if selected is None:
+        return SkipReason(f"the archive appended to no day the partitions offer ({sorted(days)})")
+    return RunRequest(run_key=f"archive-{last_seen}", tags=partition_range_tags(*selected))
 
 
 defs = Definitions(
@@ -244,9 +360,9 @@ defs = Definitions(
         batch_totals_match_silver,
         cutoff_moves_forward,
     ],
-    jobs=[batch_layer_job],
+    jobs=[archive_job, refresh_job],
     schedules=[every_15_minutes],
-    sensors=[new_offsets_waiting],
+    sensors=[new_offsets_waiting, refresh_appended_days],
     resources={"userpulse": UserPulseResource()},
     executor=in_process_executor,  # one Spark session per run, not one JVM per step
 )

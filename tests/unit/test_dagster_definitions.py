@@ -1,17 +1,26 @@
-"""Wiring: the Dagster definitions load, the job resolves, the graph is archive -> silver -> views."""
+"""Wiring: the Dagster definitions load, the jobs resolve, the graph is archive -> silver -> views, silver
+is partitioned by ingestion day, and archived days become one refresh range."""
 
 from __future__ import annotations
 
-from dagster import AssetKey
+from datetime import date
 
-from orchestration.definitions import UserPulseResource, defs
+from dagster import AssetKey, BackfillPolicy, DailyPartitionsDefinition, RunRequest
+
+from orchestration.definitions import (
+    UserPulseResource,
+    days_from_text,
+    defs,
+    offsets_from_text,
+    offsets_text,
+    partition_range_tags,
+    refresh_range,
+)
 
 
-def test_definitions_load_and_the_job_resolves() -> None:
-    job = defs.resolve_job_def("batch_layer")
+def test_definitions_load_and_the_jobs_resolve() -> None:
     graph = defs.resolve_asset_graph()
 
-    assert job.name == "batch_layer"
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
         "profile_archive",
         "silver_profiles",
@@ -19,8 +28,48 @@ def test_definitions_load_and_the_job_resolves() -> None:
     }
     assert graph.get(AssetKey("silver_profiles")).parent_keys == {AssetKey("profile_archive")}
     assert graph.get(AssetKey("batch_views")).parent_keys == {AssetKey("silver_profiles")}
-    assert defs.resolve_schedule_def("batch_layer_schedule").cron_schedule == "*/15 * * * *"
-    assert defs.resolve_sensor_def("new_offsets_waiting").job_name == "batch_layer"
+    assert defs.resolve_job_def("archive_topic").asset_layer.selected_asset_keys == {
+        AssetKey("profile_archive")
+    }
+    assert defs.resolve_job_def("refresh_views").asset_layer.selected_asset_keys == {
+        AssetKey("silver_profiles"),
+        AssetKey("batch_views"),
+    }
+    assert defs.resolve_schedule_def("archive_topic_schedule").cron_schedule == "*/15 * * * *"
+    assert defs.resolve_sensor_def("new_offsets_waiting").job_name == "archive_topic"
+    assert defs.resolve_sensor_def("refresh_appended_days").job_name == "refresh_views"
+
+
+def test_only_silver_is_partitioned_by_ingestion_day_and_backfilled_in_one_run() -> None:
+    graph = defs.resolve_asset_graph()
+    silver = graph.get(AssetKey("silver_profiles"))
+
+    assert isinstance(silver.partitions_def, DailyPartitionsDefinition)
+    assert silver.partitions_def.timezone == "UTC"
+    assert silver.backfill_policy == BackfillPolicy.single_run()
+    assert graph.get(AssetKey("profile_archive")).partitions_def is None
+    assert graph.get(AssetKey("batch_views")).partitions_def is None
+
+
+def test_appended_days_become_one_range_cut_to_the_partitions() -> None:
+    partitions = DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
+
+    assert refresh_range({date(2026, 3, 4), date(2026, 3, 2)}, partitions) == ("2026-03-02", "2026-03-04")
+    assert refresh_range({date(2025, 12, 30), date(2026, 1, 2)}, partitions) == ("2026-01-01", "2026-01-02")
+    assert refresh_range({date(2025, 12, 30)}, partitions) is None
+    assert refresh_range(set(), partitions) is None
+    request = RunRequest(tags=partition_range_tags("2026-03-02", "2026-03-04"))
+    assert (request.partition_key_range.start, request.partition_key_range.end) == (
+        "2026-03-02",
+        "2026-03-04",
+    )
+
+
+def test_metadata_texts_round_trip() -> None:
+    assert offsets_from_text(offsets_text({2: 7, 0: 12})) == {0: 12, 2: 7}
+    assert offsets_from_text("") == {}
+    assert days_from_text("2026-11-22,2026-11-23") == [date(2026, 11, 22), date(2026, 11, 23)]
+    assert days_from_text("") == []
 
 
 def test_resource_overrides_replace_single_settings() -> None:
