@@ -291,10 +291,12 @@ DELTA_SILVER = Store(
     StoreKind.DELTA_TABLE,
     _relative(_PATHS.silver_table),
     "batch_layer/recompute.py (refresh_silver_profiles)",
-    "the latest version of every profile in the archive, transformed and pseudonymized (no full name); "
-    "under-age profiles included (they are only left out of the views)",
-    "rewritten from the archive by each refresh, so a profile lives as long as it is in the archive; the "
-    "replaced files stay readable through Delta time travel (no VACUUM yet, planned in issue 7).",
+    "per UTC ingestion day (its Delta partition), the latest version of each profile archived that day, "
+    "transformed and pseudonymized (no full name); under-age profiles included (they are only left out "
+    "of the views)",
+    "each refresh rewrites a range of days from the archive, so a profile lives as long as it is in the "
+    "archive; the replaced files stay readable through Delta time travel (no VACUUM yet, planned in "
+    "issue 7).",
 )
 
 STORES: tuple[Store, ...] = (
@@ -567,6 +569,7 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
         },
     ),
     *_transformed_profile(DELTA_SILVER, "partition", "offset"),
+    *_technical(DELTA_SILVER, {"ingestion_date": "UTC ingestion day of the archived record (partition)"}),
 )
 """Every stored field of every store, once."""
 
