@@ -1,12 +1,15 @@
-"""``userpulse stack up|down|status|reset``: the local services without Docker."""
+"""``userpulse stack up|down|status|reset``: the local services without Docker; ``userpulse demo``."""
 
 from __future__ import annotations
+
+import signal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from core.settings import get_settings
+from infra.demo import Demo, DemoError
 from infra.stack import LocalStack, ServiceState, ServiceStatus, StackError
 
 stack_app = typer.Typer(
@@ -71,3 +74,30 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirma
         typer.confirm(f"Delete everything under {settings.paths.stack_dir}?", abort=True)
     removed = LocalStack(settings).reset()
     console.print(f"removed: {', '.join(removed)}" if removed else "nothing to remove")
+
+
+def demo() -> None:
+    """Run the whole pipeline: stack, producer, speed layer, Dagster (UI, schedule, sensor), dashboard.
+
+    Prints the URLs; Ctrl-C stops everything the demo started.
+    """
+    runner = Demo(get_settings(), say=lambda message: console.print(message, highlight=False))
+    signal.signal(signal.SIGINT, runner.request_stop)
+    signal.signal(signal.SIGTERM, runner.request_stop)
+    try:
+        runner.start()
+        if not runner.stop_requested:
+            table = Table(title="UserPulse demo: running (Ctrl-C stops everything)")
+            table.add_column("what")
+            table.add_column("where")
+            for name, url in runner.urls().items():
+                table.add_row(name, url)
+            for process in runner.processes:
+                table.add_row(f"{process.name} log", str(process.log_path))
+            console.print(table)
+            runner.watch()
+    except (DemoError, StackError) as error:
+        console.print(f"[red]demo failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    finally:
+        runner.stop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -68,17 +70,20 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
         }
     elif serving.host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] dashboard exposed on {serving.host} without basic auth")
+    # SIGTERM (e.g. from ``userpulse demo``) stops the server as Ctrl-C does: connections closed, exit 0.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with serving_stores(settings) as (views, documents):
         console.print(f"dashboard: http://{serving.host}:{serving.port}/")
-        pn.serve(
-            {"/": page_factory(settings, views, documents)},
-            address=serving.host,
-            port=serving.port,
-            websocket_origin=[f"{serving.host}:{serving.port}", f"localhost:{serving.port}"],
-            show=show,
-            title="UserPulse",
-            **auth,
-        )
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: a normal stop
+            pn.serve(
+                {"/": page_factory(settings, views, documents)},
+                address=serving.host,
+                port=serving.port,
+                websocket_origin=[f"{serving.host}:{serving.port}", f"localhost:{serving.port}"],
+                show=show,
+                title="UserPulse",
+                **auth,
+            )
 
 
 def dashboard(

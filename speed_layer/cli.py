@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 from core.settings import get_settings
 from core.spark import build_spark_session
 from core.streaming import MAX_REPLAY_RESTARTS, MissingTopicError, is_replay_metrics_failure
-from speed_layer.job import SpeedLayerJob, speed_layer_job
+from speed_layer.job import SpeedLayerJob, StopRequestedError, speed_layer_job
 
 console = Console(stderr=True)
 
@@ -26,10 +26,11 @@ def run_until_stopped(job: SpeedLayerJob, stop_requested: threading.Event) -> No
     restarts = 0
     query = job.start()
     while True:
-        if stop_requested.is_set() and not query.status["isTriggerActive"]:
-            # Between batches: a batch in flight would be replayed after a restart anyway, but needlessly.
-            query.stop()
-            return
+        if stop_requested.is_set():
+            job.stop_requested.set()  # the next batch refuses to start (see SpeedLayerJob.process_batch)
+            if not query.status["isTriggerActive"]:
+                query.stop()  # between batches: nothing in flight
+                return
         try:
             if not query.awaitTermination(0.5) and query.isActive:
                 continue
@@ -37,6 +38,10 @@ def run_until_stopped(job: SpeedLayerJob, stop_requested: threading.Event) -> No
             pass  # the same error is examined below
         error = query.exception()
         if error is None:
+            return
+        if stop_requested.is_set() and StopRequestedError.__name__ in str(error):
+            # Stopped at a batch boundary under load (Spark logs the refusal as an error).
+            console.print("stopped at a batch boundary: the refused batch is read again by the next run")
             return
         if not is_replay_metrics_failure(error) or restarts >= MAX_REPLAY_RESTARTS:
             console.print(f"[red]speed layer failed:[/red] {error}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,6 +109,10 @@ def dead_letter_document(row: dict[str, Any], job: str) -> dict[str, Any]:
     }
 
 
+class StopRequestedError(RuntimeError):
+    """Raised in a micro-batch that starts after a stop was requested; nothing of it is written."""
+
+
 class PhaseTimer:
     """Milliseconds spent in each named phase of a micro-batch, for the debug log."""
 
@@ -145,11 +150,18 @@ class SpeedLayerJob:
         self.job_name = settings.speed_layer.job_name
         self._pseudonymization_key = settings.secrets.pseudonymization_key.get_secret_value().encode()
         self._listener: BatchProgressListener | None = None
+        self.stop_requested = threading.Event()
+        """Set to stop at the next batch boundary: the batch under way finishes, the next one refuses."""
 
     # -- the micro-batch -------------------------------------------------------------------------------
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> BatchOutcome:
         """Parse, transform, dedupe and store one micro-batch; idempotent for a given ``batch_id``."""
+        if self.stop_requested.is_set():
+            # Under load the next batch starts the moment the last one ends, leaving no gap to stop
+            # in. Refusing it before it writes anything fails the query without committing the batch,
+            # so the next run reads those offsets again.
+            raise StopRequestedError(f"stop requested: batch {batch_id} is left for the next run")
         started = time.monotonic()
         processed_at = datetime.now(UTC)
         parsed = parse_kafka_records(batch).persist()

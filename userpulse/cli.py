@@ -6,7 +6,7 @@ import typer
 
 from batch_layer.cli import batch_app
 from core.register_cli import register
-from infra.cli import stack_app
+from infra.cli import demo, stack_app
 from ingestion.cli import produce
 from serving.cli import dashboard
 from speed_layer.cli import speed
@@ -22,6 +22,7 @@ app.command()(produce)
 app.command()(speed)
 app.command()(register)
 app.command()(dashboard)
+app.command()(demo)
 
 if __name__ == "__main__":
     app()

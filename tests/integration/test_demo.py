@@ -1,0 +1,117 @@
+"""``userpulse demo`` end to end: every part starts, data flows to the dashboard, Ctrl-C stops it all.
+
+The demo runs on the test's own topic, keyspace, database, folders and ports, on the already running
+stack (which it must leave running: it did not start it).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+from core.stores import cassandra_session, mongo_client
+from infra.stack import LocalStack
+from tests.integration.kafka_helpers import delete_topics, drop_keyspace
+from tests.integration.processes import cli_environment
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_answers(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def speed_batches(settings: Settings) -> int:
+    """Micro-batches the demo's speed layer has recorded (0 while its tables do not exist yet)."""
+    cluster, session = cassandra_session(settings)
+    try:
+        rows = session.execute(
+            f"SELECT batch_id FROM {settings.cassandra.keyspace}.stream_batches WHERE job = 'speed' LIMIT 1"
+        )
+        return len(list(rows))
+    except Exception:  # the job has not created its keyspace/tables yet
+        return 0
+    finally:
+        cluster.shutdown()
+
+
+def test_the_demo_runs_every_part_and_ctrl_c_stops_them_all(
+    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    name = unique_name("demo")
+    settings = stack_settings.model_copy(
+        update={
+            "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": name}),
+            "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": name}),
+            "mongo": stack_settings.mongo.model_copy(update={"database": name}),
+            "paths": stack_settings.paths.model_copy(update={"checkpoints_dir": tmp_path / "checkpoints"}),
+        }
+    )
+    dashboard_port, dagster_port = free_port(), free_port()
+    environment = cli_environment(
+        settings,
+        USERPULSE_PATHS__STACK_DIR=str(tmp_path / "stack"),
+        USERPULSE_PATHS__LAKE_DIR=str(tmp_path / "lake"),
+        USERPULSE_PATHS__DAGSTER_HOME=str(tmp_path / "dagster"),
+        USERPULSE_SERVING__PORT=str(dashboard_port),
+        USERPULSE_DEMO__DAGSTER_PORT=str(dagster_port),
+        USERPULSE_DEMO__PRODUCER_SOURCE="synthetic",
+        USERPULSE_DEMO__PRODUCER_RATE="50/s",
+        USERPULSE_SPARK__DRIVER_MEMORY="1g",
+    )
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "userpulse.cli", "demo"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while speed_batches(settings) == 0 or not port_answers(dashboard_port):
+            assert demo.poll() is None, f"the demo exited early:\n{demo.stdout.read() if demo.stdout else ''}"
+            assert time.monotonic() < deadline, "the demo did not get data to the speed layer in 300 s"
+            time.sleep(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{dagster_port}/server_info", timeout=10) as response:
+            assert "dagster_webserver_version" in json.load(response)
+        with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/", timeout=10) as response:
+            assert response.status == 200
+
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        output, _ = demo.communicate(timeout=240)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        delete_topics(settings, name, f"{name}.dlq")
+        drop_keyspace(settings, name)
+        client = mongo_client(settings)
+        client.drop_database(name)
+        client.close()
+
+    assert demo.returncode == 0, output
+    assert f"http://127.0.0.1:{dashboard_port}/" in output
+    # Each part stopped cleanly on its SIGTERM: the producer flushed, the speed layer ended its batch.
+    for part in ("dashboard", "dagster", "speed layer", "producer"):
+        assert f"{part}: stopped (exit code 0)" in output, output
+    assert not port_answers(dashboard_port) and not port_answers(dagster_port)
+    assert LocalStack(stack_settings).all_answering(), "the demo stopped a stack it did not start"
+    speed_log = (tmp_path / "stack" / "demo" / "speed.log").read_text()
+    assert "speed layer stopped" in speed_log and "speed layer failed" not in speed_log, speed_log[-3000:]
