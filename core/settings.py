@@ -191,6 +191,8 @@ class PathSettings(_Section):
     """Delta Lake tables."""
     checkpoints_dir: Path = PROJECT_ROOT / ".stack" / "checkpoints"
     """Structured Streaming checkpoints, one folder per job."""
+    dagster_home: Path = PROJECT_ROOT / ".stack" / "dagster"
+    """``DAGSTER_HOME`` of ``dagster dev`` in the demo: run history, schedule and sensor state."""
 
     @property
     def archive_table(self) -> Path:
@@ -231,6 +233,19 @@ class ServingSettings(_Section):
     """Signs the login cookie when basic auth is on; set your own where the dashboard is exposed."""
 
 
+class DemoSettings(_Section):
+    producer_source: Literal["randomuser", "synthetic", "auto"] = "auto"
+    """Where the demo's producer takes profiles from (``auto``: the API, synthetic when unreachable)."""
+    producer_rate: str = "20/s"
+    """The demo producer's target rate (randomuser.me allows 20,000 users per 5 minutes)."""
+    dagster_host: str = "127.0.0.1"
+    """Address the Dagster webserver of the demo binds to."""
+    dagster_port: int = 3000
+    """Port of the Dagster webserver of the demo."""
+    stop_timeout_s: float = 60.0
+    """How long the demo waits for each process to stop after SIGTERM before it kills it."""
+
+
 class SecretSettings(_Section):
     pseudonymization_key: SecretStr = SecretStr("local-development-only-pseudonymization-key")
     """HMAC key for keyed pseudonymization of PII. The default is for local runs only: set
@@ -257,6 +272,7 @@ class Settings(BaseSettings):
     speed_layer: SpeedLayerSettings = SpeedLayerSettings()
     batch_layer: BatchLayerSettings = BatchLayerSettings()
     serving: ServingSettings = ServingSettings()
+    demo: DemoSettings = DemoSettings()
     local_stack: LocalStackSettings = LocalStackSettings()
     paths: PathSettings = PathSettings()
     secrets: SecretSettings = SecretSettings()
