@@ -33,6 +33,14 @@ $(STAMPS)/ferretdb: infra/ferretdb/go.mod infra/ferretdb/go.sum infra/ferretdb/b
 	bash infra/ferretdb/build.sh $(TOOLS)/bin/ferretdb
 	touch $@
 
+# Debian's Chromium for the dashboard's browser test: Playwright cannot download its own browser here.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(STAMPS)/chromium:
+	@mkdir -p $(STAMPS)
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	touch $@
+
 install: $(STAMPS)/python $(STAMPS)/jars $(STAMPS)/ferretdb  ## Install the venv, the JVM jars and FerretDB
 
 lint: $(STAMPS)/python  ## ruff check and format check
@@ -46,15 +54,14 @@ format: $(STAMPS)/python  ## Apply ruff fixes and formatting
 unit: $(STAMPS)/python  ## Unit tests only (no services)
 	$(BIN)/pytest -m 'not integration'
 
-integration: install  ## Integration tests against the real services
+integration: install $(STAMPS)/chromium  ## Integration tests against the real services (and a browser)
 	$(BIN)/pytest -m integration
 
-test: install lint  ## Install everything, lint, run the whole test suite
+test: install $(STAMPS)/chromium lint  ## Install everything, lint, run the whole test suite
 	$(BIN)/pytest
 
-demo: install  ## Install everything, start the local stack, print its status
-	$(BIN)/userpulse stack up
-	$(BIN)/userpulse stack status
+demo: install  ## Install everything and run the whole pipeline (URLs printed; Ctrl-C stops it all)
+	$(BIN)/userpulse demo
 
 clean:  ## Stop the stack and remove its data (installed tools are kept)
 	-$(BIN)/userpulse stack down
