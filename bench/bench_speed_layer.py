@@ -45,6 +45,7 @@ def isolated_settings(base: Settings, name: str, checkpoints: str) -> Settings:
                 update={
                     "raw_profiles_collection": f"{name}_profiles",
                     "dead_letters_collection": f"{name}_dlq",
+                    "latest_profiles_collection": f"{name}_latest",
                 }
             ),
             "paths": base.paths.model_copy(update={"checkpoints_dir": base.paths.stack_dir / checkpoints}),
@@ -147,6 +148,7 @@ def cleanup(settings: Settings) -> None:
     with mongo_client(settings) as client:
         client[settings.mongo.database].drop_collection(settings.mongo.raw_profiles_collection)
         client[settings.mongo.database].drop_collection(settings.mongo.dead_letters_collection)
+        client[settings.mongo.database].drop_collection(settings.mongo.latest_profiles_collection)
 
 
 def main() -> None:

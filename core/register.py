@@ -15,6 +15,7 @@ may override them), so the rendered file does not depend on the environment it i
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -227,6 +228,14 @@ MONGO_PROFILES = Store(
     "Kafka coordinates; under-age profiles are not stored here",
     _UNTIL_DELETED + " FerretDB has no TTL indexes, so retention will be a scheduled job.",
 )
+MONGO_LATEST_PROFILES = Store(
+    StoreKind.MONGODB_COLLECTION,
+    f"{_MONGO.database}.{_MONGO.latest_profiles_collection}",
+    "speed_layer/stores.py (MongoRawStore._keep_latest)",
+    f"a copy of the newest {_MONGO.latest_profiles_kept} raw documents, for the dashboard's latest-profiles "
+    "table (FerretDB sorts by scanning the whole collection)",
+    f"the newest {_MONGO.latest_profiles_kept} documents only: each speed-layer batch trims the rest",
+)
 MONGO_DEAD_LETTERS = Store(
     StoreKind.MONGODB_COLLECTION,
     f"{_MONGO.database}.{_MONGO.dead_letters_collection}",
@@ -304,6 +313,7 @@ STORES: tuple[Store, ...] = (
     KAFKA_PROFILES,
     KAFKA_DEAD_LETTERS,
     MONGO_PROFILES,
+    MONGO_LATEST_PROFILES,
     MONGO_DEAD_LETTERS,
     CASSANDRA_PROFILES,
     SPEED_AGGREGATES,
@@ -587,6 +597,14 @@ def unknown_stores(declarations: Iterable[FieldDeclaration], stores: Sequence[St
     """Stores of declarations that are missing from ``stores`` (so the rendering would skip them)."""
     known = set(stores)
     return sorted({d.store.name for d in declarations if d.store not in known})
+
+
+# The latest-profiles copy holds the raw documents as they are: the same fields, declared once above.
+DECLARATIONS += tuple(
+    dataclasses.replace(declaration, store=MONGO_LATEST_PROFILES)
+    for declaration in DECLARATIONS
+    if declaration.store == MONGO_PROFILES
+)
 
 
 def declarations_of(store: Store) -> list[FieldDeclaration]:

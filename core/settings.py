@@ -107,6 +107,10 @@ class MongoSettings(_Section):
     """One raw document per profile (``_id`` = uuid), as received, with its Kafka coordinates."""
     dead_letters_collection: str = "dead_letters"
     """Records a streaming job could not use, with their raw bytes, Kafka coordinates and the reason."""
+    latest_profiles_collection: str = "latest_profiles"
+    """The newest raw documents only (a copy), for the dashboard: FerretDB sorts by scanning everything."""
+    latest_profiles_kept: int = 200
+    """How many documents ``latest_profiles_collection`` keeps (the newest by ``fetched_at``)."""
     username: str | None = None
     """User to authenticate as (against ``admin``); none for the local FerretDB."""
     password: SecretStr | None = None

@@ -17,7 +17,7 @@ from core.settings import Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from serving.dashboard import UserPulseDashboard
-from serving.profiles import ProfileDocuments
+from serving.profiles import ProfileDocuments, profile_documents
 from serving.views import ServingViews
 
 console = Console(stderr=True)
@@ -36,9 +36,7 @@ def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDo
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
         views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
         database = mongo_database(client, settings)
-        documents = ProfileDocuments(
-            database[settings.mongo.raw_profiles_collection], database[settings.mongo.dead_letters_collection]
-        )
+        documents = profile_documents(database, settings)
         yield views, documents
     finally:
         client.close()

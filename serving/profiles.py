@@ -14,7 +14,9 @@ from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.collection import Collection
+from pymongo.database import Database
 
+from core.settings import Settings
 from serving.views import ALL_TIME, TimeRange
 
 MASK = "***"
@@ -111,10 +113,15 @@ def latest_profiles_filter(
 
 
 class ProfileDocuments:
-    """Read side of the raw documents and dead letters the speed layer writes to MongoDB."""
+    """Read side of the raw documents and dead letters the speed layer writes to MongoDB.
 
-    def __init__(self, profiles: Collection, dead_letters: Collection) -> None:
-        self.profiles = profiles
+    The latest profiles come from the small copy of the newest documents the speed layer keeps
+    (``speed_layer.stores.MongoRawStore``): sorting the full collection is a scan on FerretDB. Filters
+    therefore narrow those newest documents (a rare country may show fewer rows than asked).
+    """
+
+    def __init__(self, latest_profiles: Collection, dead_letters: Collection) -> None:
+        self.latest_profiles = latest_profiles
         self.dead_letters = dead_letters
 
     def latest(
@@ -126,7 +133,7 @@ class ProfileDocuments:
     ) -> list[ProfileRow]:
         """The ``limit`` most recently fetched profiles matching the filters, newest first, masked."""
         cursor = (
-            self.profiles.find(latest_profiles_filter(country, gender, time_range), PROJECTION)
+            self.latest_profiles.find(latest_profiles_filter(country, gender, time_range), PROJECTION)
             .sort("fetched_at", DESCENDING)
             .limit(limit)
         )
@@ -135,3 +142,10 @@ class ProfileDocuments:
     def dead_lettered(self) -> int:
         """Records the streaming jobs could not use (from the collection's metadata: no scan)."""
         return self.dead_letters.estimated_document_count()
+
+
+def profile_documents(database: Database, settings: Settings) -> ProfileDocuments:
+    """The read side of the configured collections."""
+    return ProfileDocuments(
+        database[settings.mongo.latest_profiles_collection], database[settings.mongo.dead_letters_collection]
+    )

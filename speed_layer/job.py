@@ -43,7 +43,7 @@ from core.stores import cassandra_session, mongo_client, mongo_database
 from core.streaming import require_topic, run_until_consumed
 from core.transformations import split_by_minimum_age, transform_profiles
 from infra.cassandra_schema import apply_schema
-from speed_layer.stores import CassandraSpeedStore, MongoRawStore
+from speed_layer.stores import CassandraSpeedStore, MongoRawStore, mongo_raw_store
 
 logger = logging.getLogger(__name__)
 
@@ -387,9 +387,7 @@ def speed_layer_job(
         keyspace = settings.cassandra.keyspace
         apply_schema(session, keyspace, settings.cassandra.replication_factor)
         database = mongo_database(client, settings)
-        mongo = MongoRawStore(
-            database[settings.mongo.raw_profiles_collection], database[settings.mongo.dead_letters_collection]
-        )
+        mongo = mongo_raw_store(database, settings)
         mongo.ensure_indexes()
         cassandra = CassandraSpeedStore(session, keyspace, settings.speed_layer.cassandra_concurrency)
         job = SpeedLayerJob(

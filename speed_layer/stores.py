@@ -15,7 +15,10 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 from pymongo import DESCENDING
 from pymongo.collection import Collection
+from pymongo.database import Database
 from pymongo.errors import BulkWriteError
+
+from core.settings import Settings
 
 PROFILE_COLUMNS: tuple[str, ...] = (
     "uuid", "first_batch_id", "fetched_at", "source", "gender", "country", "nationality", "email_domain",
@@ -108,21 +111,49 @@ class CassandraSpeedStore:
 class MongoRawStore:
     """Raw profile documents and dead letters in MongoDB (or any server of its wire protocol)."""
 
-    def __init__(self, profiles: Collection, dead_letters: Collection) -> None:
+    def __init__(
+        self,
+        profiles: Collection,
+        dead_letters: Collection,
+        latest: Collection | None = None,
+        latest_kept: int = 200,
+    ) -> None:
         self.profiles = profiles
         self.dead_letters = dead_letters
+        self.latest = latest
+        """A small copy of the newest documents: FerretDB's SQLite backend sorts by reading every
+        document (no index is used), so "the latest profiles" cannot be asked of the full collection."""
+        self.latest_kept = latest_kept
 
     def ensure_indexes(self) -> None:
         """Indexes for "latest profiles" and "profiles of a country" (idempotent)."""
-        self.profiles.create_index([("fetched_at", DESCENDING)], name="latest_profiles")
-        self.profiles.create_index(
-            [("user.location.country", 1), ("fetched_at", DESCENDING)], name="by_country"
-        )
+        for collection in (self.profiles, self.latest):
+            if collection is None:
+                continue
+            collection.create_index([("fetched_at", DESCENDING)], name="latest_profiles")
+            collection.create_index(
+                [("user.location.country", 1), ("fetched_at", DESCENDING)], name="by_country"
+            )
         self.dead_letters.create_index([("stored_at", DESCENDING)], name="latest_dead_letters")
 
     def insert_profiles(self, documents: Sequence[Mapping[str, Any]]) -> None:
         """Insert each document once by ``_id``: a replay, or a later duplicate, changes nothing."""
         _insert_once(self.profiles, documents)
+        self._keep_latest(documents)
+
+    def _keep_latest(self, documents: Sequence[Mapping[str, Any]]) -> None:
+        """Add the newest of ``documents`` to the latest-profiles copy, then trim it to ``latest_kept``."""
+        if self.latest is None or not documents:
+            return
+        newest = sorted(documents, key=lambda document: document["fetched_at"], reverse=True)
+        _insert_once(self.latest, newest[: self.latest_kept])
+        kept = [
+            document["_id"]
+            for document in self.latest.find({}, {"_id": 1})
+            .sort("fetched_at", DESCENDING)
+            .limit(self.latest_kept)
+        ]
+        self.latest.delete_many({"_id": {"$nin": kept}})
 
     def insert_dead_letters(self, letters: Sequence[Mapping[str, Any]], stored_at: datetime) -> None:
         """Insert each dead letter once, keyed by its Kafka coordinates."""
@@ -143,3 +174,14 @@ def _insert_once(collection: Collection, documents: Sequence[Mapping[str, Any]])
         other_errors = [e for e in error.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
         if other_errors or error.details.get("writeConcernErrors"):
             raise
+
+
+def mongo_raw_store(database: Database, settings: Settings) -> MongoRawStore:
+    """The raw-document store of the configured collections."""
+    mongo = settings.mongo
+    return MongoRawStore(
+        database[mongo.raw_profiles_collection],
+        database[mongo.dead_letters_collection],
+        database[mongo.latest_profiles_collection],
+        mongo.latest_profiles_kept,
+    )

@@ -25,6 +25,7 @@ def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
         "USERPULSE_MONGO__DATABASE": settings.mongo.database,
         "USERPULSE_MONGO__RAW_PROFILES_COLLECTION": settings.mongo.raw_profiles_collection,
         "USERPULSE_MONGO__DEAD_LETTERS_COLLECTION": settings.mongo.dead_letters_collection,
+        "USERPULSE_MONGO__LATEST_PROFILES_COLLECTION": settings.mongo.latest_profiles_collection,
         "USERPULSE_PATHS__CHECKPOINTS_DIR": str(settings.paths.checkpoints_dir),
     }
     if settings.mongo.username and settings.mongo.password:

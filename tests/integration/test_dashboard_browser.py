@@ -32,7 +32,7 @@ from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import dead_letter_document, raw_document
-from speed_layer.stores import CassandraSpeedStore, MongoRawStore
+from speed_layer.stores import CassandraSpeedStore, mongo_raw_store
 from tests.integration.kafka_helpers import drop_keyspace
 from tests.integration.processes import cli_environment
 from tests.integration.profiles_input import add, dimension_values, exact_age
@@ -92,9 +92,7 @@ class Stores:
         self.batch = BatchViewStore(session, keyspace, concurrency=32)
         self.client = mongo_client(settings)
         database = mongo_database(self.client, settings)
-        self.mongo = MongoRawStore(
-            database[settings.mongo.raw_profiles_collection], database[settings.mongo.dead_letters_collection]
-        )
+        self.mongo = mongo_raw_store(database, settings)
         self.mongo.ensure_indexes()
         self.next_batch_id = 0
 

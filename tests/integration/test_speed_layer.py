@@ -58,6 +58,7 @@ def speed_settings(
                 update={
                     "raw_profiles_collection": f"{name}_profiles",
                     "dead_letters_collection": f"{name}_dlq",
+                    "latest_profiles_collection": f"{name}_latest",
                 }
             ),
             "speed_layer": stack_settings.speed_layer.model_copy(update={"max_offsets_per_trigger": 120}),
@@ -71,6 +72,7 @@ def speed_settings(
     with mongo_client(settings) as client:
         client[settings.mongo.database].drop_collection(settings.mongo.raw_profiles_collection)
         client[settings.mongo.database].drop_collection(settings.mongo.dead_letters_collection)
+        client[settings.mongo.database].drop_collection(settings.mongo.latest_profiles_collection)
 
 
 # -- reading the stores back -------------------------------------------------------------------------

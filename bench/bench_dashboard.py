@@ -1,0 +1,247 @@
+"""Dashboard benchmark: latency of one refresh query (``serving.snapshot.take_snapshot``) on loaded stores.
+
+    .venv/bin/python bench/bench_dashboard.py [--profiles 1000000] [--documents 1000000] [--repeat 50]
+
+The stores are loaded as the layers would leave them after ``--profiles`` adult profiles: a current batch
+view over ``--hours`` of one-minute windows before the cutoff (90% of the profiles), and speed partials
+of ``--batches-per-window`` micro-batches per window for ``--speed-windows`` windows from the cutoff on
+(the other 10%), written with the layers' own store classes; MongoDB gets ``--documents`` raw documents.
+Dimension values come from a pool of synthetic profiles, so the value counts are realistic.
+
+Then one refresh is timed ``--repeat`` times for each filter (all time; last hour; one country), and its
+parts (merged breakdowns, timeline, latest profiles) on their own: p50 and p95 in milliseconds.
+Starts the local stack if it is not running (and stops it after); everything it creates is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from batch_layer.recompute import BatchViewStore
+from core.aggregates import window_floor
+from core.profile import profile_envelope
+from core.settings import Settings, get_settings
+from core.stores import cassandra_session, mongo_client, mongo_database
+from core.transformations import age_band_of
+from infra.cassandra_schema import apply_schema
+from infra.stack import LocalStack
+from ingestion.synthetic import SyntheticSource
+from serving.profiles import profile_documents
+from serving.snapshot import Filters, take_snapshot
+from serving.views import ServingViews, TimeRange
+from speed_layer.job import raw_document
+from speed_layer.stores import CassandraSpeedStore, mongo_raw_store
+
+WINDOW = timedelta(minutes=1)
+POOL = 5_000
+
+
+def profile_pool(now: datetime) -> list[dict[str, Any]]:
+    """Synthetic adults with their dimension values and age, to draw the loaded profiles from."""
+    pool = []
+    source = SyntheticSource(7)
+    for user in source.next_batch(POOL) + source.next_batch(POOL):
+        age = int(user["dob"]["age"])
+        if age < 18:
+            continue
+        values = {
+            "country": user["location"]["country"],
+            "gender": user["gender"],
+            "nationality": user["nat"],
+            "email_domain": user["email"].rsplit("@", 1)[1].lower(),
+            "age_band": age_band_of(age),
+        }
+        pool.append({"user": user, "age": age, "values": values})
+    return pool[:POOL]
+
+
+def aggregate(
+    pool: list[dict[str, Any]], count: int, windows: list[datetime], offset: int = 0
+) -> dict[tuple[str, datetime, str], list[int]]:
+    """(dimension, window, value) -> [profiles, age sum, min, max] for ``count`` profiles over ``windows``."""
+    rows: dict[tuple[str, datetime, str], list[int]] = {}
+    per_window: Counter[tuple[int, int]] = Counter(
+        ((offset + i) % len(pool), i % len(windows)) for i in range(count)
+    )
+    for (pool_index, window_index), times in per_window.items():
+        entry = pool[pool_index]
+        for dimension, value in entry["values"].items():
+            figures = rows.setdefault((dimension, windows[window_index], value), [0, 0, 200, 0])
+            figures[0] += times
+            figures[1] += times * entry["age"]
+            figures[2] = min(figures[2], entry["age"])
+            figures[3] = max(figures[3], entry["age"])
+    return rows
+
+
+def load(
+    settings: Settings, profiles: int, documents: int, hours: int, speed_windows: int, batches: int
+) -> None:
+    now = datetime.now(UTC)
+    pool = profile_pool(now)
+    cutoff = window_floor(now, 60) - (speed_windows - 1) * WINDOW
+    batch_windows = [cutoff - (i + 1) * WINDOW for i in range(hours * 60)]
+    after_cutoff = [cutoff + i * WINDOW for i in range(speed_windows)]
+    batch_count = profiles * 9 // 10
+    cluster, session = cassandra_session(settings)
+    try:
+        keyspace = settings.cassandra.keyspace
+        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        started = time.monotonic()
+        batch_rows = aggregate(pool, batch_count, batch_windows)
+        totals: dict[tuple[str, str], list[int]] = {}
+        for (dimension, _window, value), f in batch_rows.items():
+            total = totals.setdefault((dimension, value), [0, 0, 200, 0])
+            total[0], total[1] = total[0] + f[0], total[1] + f[1]
+            total[2], total[3] = min(total[2], f[2]), max(total[3], f[3])
+        batch_store = BatchViewStore(session, keyspace, concurrency=128)
+        batch_store.write_version(
+            1,
+            [{"dimension": d, "value": v, "profiles": f[0], "age_sum": f[1], "age_min": f[2], "age_max": f[3]}
+             for (d, v), f in totals.items()],
+            [{"dimension": d, "window_start": w, "value": v, "window_end": w + WINDOW, "profiles": f[0],
+              "age_sum": f[1], "age_min": f[2], "age_max": f[3]}
+             for (d, w, v), f in batch_rows.items()],
+        )  # fmt: skip
+        batch_store.make_current(1, cutoff, batch_count)
+        speed_store = CassandraSpeedStore(session, keyspace, concurrency=128)
+        speed_count = profiles - batch_count
+        per_batch = max(1, speed_count // (speed_windows * batches))
+        partials = []
+        for batch_id in range(speed_windows * batches):
+            window = after_cutoff[batch_id // batches]
+            rows = aggregate(pool, per_batch, [window], offset=batch_id * per_batch)
+            partials.extend(
+                {"dimension": d, "window_start": w, "value": v, "batch_id": batch_id,
+                 "window_end": w + WINDOW, "profiles": f[0], "age_sum": f[1], "age_min": f[2],
+                 "age_max": f[3]}
+                for (d, w, v), f in rows.items()
+            )  # fmt: skip
+        speed_store.write_partials(partials)
+        print(
+            f"cassandra: batch view of {batch_count:,} profiles in {len(batch_rows):,} window rows, "
+            f"{len(partials):,} speed partials, loaded in {time.monotonic() - started:.0f} s"
+        )
+    finally:
+        cluster.shutdown()
+    client = mongo_client(settings)
+    try:
+        database = mongo_database(client, settings)
+        raw = mongo_raw_store(database, settings)
+        raw.ensure_indexes()
+        started = time.monotonic()
+        chunk = 10_000
+        for first in range(0, documents, chunk):
+            batch = []
+            for i in range(first, min(first + chunk, documents)):
+                entry = pool[i % len(pool)]
+                user = {**entry["user"], "login": {**entry["user"]["login"], "uuid": str(uuid.uuid4())}}
+                fetched_at = now - timedelta(seconds=(documents - i) * hours * 3600 / documents)
+                envelope = profile_envelope(user, "synthetic", fetched_at).model_dump_json()
+                row = {"uuid": user["login"]["uuid"], "raw_value": envelope.encode(),
+                       "fetched_at": fetched_at, "topic": "bench", "partition": 0, "offset": i}  # fmt: skip
+                batch.append(raw_document(row, now))
+            raw.insert_profiles(batch)
+        print(f"mongodb: {documents:,} raw documents loaded in {time.monotonic() - started:.0f} s")
+    finally:
+        client.close()
+
+
+def timed(label: str, call: Callable[[], object], repeat: int) -> dict[str, Any]:
+    call()  # warm-up: prepared statements, connection pools
+    durations = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        durations.append((time.perf_counter() - started) * 1000)
+    durations.sort()
+    figures = {
+        "query": label,
+        "p50_ms": round(statistics.median(durations), 1),
+        "p95_ms": round(durations[min(len(durations) - 1, int(len(durations) * 0.95))], 1),
+    }
+    print(f"{label:<40} p50 {figures['p50_ms']:>8.1f} ms   p95 {figures['p95_ms']:>8.1f} ms")
+    return figures
+
+
+def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
+    cluster, session = cassandra_session(settings)
+    client = mongo_client(settings)
+    try:
+        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        database = mongo_database(client, settings)
+        documents = profile_documents(database, settings)
+        country = views.dimension("country").values[0].value
+        serving = settings.serving
+
+        def refresh(filters: Filters) -> Callable[[], object]:
+            return lambda: take_snapshot(
+                views, documents, filters, 60, serving.timeline_minutes, serving.latest_profiles
+            )
+
+        last_hour = TimeRange(start=window_floor(datetime.now(UTC), 60) - 60 * WINDOW)
+        return [
+            timed("refresh, all time", refresh(Filters()), repeat),
+            timed("refresh, last hour", refresh(Filters(minutes=60)), repeat),
+            timed(f"refresh, country = {country}", refresh(Filters(country=country)), repeat),
+            timed("merged breakdowns, all time (Cassandra)", lambda: views.dimensions(
+                ("country", "gender", "nationality", "email_domain", "age_band")), repeat),
+            timed("timeline, last hour (Cassandra)", lambda: views.timeline(last_hour), repeat),
+            timed("latest profiles (MongoDB)", lambda: documents.latest(serving.latest_profiles), repeat),
+            timed(f"latest profiles of {country} (MongoDB)", lambda: documents.latest(
+                serving.latest_profiles, country=country), repeat),
+        ]  # fmt: skip
+    finally:
+        client.close()
+        cluster.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--documents", type=int, default=1_000_000)
+    parser.add_argument("--hours", type=int, default=24, help="hours of batch windows before the cutoff")
+    parser.add_argument("--speed-windows", type=int, default=30)
+    parser.add_argument("--batches-per-window", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args()
+
+    base = get_settings()
+    name = f"bench_dashboard_{uuid.uuid4().hex[:8]}"
+    settings = base.model_copy(
+        update={
+            "cassandra": base.cassandra.model_copy(update={"keyspace": name}),
+            "mongo": base.mongo.model_copy(update={"database": name}),
+        }
+    )
+    stack = LocalStack(base)
+    started_stack = not stack.all_answering()
+    if started_stack:
+        stack.up()
+    try:
+        load(settings, args.profiles, args.documents, args.hours, args.speed_windows, args.batches_per_window)
+        results = measure(settings, args.repeat)
+        print(json.dumps({"profiles": args.profiles, "documents": args.documents, "results": results}))
+    finally:
+        cluster, session = cassandra_session(settings)
+        session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+        cluster.shutdown()
+        client = mongo_client(settings)
+        client.drop_database(name)
+        client.close()
+        if started_stack:
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()

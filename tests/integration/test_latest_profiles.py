@@ -1,0 +1,53 @@
+"""The small latest-profiles copy the speed layer's raw store keeps, on the real MongoDB-compatible server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo.database import Database
+
+from core.settings import Settings
+from core.stores import mongo_client
+from serving.profiles import ProfileDocuments
+from speed_layer.stores import MongoRawStore
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def database(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[Database]:
+    name = unique_name("latest")
+    client = mongo_client(stack_settings)
+    yield client[name]
+    client.drop_database(name)
+    client.close()
+
+
+def document(index: int, country: str) -> dict:
+    return {
+        "_id": f"uuid-{index}",
+        "fetched_at": T0 + timedelta(seconds=index),
+        "source": "synthetic",
+        "user": {"name": {"first": "Ann", "last": "Lee"}, "email": "ann@example.com", "phone": "555-0101",
+                 "gender": "female", "dob": {"age": 30}, "location": {"country": country}, "nat": "FR"},
+    }  # fmt: skip
+
+
+def test_the_copy_keeps_only_the_newest_documents_and_serves_them_newest_first(database: Database) -> None:
+    store = MongoRawStore(database["profiles"], database["dead_letters"], database["latest"], latest_kept=5)
+    store.ensure_indexes()
+    # Three batches, the second one older than the first (late data) and with a replayed document.
+    store.insert_profiles([document(i, "France") for i in range(10, 14)])
+    store.insert_profiles([document(i, "Spain") for i in range(0, 4)] + [document(13, "France")])
+    store.insert_profiles([document(i, "Spain") for i in range(14, 17)])
+
+    assert database["profiles"].count_documents({}) == 11  # every document once
+    assert sorted(d["_id"] for d in database["latest"].find()) == [f"uuid-{i}" for i in range(12, 17)]
+    documents = ProfileDocuments(database["latest"], database["dead_letters"])
+    assert [row.uuid for row in documents.latest(3)] == ["uuid-16", "uuid-15", "uuid-14"]
+    assert [row.uuid for row in documents.latest(10, country="France")] == ["uuid-13", "uuid-12"]
+    assert documents.latest(1)[0].email == "a***@example.com"
