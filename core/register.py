@@ -15,7 +15,6 @@ may override them), so the rendered file does not depend on the environment it i
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -441,6 +440,25 @@ def _aggregates(store: Store, keys: dict[str, str]) -> list[FieldDeclaration]:
     ]
 
 
+def _raw_document(store: Store) -> list[FieldDeclaration]:
+    """The fields of ``speed_layer.job.raw_document``: the user as received, its envelope and coordinates."""
+    return [
+        _field(store, "_id", _D, Protection.NONE, LINKAGE, "login.uuid, in clear"),
+        *_user_as_received(store, "user."),
+        *_technical(store, {"source": "randomuser or synthetic"}, MASTER_DATA),
+        *_technical(store, {"fetched_at": "when the producer received the profile"}, ANALYTICS),
+        *_technical(
+            store,
+            {
+                "kafka.topic": "Kafka topic of the record",
+                "kafka.partition": "Kafka partition of the record",
+                "kafka.offset": "Kafka offset of the record",
+                "ingested_at": "when the speed layer processed the record",
+            },
+        ),
+    ]
+
+
 _ENVELOPE_FIELDS: dict[str, str] = {
     "schema_version": "version of the envelope layout",
     "source": "randomuser or synthetic",
@@ -472,20 +490,9 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
         DATA_QUALITY,
         "the record as received, credentials removed: may hold any field of a profile, in clear",
     ),
-    # MongoDB: the raw documents and the speed layer's dead letters.
-    _field(MONGO_PROFILES, "_id", _D, Protection.NONE, LINKAGE, "login.uuid, in clear"),
-    *_user_as_received(MONGO_PROFILES, "user."),
-    *_technical(MONGO_PROFILES, {"source": "randomuser or synthetic"}, MASTER_DATA),
-    *_technical(MONGO_PROFILES, {"fetched_at": "when the producer received the profile"}, ANALYTICS),
-    *_technical(
-        MONGO_PROFILES,
-        {
-            "kafka.topic": "Kafka topic of the record",
-            "kafka.partition": "Kafka partition of the record",
-            "kafka.offset": "Kafka offset of the record",
-            "ingested_at": "when the speed layer processed the record",
-        },
-    ),
+    # MongoDB: the raw documents, their latest-profiles copy and the speed layer's dead letters.
+    *_raw_document(MONGO_PROFILES),
+    *_raw_document(MONGO_LATEST_PROFILES),
     *_technical(
         MONGO_DEAD_LETTERS,
         {
@@ -597,14 +604,6 @@ def unknown_stores(declarations: Iterable[FieldDeclaration], stores: Sequence[St
     """Stores of declarations that are missing from ``stores`` (so the rendering would skip them)."""
     known = set(stores)
     return sorted({d.store.name for d in declarations if d.store not in known})
-
-
-# The latest-profiles copy holds the raw documents as they are: the same fields, declared once above.
-DECLARATIONS += tuple(
-    dataclasses.replace(declaration, store=MONGO_LATEST_PROFILES)
-    for declaration in DECLARATIONS
-    if declaration.store == MONGO_PROFILES
-)
 
 
 def declarations_of(store: Store) -> list[FieldDeclaration]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import dead_letter_document, raw_document
-from speed_layer.stores import MongoRawStore
+from speed_layer.stores import mongo_raw_store
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "randomuser"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -110,13 +111,49 @@ class RecordingKafkaProducer:
 
 
 class RecordingCollection:
-    """Keeps what ``insert_many`` is given."""
+    """Keeps the documents inserted; answers the few queries the raw store makes (find, sort, limit,
+    delete by ``_id``), so its trimming runs too."""
 
     def __init__(self) -> None:
         self.documents: list[dict[str, Any]] = []
+        self.inserted: list[dict[str, Any]] = []
+        """Every document ever inserted, trimmed or not: what the collection has held."""
 
     def insert_many(self, documents: list[dict[str, Any]], ordered: bool = True) -> None:
         self.documents.extend(documents)
+        self.inserted.extend(documents)
+
+    def find(self, *_: Any) -> RecordingCursor:
+        return RecordingCursor(list(self.documents))
+
+    def delete_many(self, query: dict[str, Any]) -> None:
+        [(field, condition)] = query.items()
+        assert field == "_id" and list(condition) == ["$nin"], query
+        self.documents = [d for d in self.documents if d["_id"] in condition["$nin"]]
+
+
+class RecordingCursor:
+    def __init__(self, documents: list[dict[str, Any]]) -> None:
+        self.documents = documents
+
+    def sort(self, field: str, direction: int) -> RecordingCursor:
+        return RecordingCursor(sorted(self.documents, key=lambda d: d[field], reverse=direction < 0))
+
+    def limit(self, count: int) -> RecordingCursor:
+        return RecordingCursor(self.documents[:count])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.documents)
+
+
+class RecordingDatabase:
+    """Hands out one recording collection per name."""
+
+    def __init__(self) -> None:
+        self.collections: dict[str, RecordingCollection] = {}
+
+    def __getitem__(self, name: str) -> RecordingCollection:
+        return self.collections.setdefault(name, RecordingCollection())
 
 
 class RecordingSession:
@@ -188,9 +225,10 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
         reg.KAFKA_DEAD_LETTERS.key: set().union(*(message_fields(m, nested=False) for m in letters)),
     }
 
-    # MongoDB: raw documents and dead letters, built and inserted by the speed layer's own functions.
-    raw, dead = RecordingCollection(), RecordingCollection()
-    mongo = MongoRawStore(raw, dead)  # type: ignore[arg-type]
+    # MongoDB: every collection the speed layer's raw store writes, with the documents its own functions
+    # build (raw documents, the latest-profiles copy, dead letters).
+    database = RecordingDatabase()
+    mongo = mongo_raw_store(database, settings)  # type: ignore[arg-type]
     mongo.insert_profiles(
         [
             raw_document(
@@ -212,10 +250,10 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
     bad_rows = collect_dicts(dead_letter_records(parse_kafka_records(kafka_rows)))
     assert bad_rows
     mongo.insert_dead_letters([dead_letter_document(row, "speed") for row in bad_rows], NOW)
-    fields[reg.MONGO_PROFILES.key] = set().union(*(flatten(d) for d in raw.documents))
-    # The latest-profiles copy stores those very documents (MongoRawStore._keep_latest inserts them).
-    fields[reg.MONGO_LATEST_PROFILES.key] = fields[reg.MONGO_PROFILES.key]
-    fields[reg.MONGO_DEAD_LETTERS.key] = set().union(*(flatten(d) for d in dead.documents))
+    for name, collection in database.collections.items():
+        if collection.inserted:
+            key = (reg.StoreKind.MONGODB_COLLECTION, f"{settings.mongo.database}.{name}")
+            fields[key] = set().union(*(flatten(d) for d in collection.inserted))
 
     # Cassandra: every table the schema code creates (the CQL files and its own bookkeeping table).
     session = RecordingSession()
