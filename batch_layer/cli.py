@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from batch_layer.archive import run_archive
+from batch_layer.maintenance import maintain_lake
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import get_settings
 from core.spark import build_spark_session
@@ -75,3 +76,27 @@ def recompute(
         f"batch views version {result.version}: {result.profiles:,} profiles before cutoff {result.cutoff}; "
         f"removed versions {result.removed_versions or 'none'}"
     )
+
+
+@batch_app.command()
+def maintain(
+    retention_hours: Annotated[
+        float | None,
+        typer.Option(help="Keep unreferenced files this long (default: batch_layer.vacuum_retention_hours)."),
+    ] = None,
+) -> None:
+    """OPTIMIZE (compact small files) and VACUUM (delete files no version within the retention needs)
+    the archive and the silver table."""
+    settings = get_settings()
+    spark = build_spark_session(settings, app_name="userpulse-maintain")
+    try:
+        results = maintain_lake(settings, spark, retention_hours)
+    finally:
+        spark.stop()
+    for result in results:
+        console.print(
+            f"{result.path}: {result.files_before} -> {result.files_after} files in the current version, "
+            f"{result.files_vacuumed} unreferenced files deleted ({result.files_on_disk_after} on disk)"
+        )
+    if not results:
+        console.print("no Delta table to maintain yet")

@@ -13,7 +13,8 @@ either: it is recomputed from every silver day, since the latest version of a pr
 
 Day to day, the ``archive_topic`` job runs on a schedule (or when the sensor sees new offsets); each
 archive materialization records the ingestion days it appended to, and the ``refresh_appended_days``
-sensor asks for one ``refresh_views`` run over exactly those days.
+sensor asks for one ``refresh_views`` run over exactly those days. ``maintain_lake`` compacts and
+vacuums both Delta tables every night.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations at definition time.
@@ -32,6 +33,7 @@ from dagster import (
     DefaultSensorStatus,
     Definitions,
     MaterializeResult,
+    RetryPolicy,
     RunRequest,
     ScheduleDefinition,
     SensorEvaluationContext,
@@ -51,6 +53,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.archive import archived_end_offsets, run_archive
+from batch_layer.maintenance import maintain_lake
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
@@ -190,6 +193,25 @@ def batch_views(userpulse: UserPulseResource) -> MaterializeResult:
     )
 
 
+@asset(
+    group_name="batch_layer",
+    deps=[profile_archive, silver_profiles],
+    # OPTIMIZE loses to a concurrent commit that removed the same files (a silver refresh of the same
+    # day): Delta refuses the second commit, nothing is damaged, and a later attempt goes through.
+    retry_policy=RetryPolicy(max_retries=2, delay=120),
+)
+def lake_maintenance(userpulse: UserPulseResource) -> MaterializeResult:
+    """OPTIMIZE and VACUUM of the archive and silver tables (``batch_layer.vacuum_retention_hours``)."""
+    results = maintain_lake(userpulse.settings(), userpulse.spark())
+    metadata: dict[str, int] = {}
+    for result in results:
+        name = result.path.name
+        metadata[f"{name}_files_before"] = result.files_before
+        metadata[f"{name}_files_after"] = result.files_after
+        metadata[f"{name}_files_vacuumed"] = result.files_vacuumed
+    return MaterializeResult(metadata=metadata)
+
+
 @asset_check(asset=profile_archive, blocking=True)
 def archive_holds_every_offset(userpulse: UserPulseResource) -> AssetCheckResult:
     """The archive has consumed the topic up to its end offsets, and holds each offset once."""
@@ -289,6 +311,10 @@ refresh_job = define_asset_job("refresh_views", selection=[silver_profiles, batc
 
 every_15_minutes = ScheduleDefinition(job=archive_job, cron_schedule="*/15 * * * *")
 
+maintenance_job = define_asset_job("maintain_lake", selection=[lake_maintenance])
+
+nightly_maintenance = ScheduleDefinition(job=maintenance_job, cron_schedule="30 3 * * *")
+
 
 @sensor(job=archive_job, minimum_interval_seconds=60)
 def new_offsets_waiting(context: SensorEvaluationContext) -> RunRequest | SkipReason:
@@ -353,15 +379,15 @@ def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | Skip
 
 
 defs = Definitions(
-    assets=[profile_archive, silver_profiles, batch_views],
+    assets=[profile_archive, silver_profiles, batch_views, lake_maintenance],
     asset_checks=[
         archive_holds_every_offset,
         silver_has_no_null_uuid,
         batch_totals_match_silver,
         cutoff_moves_forward,
     ],
-    jobs=[archive_job, refresh_job],
-    schedules=[every_15_minutes],
+    jobs=[archive_job, refresh_job, maintenance_job],
+    schedules=[every_15_minutes, nightly_maintenance],
     sensors=[new_offsets_waiting, refresh_appended_days],
     resources={"userpulse": UserPulseResource()},
     executor=in_process_executor,  # one Spark session per run, not one JVM per step

@@ -1,5 +1,5 @@
-"""Wiring: the Dagster definitions load, the jobs resolve, the graph is archive -> silver -> views, silver
-is partitioned by ingestion day, and archived days become one refresh range."""
+"""Wiring: the Dagster definitions load, the jobs resolve, the graph is archive -> silver -> views (and
+lake maintenance), silver is partitioned by ingestion day, and archived days become one refresh range."""
 
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ def test_definitions_load_and_the_jobs_resolve() -> None:
         "profile_archive",
         "silver_profiles",
         "batch_views",
+        "lake_maintenance",
     }
     assert graph.get(AssetKey("silver_profiles")).parent_keys == {AssetKey("profile_archive")}
     assert graph.get(AssetKey("batch_views")).parent_keys == {AssetKey("silver_profiles")}
+    assert graph.get(AssetKey("lake_maintenance")).parent_keys == {
+        AssetKey("profile_archive"),
+        AssetKey("silver_profiles"),
+    }
     assert defs.resolve_job_def("archive_topic").asset_layer.selected_asset_keys == {
         AssetKey("profile_archive")
     }
@@ -35,7 +40,11 @@ def test_definitions_load_and_the_jobs_resolve() -> None:
         AssetKey("silver_profiles"),
         AssetKey("batch_views"),
     }
+    assert defs.resolve_job_def("maintain_lake").asset_layer.selected_asset_keys == {
+        AssetKey("lake_maintenance")
+    }
     assert defs.resolve_schedule_def("archive_topic_schedule").cron_schedule == "*/15 * * * *"
+    assert defs.resolve_schedule_def("maintain_lake_schedule").cron_schedule == "30 3 * * *"
     assert defs.resolve_sensor_def("new_offsets_waiting").job_name == "archive_topic"
     assert defs.resolve_sensor_def("refresh_appended_days").job_name == "refresh_views"
 
