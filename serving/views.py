@@ -285,9 +285,12 @@ class ServingViews:
         self._last_speed_window = prepare(
             f"SELECT window_start FROM {ks}.speed_windows WHERE dimension = ? LIMIT 1"
         )
+        # Cassandra sums a window's micro-batch partials itself (GROUP BY a primary-key prefix): one row
+        # per value and window reaches Python instead of one per micro-batch.
         self._speed_windows = prepare(
-            f"SELECT window_start, value, profiles, age_sum, age_min, age_max FROM {ks}.speed_aggregates "
-            "WHERE dimension = ? AND window_start IN ?"
+            "SELECT window_start, value, SUM(profiles) AS profiles, SUM(age_sum) AS age_sum, "
+            f"MIN(age_min) AS age_min, MAX(age_max) AS age_max FROM {ks}.speed_aggregates "
+            "WHERE dimension = ? AND window_start IN ? GROUP BY dimension, window_start, value"
         )
         self._speed_progress = prepare(
             f"SELECT processed_at, max_event_time, kafka_lag, late_rows_dropped FROM {ks}.stream_batches "
