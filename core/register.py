@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from core.settings import PROJECT_ROOT, CassandraSettings, KafkaSettings, MongoSettings, PathSettings
+from core.settings import (
+    PROJECT_ROOT,
+    BatchLayerSettings,
+    CassandraSettings,
+    KafkaSettings,
+    MongoSettings,
+    PathSettings,
+)
 
 REGISTER_PATH = PROJECT_ROOT / "docs" / "register.md"
 """Where ``userpulse register`` writes the rendered register (committed, checked by a test)."""
@@ -182,6 +189,7 @@ _KAFKA = KafkaSettings()
 _MONGO = MongoSettings()
 _KEYSPACE = CassandraSettings().keyspace
 _PATHS = PathSettings()
+_VACUUM_HOURS = BatchLayerSettings().vacuum_retention_hours
 
 _KAFKA_RETENTION = (
     "the broker's default: a log segment is deleted once all its records are older than 7 days "
@@ -189,6 +197,10 @@ _KAFKA_RETENTION = (
     "a record may stay up to about 14 days). No retention.ms on the topic yet (planned, issue 7)."
 )
 _UNTIL_DELETED = "kept until deleted: no retention job and no TTL yet (planned, issue 7)."
+_VACUUM = (
+    f"VACUUM (`userpulse batch maintain`, nightly Dagster schedule of `maintain_lake`) deletes the files no "
+    f"version references once older than {_VACUUM_HOURS:g} h (`batch_layer.vacuum_retention_hours`)"
+)
 
 
 def _relative(path: Path) -> str:
@@ -293,7 +305,8 @@ DELTA_ARCHIVE = Store(
     "batch_layer/archive.py",
     "every record of the profiles topic as received (key and value bytes), partitioned by UTC ingestion "
     "date: the immutable master dataset, under-age profiles included",
-    "kept forever: append-only, no DELETE, VACUUM or retention job yet (planned, issue 7).",
+    "kept forever: append-only, no DELETE and no retention job yet (planned, issue 7). The lake "
+    "maintenance (OPTIMIZE, then VACUUM of unreferenced files) removes no row.",
 )
 DELTA_SILVER = Store(
     StoreKind.DELTA_TABLE,
@@ -303,8 +316,7 @@ DELTA_SILVER = Store(
     "transformed and pseudonymized (no full name); under-age profiles included (they are only left out "
     "of the views)",
     "each refresh rewrites a range of days from the archive, so a profile lives as long as it is in the "
-    "archive; the replaced files stay readable through Delta time travel (no VACUUM yet, planned in "
-    "issue 7).",
+    f"archive; the replaced files stay readable through Delta time travel until {_VACUUM}.",
 )
 
 STORES: tuple[Store, ...] = (
