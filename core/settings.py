@@ -111,6 +111,8 @@ class MongoSettings(_Section):
     """The newest raw documents only (a copy), for the dashboard: FerretDB sorts by scanning everything."""
     latest_profiles_kept: int = 200
     """How many documents ``latest_profiles_collection`` keeps (the newest by ``fetched_at``)."""
+    server_selection_timeout_s: float = 10.0
+    """How long a MongoDB call waits for a reachable server before it fails."""
     username: str | None = None
     """User to authenticate as (against ``admin``); none for the local FerretDB."""
     password: SecretStr | None = None

@@ -33,7 +33,8 @@ def cassandra_session(settings: Settings) -> tuple[Cluster, Session]:
 
 def mongo_client(settings: Settings) -> MongoClient:
     """A pymongo client for the configured server (FerretDB locally, MongoDB elsewhere)."""
-    return MongoClient(settings.mongo.uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    timeout_ms = int(settings.mongo.server_selection_timeout_s * 1000)
+    return MongoClient(settings.mongo.uri, serverSelectionTimeoutMS=timeout_ms, tz_aware=True)
 
 
 def mongo_database(client: MongoClient, settings: Settings) -> Database:

@@ -185,39 +185,58 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def dashboard_url(dashboard_settings: Settings, stores: Stores, output_dir: Path) -> Iterator[str]:
-    """``userpulse dashboard`` serving the test's stores, refreshing every second."""
-    port = free_port()
-    log = (output_dir / "dashboard.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "userpulse.cli", "dashboard"],
-        env=cli_environment(
-            dashboard_settings,
-            USERPULSE_SERVING__PORT=str(port),
-            USERPULSE_SERVING__REFRESH_PERIOD_S=str(REFRESH_PERIOD_S),
-        ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
+def start_dashboard(
+    dashboard_settings: Settings, stores: Stores, output_dir: Path
+) -> Iterator[Callable[..., str]]:
+    """Starts ``userpulse dashboard`` on the test's stores (refreshing every second); returns its URL.
+
+    Keyword arguments are extra ``USERPULSE_*`` environment variables. Every dashboard started is
+    stopped when the test ends.
+    """
+    processes: list[subprocess.Popen[bytes]] = []
+    logs = []
+
+    def start(**environment: str) -> str:
+        port = free_port()
+        log = (output_dir / f"dashboard-{len(processes)}.log").open("w")
+        logs.append(log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "userpulse.cli", "dashboard"],
+            env=cli_environment(
+                dashboard_settings,
+                USERPULSE_SERVING__PORT=str(port),
+                USERPULSE_SERVING__REFRESH_PERIOD_S=str(REFRESH_PERIOD_S),
+                **environment,
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 90
         while True:
-            assert process.poll() is None, f"the dashboard exited: see {output_dir / 'dashboard.log'}"
+            assert process.poll() is None, f"the dashboard exited: see its log in {output_dir}"
             try:
                 with urllib.request.urlopen(url, timeout=2):
-                    break
+                    return url
             except OSError:
                 assert time.monotonic() < deadline, "the dashboard did not answer within 90 s"
                 time.sleep(0.5)
-        yield url
-    finally:
+
+    yield start
+    for process in processes:
         process.terminate()
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+    for log in logs:
         log.close()
+
+
+@pytest.fixture
+def dashboard_url(start_dashboard: Callable[..., str]) -> str:
+    return start_dashboard()
 
 
 @pytest.fixture(scope="module")
@@ -325,3 +344,48 @@ def test_a_country_filter_narrows_the_headline_and_the_latest_profiles(
     rows = page.locator(".tabulator-row")
     rows.first.wait_for()
     assert all(country in text for text in rows.all_inner_texts())
+
+
+def test_a_store_that_fails_shows_its_error_in_place_and_the_rest_still_works(
+    stores: Stores, start_dashboard: Callable[..., str], browser: Browser
+) -> None:
+    """MongoDB unreachable (a closed port): the latest profiles and the dead-letter count say so in place,
+    the figures that come from Cassandra still show and refresh."""
+    profiles = synthetic_profiles(6, 30, window_floor(datetime.now(UTC), 60) - WINDOW, 1)
+    stores.speed_batch(profiles)
+    url = start_dashboard(
+        USERPULSE_MONGO__PORT=str(free_port()),
+        USERPULSE_MONGO__SERVER_SELECTION_TIMEOUT_S="0.5",
+    )
+    page = browser.new_page()
+    page.goto(url)
+    wait_for_headline(page, "profiles", f"{len(profiles):,}")
+    page.get_by_test_id("error-latest").wait_for()
+    assert "Could not read dead_letters" in page.get_by_test_id("error-dead_letters").inner_text()
+    assert headline(page, "dead-lettered") == "—"
+    more = synthetic_profiles(7, 10, window_floor(datetime.now(UTC), 60), 1)
+    stores.speed_batch(more)
+    wait_for_headline(page, "profiles", f"{len(profiles) + len(more):,}")
+
+
+def test_with_basic_auth_nothing_shows_before_the_login(
+    stores: Stores, start_dashboard: Callable[..., str], browser: Browser
+) -> None:
+    stores.speed_batch(synthetic_profiles(8, 12, window_floor(datetime.now(UTC), 60) - WINDOW, 1))
+    url = start_dashboard(
+        USERPULSE_SERVING__BASIC_AUTH_USERNAME="analyst",
+        USERPULSE_SERVING__BASIC_AUTH_PASSWORD="s3cret-for-the-test",
+        USERPULSE_SERVING__COOKIE_SECRET="a-cookie-secret-for-the-test",
+    )
+    page = browser.new_page()
+    page.goto(url)
+    assert "/login" in page.url
+    assert page.get_by_test_id("kpi-profiles").count() == 0
+    page.fill("input[name=username]", "analyst")
+    page.fill("input[name=password]", "wrong")
+    page.locator("form").evaluate("form => form.submit()")
+    page.wait_for_url("**/login?error=*")
+    page.fill("input[name=username]", "analyst")
+    page.fill("input[name=password]", "s3cret-for-the-test")
+    page.locator("form").evaluate("form => form.submit()")
+    wait_for_headline(page, "profiles", "12")
