@@ -28,6 +28,7 @@ from core.settings import (
     KafkaSettings,
     MongoSettings,
     PathSettings,
+    RetentionSettings,
 )
 
 REGISTER_PATH = PROJECT_ROOT / "docs" / "register.md"
@@ -190,13 +191,21 @@ _MONGO = MongoSettings()
 _KEYSPACE = CassandraSettings().keyspace
 _PATHS = PathSettings()
 _VACUUM_HOURS = BatchLayerSettings().vacuum_retention_hours
+_RETENTION = RetentionSettings()
 
+_JOB = "the nightly Dagster job `retention` or `userpulse retention`"
 _KAFKA_RETENTION = (
-    "the broker's default: a log segment is deleted once all its records are older than 7 days "
-    "(log.retention.hours = 168, not set by the project; a segment rolls at 1 GiB or after 7 days, so "
-    "a record may stay up to about 14 days). No retention.ms on the topic yet (planned, issue 7)."
+    f"{_RETENTION.topic_days} days (`retention.topic_days`): retention.ms = {_RETENTION.topic_retention_ms} "
+    f"on the topic, set when the producer creates it and by {_JOB} on an existing topic. The broker "
+    "deletes a log segment once all its records are older (a segment rolls at 1 GiB or after 7 days, so "
+    f"a record may stay up to about {_RETENTION.topic_days + 7} days)."
 )
-_UNTIL_DELETED = "kept until deleted: no retention job and no TTL yet (planned, issue 7)."
+_UNTIL_DELETED = "kept until deleted: no retention job and no TTL."
+_SPEED_VIEWS = (
+    f"{_RETENTION.speed_views_days} days (`retention.speed_views_days`): the table's default_time_to_live "
+    f"({_RETENTION.speed_views_days * 86_400} s, set from the setting by {_JOB}) expires each row that "
+    "long after it is written, and the job deletes the rows older than that by their"
+)
 _VACUUM = (
     f"VACUUM (`userpulse batch maintain`, nightly Dagster schedule of `maintain_lake`) deletes the files no "
     f"version references once older than {_VACUUM_HOURS:g} h (`batch_layer.vacuum_retention_hours`)"
@@ -237,7 +246,8 @@ MONGO_PROFILES = Store(
     "speed_layer/stores.py (speed_layer/job.py raw_document)",
     "one document per adult profile (_id = uuid): the first version received, as received, with its "
     "Kafka coordinates; under-age profiles are not stored here",
-    _UNTIL_DELETED + " FerretDB has no TTL indexes, so retention will be a scheduled job.",
+    f"{_RETENTION.raw_documents_days} days after `fetched_at` (`retention.raw_documents_days`): {_JOB} "
+    "deletes older documents (FerretDB has no TTL indexes; the same delete works on MongoDB).",
 )
 MONGO_LATEST_PROFILES = Store(
     StoreKind.MONGODB_COLLECTION,
@@ -245,14 +255,17 @@ MONGO_LATEST_PROFILES = Store(
     "speed_layer/stores.py (MongoRawStore._keep_latest)",
     f"a copy of the newest {_MONGO.latest_profiles_kept} raw documents, for the dashboard's latest-profiles "
     "table (FerretDB sorts by scanning the whole collection)",
-    f"the newest {_MONGO.latest_profiles_kept} documents only: each speed-layer batch trims the rest",
+    f"the newest {_MONGO.latest_profiles_kept} documents only: each speed-layer batch trims the rest; "
+    f"none older than {_RETENTION.raw_documents_days} days after `fetched_at` (`retention.raw_documents_days`"
+    f", deleted by {_JOB}).",
 )
 MONGO_DEAD_LETTERS = Store(
     StoreKind.MONGODB_COLLECTION,
     f"{_MONGO.database}.{_MONGO.dead_letters_collection}",
     "speed_layer/stores.py (speed_layer/job.py dead_letter_document)",
     "one document per Kafka record the speed layer could not parse, with its raw bytes and the reason",
-    _UNTIL_DELETED,
+    f"{_RETENTION.dead_letters_days} days after `stored_at` (`retention.dead_letters_days`): {_JOB} deletes "
+    "older documents.",
 )
 
 
@@ -272,14 +285,25 @@ CASSANDRA_PROFILES = _table(
     "profiles",
     "one row per adult profile (the first version received): derived fields and pseudonyms, no name, "
     "e-mail, phone or street address in clear",
+    f"{_RETENTION.profiles_days} days (`retention.profiles_days`): the table's default_time_to_live "
+    f"({_RETENTION.profiles_days * 86_400} s, set from the setting by {_JOB}) expires each row that long "
+    "after it is written, and the job deletes the rows whose `fetched_at` is older (rows written before "
+    "the TTL was set). A profile seen again after it expired is stored and counted as new.",
 )
 SPEED_AGGREGATES = _table(
     "speed_aggregates",
     "partial aggregates of one micro-batch per dimension value and 1-minute window; no minimum group "
     "size, so a value counted once gives away one person's age",
+    f"{_SPEED_VIEWS} `window_start`.",
 )
-SPEED_WINDOWS = _table("speed_windows", "which windows have speed aggregates, per dimension")
-STREAM_BATCHES = _table("stream_batches", "one row per micro-batch of a streaming job: counts and timings")
+SPEED_WINDOWS = _table(
+    "speed_windows", "which windows have speed aggregates, per dimension", f"{_SPEED_VIEWS} `window_start`."
+)
+STREAM_BATCHES = _table(
+    "stream_batches",
+    "one row per micro-batch of a streaming job: counts and timings",
+    f"{_SPEED_VIEWS} `processed_at`.",
+)
 BATCH_CURRENT = _table(
     "batch_current",
     "one row per batch view: its current version and cutoff",
@@ -305,8 +329,9 @@ DELTA_ARCHIVE = Store(
     "batch_layer/archive.py",
     "every record of the profiles topic as received (key and value bytes), partitioned by UTC ingestion "
     "date: the immutable master dataset, under-age profiles included",
-    "kept forever: append-only, no DELETE and no retention job yet (planned, issue 7). The lake "
-    "maintenance (OPTIMIZE, then VACUUM of unreferenced files) removes no row.",
+    f"{_RETENTION.archive_days} days of ingestion (`retention.archive_days`): {_JOB} deletes each UTC "
+    "ingestion-day partition once all of it is older; otherwise append-only. The deleted files stay "
+    f"readable through Delta time travel until {_VACUUM}.",
 )
 DELTA_SILVER = Store(
     StoreKind.DELTA_TABLE,
@@ -316,7 +341,9 @@ DELTA_SILVER = Store(
     "transformed and pseudonymized (no full name); under-age profiles included (they are only left out "
     "of the views)",
     "each refresh rewrites a range of days from the archive, so a profile lives as long as it is in the "
-    f"archive; the replaced files stay readable through Delta time travel until {_VACUUM}.",
+    f"archive: {_JOB} deletes the ingestion days older than {_RETENTION.archive_days} days "
+    "(`retention.archive_days`) from both tables together. The replaced and deleted files stay readable "
+    f"through Delta time travel until {_VACUUM}.",
 )
 
 STORES: tuple[Store, ...] = (

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote_plus
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +169,35 @@ class BatchLayerSettings(_Section):
     ``spark.databricks.delta.retentionDurationCheck.enabled`` is turned off."""
 
 
+class RetentionSettings(_Section):
+    """How long each store keeps data, in days; enforced by ``userpulse retention`` (daily Dagster job).
+
+    Clear personal data gets the shortest life; pseudonymized data lives as long as the archive it can
+    be recomputed from."""
+
+    raw_documents_days: PositiveInt = 30
+    """MongoDB raw documents (profiles and the latest-profiles copy), by ``fetched_at``: they hold
+    names, e-mails and addresses in clear, so they are kept the shortest."""
+    dead_letters_days: PositiveInt = 14
+    """MongoDB dead letters, by ``stored_at``: long enough to inspect and fix a bad record."""
+    profiles_days: PositiveInt = 90
+    """Cassandra ``profiles`` (pseudonymized), by ``fetched_at`` and as the table's default TTL. A
+    profile seen again after it expired is counted as new."""
+    speed_views_days: PositiveInt = 7
+    """Cassandra ``speed_aggregates``, ``speed_windows`` and ``stream_batches`` rows (by window start
+    or processing time, and as their default TTL): the batch views take over once recomputed."""
+    archive_days: PositiveInt = 90
+    """Delta archive and silver partitions, by UTC ingestion day: the batch views can be recomputed
+    from this many days back."""
+    topic_days: PositiveInt = 7
+    """``retention.ms`` of the profiles and dead-letter topics (the broker deletes whole segments)."""
+
+    @property
+    def topic_retention_ms(self) -> int:
+        """``topic_days`` as the topic's ``retention.ms``."""
+        return self.topic_days * 86_400_000
+
+
 class LocalStackSettings(_Section):
     kafka_heap: str = "512m"
     """Heap of the local Kafka broker JVM."""
@@ -277,6 +306,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
     speed_layer: SpeedLayerSettings = SpeedLayerSettings()
     batch_layer: BatchLayerSettings = BatchLayerSettings()
+    retention: RetentionSettings = RetentionSettings()
     serving: ServingSettings = ServingSettings()
     demo: DemoSettings = DemoSettings()
     local_stack: LocalStackSettings = LocalStackSettings()

@@ -17,7 +17,11 @@ logger = logging.getLogger(__name__)
 
 
 def ensure_topics(settings: Settings, topics: dict[str, int]) -> list[str]:
-    """Create each topic (name -> partition count) that does not exist yet; returns those created."""
+    """Create each topic (name -> partition count) that does not exist yet; returns those created.
+
+    Each is created with ``retention.ms`` from ``retention.topic_days``, so a topic never depends on
+    the broker's default; ``userpulse retention`` sets it again on topics that already exist.
+    """
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="userpulse-admin")
     try:
         missing = [name for name in topics if name not in set(admin.list_topics())]
@@ -25,7 +29,14 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> list[str]:
         for name in missing:
             try:
                 admin.create_topics(
-                    [NewTopic(name, num_partitions=topics[name], replication_factor=1)],
+                    [
+                        NewTopic(
+                            name,
+                            num_partitions=topics[name],
+                            replication_factor=1,
+                            topic_configs={"retention.ms": str(settings.retention.topic_retention_ms)},
+                        )
+                    ],
                     wait_for_metadata=True,
                 )
                 created.append(name)

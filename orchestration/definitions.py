@@ -14,7 +14,9 @@ either: it is recomputed from every silver day, since the latest version of a pr
 Day to day, the ``archive_topic`` job runs on a schedule (or when the sensor sees new offsets); each
 archive materialization records the ingestion days it appended to, and the ``refresh_appended_days``
 sensor asks for one ``refresh_views`` run over exactly those days. ``maintain_lake`` compacts and
-vacuums both Delta tables every night.
+vacuums both Delta tables every night; ``retention`` (an op job: it produces no data asset, it removes
+old data from every store) deletes what is older than each store's retention every night, one op per
+store so that a store that is down does not hold back the others.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations at definition time.
@@ -33,6 +35,8 @@ from dagster import (
     DefaultSensorStatus,
     Definitions,
     MaterializeResult,
+    OpExecutionContext,
+    Output,
     RetryPolicy,
     RunRequest,
     ScheduleDefinition,
@@ -42,6 +46,8 @@ from dagster import (
     asset_check,
     define_asset_job,
     in_process_executor,
+    job,
+    op,
     sensor,
 )
 
@@ -55,9 +61,17 @@ from pyspark.sql import functions as F
 from batch_layer.archive import archived_end_offsets, run_archive
 from batch_layer.maintenance import maintain_lake
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
+from core.retention import (
+    StoreRetention,
+    enforce_cassandra,
+    enforce_lake,
+    enforce_mongo,
+    enforce_topics,
+    now_utc,
+)
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
-from core.stores import cassandra_session
+from core.stores import cassandra_session, mongo_client, mongo_database
 
 ingestion_days = DailyPartitionsDefinition(
     start_date=get_settings().batch_layer.partitions_start_date.isoformat(),
@@ -316,6 +330,64 @@ maintenance_job = define_asset_job("maintain_lake", selection=[lake_maintenance]
 nightly_maintenance = ScheduleDefinition(job=maintenance_job, cron_schedule="30 3 * * *")
 
 
+def retention_output(context: OpExecutionContext, results: list[StoreRetention]) -> Output[int]:
+    """Log each store's line and return the total removed, with one metadata entry per store."""
+    for result in results:
+        context.log.info(result.describe())
+    return Output(
+        sum(result.removed for result in results),
+        metadata={result.store: result.describe() for result in results},
+    )
+
+
+@op
+def topic_retention(context: OpExecutionContext, userpulse: UserPulseResource) -> Output[int]:
+    """Set ``retention.ms`` on the existing topics where it differs (the broker deletes the segments)."""
+    return retention_output(context, enforce_topics(userpulse.settings()))
+
+
+@op
+def mongo_retention(context: OpExecutionContext, userpulse: UserPulseResource) -> Output[int]:
+    """Delete raw documents, their latest copy and dead letters older than their retention."""
+    settings = userpulse.settings()
+    client = mongo_client(settings)
+    try:
+        results = enforce_mongo(mongo_database(client, settings), settings, now_utc())
+    finally:
+        client.close()
+    return retention_output(context, results)
+
+
+@op
+def cassandra_retention(context: OpExecutionContext, userpulse: UserPulseResource) -> Output[int]:
+    """Align the tables' default TTL with the settings and delete the rows already past it."""
+    settings = userpulse.settings()
+    cluster, session = cassandra_session(settings)
+    try:
+        results = enforce_cassandra(session, settings, now_utc())
+    finally:
+        cluster.shutdown()
+    return retention_output(context, results)
+
+
+@op(retry_policy=RetryPolicy(max_retries=2, delay=120))  # a concurrent silver refresh may win the commit
+def lake_retention(context: OpExecutionContext, userpulse: UserPulseResource) -> Output[int]:
+    """Delete the archive's and silver's ingestion days older than the archive retention."""
+    return retention_output(context, enforce_lake(userpulse.spark(), userpulse.settings(), now_utc()))
+
+
+@job(name="retention")
+def retention_job() -> None:
+    """Every store's retention (``retention.*`` settings), the same functions as ``userpulse retention``."""
+    topic_retention()
+    mongo_retention()
+    cassandra_retention()
+    lake_retention()
+
+
+nightly_retention = ScheduleDefinition(job=retention_job, cron_schedule="0 3 * * *")
+
+
 @sensor(job=archive_job, minimum_interval_seconds=60)
 def new_offsets_waiting(context: SensorEvaluationContext) -> RunRequest | SkipReason:
     """Start the archiving when the topic has offsets the archive has not consumed yet."""
@@ -386,8 +458,8 @@ defs = Definitions(
         batch_totals_match_silver,
         cutoff_moves_forward,
     ],
-    jobs=[archive_job, refresh_job, maintenance_job],
-    schedules=[every_15_minutes, nightly_maintenance],
+    jobs=[archive_job, refresh_job, maintenance_job, retention_job],
+    schedules=[every_15_minutes, nightly_maintenance, nightly_retention],
     sensors=[new_offsets_waiting, refresh_appended_days],
     resources={"userpulse": UserPulseResource()},
     executor=in_process_executor,  # one Spark session per run, not one JVM per step

@@ -6,6 +6,7 @@ import typer
 
 from batch_layer.cli import batch_app
 from core.register_cli import register
+from core.retention_cli import retention
 from infra.cli import demo, stack_app
 from ingestion.cli import produce
 from serving.cli import dashboard
@@ -21,6 +22,7 @@ app.add_typer(batch_app, name="batch")
 app.command()(produce)
 app.command()(speed)
 app.command()(register)
+app.command()(retention)
 app.command()(dashboard)
 app.command()(demo)
 
