@@ -32,6 +32,7 @@ from dagster import (
     BackfillPolicy,
     ConfigurableResource,
     DailyPartitionsDefinition,
+    DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
     MaterializeResult,
@@ -323,11 +324,17 @@ archive_job = define_asset_job("archive_topic", selection=[profile_archive])
 
 refresh_job = define_asset_job("refresh_views", selection=[silver_profiles, batch_views])
 
-every_15_minutes = ScheduleDefinition(job=archive_job, cron_schedule="*/15 * * * *")
+# Schedules run as soon as a Dagster daemon does (``dagster dev``, ``userpulse demo``); the new-offsets
+# sensor stays off by default: on a 2-core machine a Spark run a minute would starve the speed layer.
+every_15_minutes = ScheduleDefinition(
+    job=archive_job, cron_schedule="*/15 * * * *", default_status=DefaultScheduleStatus.RUNNING
+)
 
 maintenance_job = define_asset_job("maintain_lake", selection=[lake_maintenance])
 
-nightly_maintenance = ScheduleDefinition(job=maintenance_job, cron_schedule="30 3 * * *")
+nightly_maintenance = ScheduleDefinition(
+    job=maintenance_job, cron_schedule="30 3 * * *", default_status=DefaultScheduleStatus.RUNNING
+)
 
 
 def retention_output(context: OpExecutionContext, results: list[StoreRetention]) -> Output[int]:
@@ -385,7 +392,9 @@ def retention_job() -> None:
     lake_retention()
 
 
-nightly_retention = ScheduleDefinition(job=retention_job, cron_schedule="0 3 * * *")
+nightly_retention = ScheduleDefinition(
+    job=retention_job, cron_schedule="0 3 * * *", default_status=DefaultScheduleStatus.RUNNING
+)
 
 
 @sensor(job=archive_job, minimum_interval_seconds=60)
