@@ -1,0 +1,245 @@
+"""Batch-layer benchmark: archive and recompute time for N synthetic profiles, and how it scales.
+
+    .venv/bin/python bench/bench_batch.py [--profiles 1000000 5000000] [--pool 20000] [--event-rate 1000]
+
+For each size, a fresh topic is filled with N profiles, then the batch layer runs on it as
+``userpulse batch archive`` and ``userpulse batch recompute`` would, each step timed:
+
+1. archive: the topic into the Delta archive (``run_archive``, Structured Streaming ``availableNow``);
+2. silver: the archive into the silver table (``refresh_silver_profiles``, every day);
+3. views: silver into a new version of the Cassandra batch views (``recompute_batch_views``).
+
+Filling: producing 5M profiles through kafka-python takes ~17 min (~5,000/s, see bench_producer.py),
+so a pool of ``--pool`` synthetic profiles is generated and validated by the producer's own code
+(``split_batch``: the same envelope, credentials removed), then replicated by Spark's Kafka sink: each
+copy gets a fresh ``login.uuid`` (also the record key, so deduplication does not collapse copies) and
+a ``fetched_at`` spread at ``--event-rate`` profiles per second of event time. Records are gzip
+compressed, as the producer sends them. Filling is timed too but is not part of the figures.
+
+Starts the local stack if it is not running (and stops it after). Every size uses its own topic,
+keyspace, lake and checkpoint folders, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from kafka import KafkaAdminClient
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from batch_layer.archive import run_archive
+from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
+from core.settings import Settings, get_settings
+from core.spark import build_spark_session
+from core.stores import cassandra_session
+from infra.stack import LocalStack
+from ingestion.kafka_publisher import ensure_topics
+from ingestion.producer import split_batch
+from ingestion.synthetic import SyntheticSource
+
+UUID_MARK = "@@UUID@@"
+FETCHED_AT_MARK = "@@FETCHED_AT@@"
+_FETCHED_AT_JSON = re.compile(r'"fetched_at":"[^"]*"')
+T = TypeVar("T")
+
+
+def envelope_templates(pool: int, seed: int = 7) -> list[str]:
+    """``pool`` validated synthetic envelopes as JSON, their uuid and fetch time replaced by marks."""
+    source = SyntheticSource(seed)
+    templates: list[str] = []
+    while len(templates) < pool:
+        count = min(5000, pool - len(templates))
+        for envelope in split_batch(source.next_batch(count), "synthetic", datetime.now(UTC)).envelopes:
+            text = envelope.model_dump_json()
+            profile_uuid = str(envelope.user["login"]["uuid"])
+            assert text.count(profile_uuid) == 1, "the uuid must appear once, as login.uuid"
+            text = text.replace(profile_uuid, UUID_MARK)
+            text, replaced = _FETCHED_AT_JSON.subn(f'"fetched_at":"{FETCHED_AT_MARK}"', text)
+            assert replaced == 1
+            templates.append(text)
+    return templates
+
+
+def uuid_column(number: Column, salt: str) -> Column:
+    """A uuid-shaped, deterministic, unique string per number (an md5 of the run's salt and the number)."""
+    digest = F.md5(F.concat_ws(":", F.lit(salt), number.cast("string")))
+    parts = [(1, 8), (9, 4), (13, 4), (17, 4), (21, 12)]
+    return F.concat_ws("-", *(F.substring(digest, start, length) for start, length in parts))
+
+
+def replicated_records(
+    spark: SparkSession, templates: list[str], profiles: int, salt: str, first_event: datetime, rate: int
+) -> DataFrame:
+    """``profiles`` Kafka records (key, value): the templates repeated, each with a fresh uuid and time."""
+    pool = spark.createDataFrame(list(enumerate(templates)), "pool_index long, template string")
+    copies = spark.range(-(-profiles // len(templates))).withColumnRenamed("id", "copy")
+    number = F.col("copy") * F.lit(len(templates)) + F.col("pool_index")
+    fetched_at = F.timestamp_seconds(F.lit(first_event.timestamp()) + number / F.lit(rate))
+    fetched_text = F.date_format(fetched_at, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'")
+    key = uuid_column(number, salt)
+    value = F.replace(
+        F.replace(F.col("template"), F.lit(UUID_MARK), key), F.lit(FETCHED_AT_MARK), fetched_text
+    )
+    return copies.crossJoin(pool).where(number < profiles).select(key.alias("key"), value.alias("value"))
+
+
+def fill_topic(
+    spark: SparkSession, settings: Settings, templates: list[str], profiles: int, rate: int
+) -> None:
+    """Write ``profiles`` records to the settings' topic with Spark's Kafka sink (gzip, acks=all)."""
+    first_event = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
+        seconds=profiles // rate
+    )
+    records = replicated_records(
+        spark, templates, profiles, settings.kafka.profiles_topic, first_event, rate
+    ).repartition(settings.spark.shuffle_partitions * 2)
+    (
+        records.write.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
+        .option("topic", settings.kafka.profiles_topic)
+        .option("kafka.acks", "all")
+        .option("kafka.compression.type", settings.producer.compression_type)
+        .option("kafka.linger.ms", str(settings.producer.linger_ms))
+        .option("kafka.batch.size", str(settings.producer.batch_bytes))
+        .save()
+    )
+
+
+def isolated_settings(base: Settings, name: str) -> Settings:
+    """``base`` with its own topic, keyspace, lake and checkpoint folders."""
+    folder = base.paths.stack_dir / "bench" / name
+    return base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(update={"profiles_topic": name}),
+            "cassandra": base.cassandra.model_copy(update={"keyspace": name}),
+            "paths": base.paths.model_copy(
+                update={"lake_dir": folder / "lake", "checkpoints_dir": folder / "checkpoints"}
+            ),
+        }
+    )
+
+
+def cleanup(settings: Settings) -> None:
+    """Remove the topic, keyspace and folders of one benchmark size."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        if settings.kafka.profiles_topic in set(admin.list_topics()):
+            admin.delete_topics([settings.kafka.profiles_topic])
+    finally:
+        admin.close()
+    cluster, session = cassandra_session(settings)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {settings.cassandra.keyspace}")
+    finally:
+        cluster.shutdown()
+    shutil.rmtree(settings.paths.lake_dir.parent, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds of each step for one size."""
+
+    profiles: int
+    fill: float
+    archive: float
+    silver: float
+    views: float
+
+    @property
+    def recompute(self) -> float:
+        return self.silver + self.views
+
+    @property
+    def total(self) -> float:
+        return self.archive + self.recompute
+
+
+def timed(step: str, profiles: int, action: Callable[[], T]) -> tuple[float, T]:
+    """Run ``action()`` and print its duration and rate."""
+    started = time.perf_counter()
+    result = action()
+    elapsed = time.perf_counter() - started
+    print(f"  {step:<8} {elapsed:8.1f} s  {profiles / elapsed:>10,.0f} profiles/s  {result}", flush=True)
+    return elapsed, result
+
+
+def run_size(spark: SparkSession, base: Settings, templates: list[str], profiles: int, rate: int) -> Timings:
+    """Fill a fresh topic with ``profiles`` records, then time the three batch steps on it."""
+    settings = isolated_settings(base, f"bench_batch_{uuid.uuid4().hex[:8]}")
+    print(f"{profiles:,} profiles (topic and keyspace {settings.kafka.profiles_topic})", flush=True)
+    try:
+        ensure_topics(settings, {settings.kafka.profiles_topic: settings.kafka.topic_partitions})
+        fill, _ = timed("fill", profiles, lambda: fill_topic(spark, settings, templates, profiles, rate))
+        archive, archived = timed("archive", profiles, lambda: run_archive(settings, spark))
+        assert archived.records == profiles, archived
+        silver, refreshed = timed("silver", profiles, lambda: refresh_silver_profiles(settings, spark))
+        assert refreshed.profiles == profiles, refreshed
+        views, _ = timed("views", profiles, lambda: recompute_batch_views(settings, spark))
+        return Timings(profiles, fill, archive, silver, views)
+    finally:
+        cleanup(settings)
+
+
+def report(settings: Settings, results: list[Timings]) -> None:
+    """Profiles/s and seconds of each step per size, and how the times grow from one size to the next."""
+    spark = settings.spark
+    print(
+        f"\nSpark {spark.master}, driver {spark.driver_memory}, {spark.shuffle_partitions} shuffle partitions"
+    )
+    for r in results:
+        print(
+            f"{r.profiles:>10,}: archive {r.profiles / r.archive:>7,.0f}/s ({r.archive:.0f} s), "
+            f"recompute {r.profiles / r.recompute:>7,.0f}/s "
+            f"({r.recompute:.0f} s = silver {r.silver:.0f} + views {r.views:.0f}), "
+            f"both {r.profiles / r.total:>7,.0f}/s ({r.total:.0f} s)"
+        )
+    for small, large in itertools.pairwise(results):
+        print(
+            f"x{large.profiles / small.profiles:g} profiles: archive x{large.archive / small.archive:.2f} "
+            f"time, recompute x{large.recompute / small.recompute:.2f}, both x{large.total / small.total:.2f}"
+        )
+    print(json.dumps([r.__dict__ for r in results]))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("batch_layer").setLevel(logging.INFO)  # the silver refresh's phases
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--pool", type=int, default=20_000, help="distinct synthetic profiles replicated")
+    parser.add_argument("--event-rate", type=int, default=1000, help="profiles per second of event time")
+    args = parser.parse_args()
+    base = get_settings()
+    stack = LocalStack(base)
+    started_stack = not stack.all_answering()
+    if started_stack:
+        stack.up()
+    try:
+        started = time.perf_counter()
+        templates = envelope_templates(args.pool)
+        print(f"pool of {len(templates):,} validated envelopes in {time.perf_counter() - started:.1f} s")
+        spark = build_spark_session(base, app_name="userpulse-bench-batch")
+        try:
+            results = [run_size(spark, base, templates, n, args.event_rate) for n in args.profiles]
+        finally:
+            spark.stop()
+        report(base, results)
+    finally:
+        if started_stack:
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()
