@@ -33,7 +33,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core.aggregates import DIMENSIONS, window_aggregates
+from core.aggregates import DIMENSIONS, window_aggregates, window_floor, window_seconds_of
 from core.parsing import parse_kafka_records
 from core.settings import Settings
 from core.spark import as_utc, collect_dicts
@@ -120,15 +120,7 @@ def all_time_aggregates(window_rows: DataFrame) -> DataFrame:
 
 def batch_cutoff(max_event_time: datetime, window_seconds: int) -> datetime:
     """The start of the window holding ``max_event_time``: the views are complete before it."""
-    epoch = int(max_event_time.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % window_seconds, UTC)
-
-
-def window_seconds_of(window_duration: str) -> int:
-    """Seconds in a Spark interval string such as ``"1 minute"`` or ``"30 seconds"``."""
-    amount, unit = window_duration.split()
-    seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[unit.rstrip("s")]
-    return int(amount) * seconds
+    return window_floor(max_event_time, window_seconds)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 import pytest
 from pyspark.sql import SparkSession
 
-from batch_layer.recompute import all_time_aggregates, batch_cutoff, latest_versions, window_seconds_of
+from batch_layer.recompute import all_time_aggregates, batch_cutoff, latest_versions
+from core.aggregates import window_seconds_of
 
 
 @pytest.mark.parametrize(
