@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 
 from core.settings import Settings
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from ingestion.synthetic import SyntheticSource
 from speed_layer.job import dead_letter_document, raw_document
 from speed_layer.stores import CassandraSpeedStore, mongo_raw_store
 from tests.integration.kafka_helpers import drop_keyspace
-from tests.integration.processes import cli_environment
+from tests.integration.processes import cli_environment, free_port
 from tests.integration.profiles_input import add, dimension_values, exact_age
 
 pytestmark = pytest.mark.integration
@@ -176,12 +175,6 @@ def stores(dashboard_settings: Settings) -> Iterator[Stores]:
     stores = Stores(dashboard_settings)
     yield stores
     stores.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -22,15 +22,9 @@ from core.settings import Settings
 from core.stores import cassandra_session, mongo_client
 from infra.stack import LocalStack
 from tests.integration.kafka_helpers import delete_topics, drop_keyspace
-from tests.integration.processes import cli_environment
+from tests.integration.processes import cli_environment, free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def port_answers(port: int) -> bool:
