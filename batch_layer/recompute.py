@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import reduce
@@ -38,6 +38,7 @@ from core.parsing import parse_kafka_records
 from core.settings import Settings
 from core.spark import as_utc, collect_dicts
 from core.stores import cassandra_session
+from core.subject_keys import stored_subject_keys, subject_keys_frame
 from core.transformations import split_by_minimum_age, transform_profiles, utc_date
 from infra.cassandra_schema import apply_schema
 
@@ -60,9 +61,10 @@ DayRange = tuple[date, date]
 """First and last UTC ingestion day, both included."""
 
 
-def parsed_envelopes(archive: DataFrame) -> DataFrame:
+def parsed_envelopes(archive: DataFrame, subject_keys: DataFrame | None) -> DataFrame:
     """Archive rows -> valid envelopes (as ``core.parsing.valid_envelopes``) with their ``ingestion_date``
     (the parser keeps the Kafka columns only; the date is derived again as the archive derives it).
+    Sealed identifiers are opened with ``subject_keys``; the records of erased subjects are left out.
 
     Why the filter also tests the task id: Spark 4.1 pushes a filter below the projection that
     computes what it tests, pasting the expression in (SPARK-47672), and then splits the pasted JSON
@@ -71,19 +73,25 @@ def parsed_envelopes(archive: DataFrame) -> DataFrame:
     holding a non-deterministic expression such as ``spark_partition_id``, so the JSON is parsed once.
     """
     kafka_rows = archive.withColumnRenamed("kafka_timestamp", "timestamp")
-    parsed = parse_kafka_records(kafka_rows).withColumn("_task", F.spark_partition_id())
-    envelopes = parsed.where(F.col("dead_letter_reason").isNull() & (F.col("_task") >= 0)).drop("_task")
+    parsed = parse_kafka_records(kafka_rows, subject_keys).withColumn("_task", F.spark_partition_id())
+    envelopes = parsed.where(F.col("envelope").isNotNull() & (F.col("_task") >= 0)).drop("_task")
     return envelopes.withColumn("ingestion_date", utc_date(F.col("kafka_timestamp")))
 
 
-def silver_day(archive_day: DataFrame, processing_date: date, pseudonymization_key: bytes) -> DataFrame:
+def silver_day(
+    archive_day: DataFrame, subject_keys: DataFrame | None, processing_date: date, pseudonymization_key: bytes
+) -> DataFrame:
     """One ingestion day of archive rows -> its silver rows: cleaned, pseudonymized, one per uuid."""
-    profiles = transform_profiles(parsed_envelopes(archive_day), processing_date, pseudonymization_key)
+    envelopes = parsed_envelopes(archive_day, subject_keys)
+    profiles = transform_profiles(envelopes, processing_date, pseudonymization_key)
     return latest_versions(profiles).drop("full_name")
 
 
 def silver_profiles(
-    archive: DataFrame, processing_dates: dict[date, date], pseudonymization_key: bytes
+    archive: DataFrame,
+    subject_keys: DataFrame | None,
+    processing_dates: dict[date, date],
+    pseudonymization_key: bytes,
 ) -> DataFrame:
     """Archive rows -> silver rows of the ingestion days in ``processing_dates`` (day -> date ages are
     taken at), with their ``ingestion_date``; a day absent from the mapping gives no rows.
@@ -92,12 +100,12 @@ def silver_profiles(
     whole range is written in one commit.
     """
     if not processing_dates:  # nothing to write: an empty frame of the right shape
-        empty = silver_day(archive.limit(0), date.today(), pseudonymization_key)
+        empty = silver_day(archive.limit(0), subject_keys, date.today(), pseudonymization_key)
         return empty.withColumn("ingestion_date", F.lit(None).cast("date"))
     branches = [
-        silver_day(archive.where(F.col("ingestion_date") == F.lit(day)), on, pseudonymization_key).withColumn(
-            "ingestion_date", F.lit(day)
-        )
+        silver_day(
+            archive.where(F.col("ingestion_date") == F.lit(day)), subject_keys, on, pseudonymization_key
+        ).withColumn("ingestion_date", F.lit(day))
         for day, on in sorted(processing_dates.items())
     ]
     return reduce(DataFrame.unionByName, branches)
@@ -255,9 +263,15 @@ def silver_is_partitioned_by_day(spark: SparkSession, settings: Settings) -> boo
 
 
 def refresh_silver_profiles(
-    settings: Settings, spark: SparkSession, days: DayRange | None = None
+    settings: Settings,
+    spark: SparkSession,
+    days: DayRange | None = None,
+    data_keys: Mapping[str, bytes] | None = None,
 ) -> SilverRefresh:
     """Rewrite the silver days ``days`` (every archived day when None) from the archive.
+
+    Sealed identifiers are opened with ``data_keys`` (uuid -> key; read from the key table when None):
+    the records of erased subjects have no key and are left out.
 
     Only the selected days' Delta partitions are replaced, in one atomic commit; a selected day without
     records in the archive becomes empty. A table in the old layout is rebuilt whole, once.
@@ -274,16 +288,19 @@ def refresh_silver_profiles(
     archive = spark.read.format("delta").load(str(settings.paths.archive_table))
     if days is not None:
         archive = archive.where(_day_predicate(days))
+    if data_keys is None:
+        data_keys = stored_subject_keys(settings)
+    subject_keys = subject_keys_frame(spark, data_keys)
     newest_by_day = {
         row.ingestion_date: as_utc(row.newest)
-        for row in parsed_envelopes(archive)
+        for row in parsed_envelopes(archive, subject_keys)
         .groupBy("ingestion_date")
         .agg(F.max("envelope.fetched_at").alias("newest"))
         .collect()
     }
     scanned = time.perf_counter()
     key = settings.secrets.pseudonymization_key.get_secret_value().encode()
-    silver = silver_profiles(archive, {day: n.date() for day, n in newest_by_day.items()}, key)
+    silver = silver_profiles(archive, subject_keys, {day: n.date() for day, n in newest_by_day.items()}, key)
     writer = silver.write.format("delta").mode("overwrite").partitionBy("ingestion_date")
     if days is None:
         writer = writer.option("overwriteSchema", "true")

@@ -12,6 +12,10 @@ Why the checks look the way they do (verified on Spark 4.1):
   required field that is null after parsing is reported as "missing or invalid".
 - A JSON number read into a string field keeps its text (postcode ``5440`` -> ``"5440"``).
 - Jackson stops after the first complete value, so trailing bytes after the object are ignored.
+
+Sealed envelopes (version 2, ``core.sealing``) are opened here, before validation, by joining each record
+to its subject's data key: a record whose key is gone belongs to an erased subject and is neither valid
+nor a dead letter (it is skipped, and counted by the callers as input that is neither).
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from core.profile import ENVELOPE_SCHEMA_VERSION, NATIONALITIES
+from core.profile import NATIONALITIES, SEALED_ENVELOPE_VERSION, SUPPORTED_ENVELOPE_VERSIONS
 from core.pseudonymization import WHITESPACE
 from core.schema import ENVELOPE_SCHEMA
+from core.sealing import IDENTIFIERS_SCHEMA, unsealed_identifiers_column, with_identifiers
 
 REQUIRED_FIELDS: tuple[str, ...] = (
     "fetched_at",
@@ -54,6 +59,8 @@ MISSING_SCHEMA_VERSION = "missing or invalid schema_version"
 UNSUPPORTED_SCHEMA_VERSION = "unsupported schema_version"
 MISSING_UUID = "missing login.uuid"
 KEY_MISMATCH = "key does not match login.uuid"
+MISSING_SEALED = "missing sealed identifiers"
+CANNOT_UNSEAL = "sealed identifiers do not open with the subject's key"
 MISSING_OR_INVALID = "missing or invalid"
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
@@ -105,10 +112,15 @@ def _missing_fields_reason(envelope: Column) -> Column:
     return F.when(joined != F.lit(""), joined)
 
 
-def _dead_letter_reason(value: Column, text: Column, kafka_key: Column, envelope: Column) -> Column:
-    """Why a record cannot be used, the first problem in order of severity; null when it is valid."""
+def _dead_letter_reason(
+    value: Column, text: Column, kafka_key: Column, envelope: Column, data_key: Column
+) -> Column:
+    """Why a record cannot be used, the first problem in order of severity; null when it is valid (or
+    when it belongs to an erased subject: see ``_erased``)."""
     version = envelope.getField("schema_version")
     uuid = _field(envelope, "user.login.uuid")
+    sealed = envelope.getField("sealed")
+    is_sealed_version = version == F.lit(SEALED_ENVELOPE_VERSION)
     return (
         F.when(value.isNull() | (F.length(value) == 0), F.lit(EMPTY_VALUE))
         .when(
@@ -118,21 +130,51 @@ def _dead_letter_reason(value: Column, text: Column, kafka_key: Column, envelope
         )
         .when(version.isNull(), F.lit(MISSING_SCHEMA_VERSION))
         .when(
-            version != F.lit(ENVELOPE_SCHEMA_VERSION),
+            ~version.isin(*SUPPORTED_ENVELOPE_VERSIONS),
             F.concat(F.lit(f"{UNSUPPORTED_SCHEMA_VERSION} "), version.cast("string")),
         )
         .when(_blank(uuid), F.lit(MISSING_UUID))
         .when(kafka_key.isNotNull() & (kafka_key != uuid), F.lit(KEY_MISMATCH))
+        .when(is_sealed_version & _blank(sealed), F.lit(MISSING_SEALED))
+        .when(is_sealed_version & data_key.isNull(), F.lit(None).cast("string"))  # erased: not a letter
+        .when(is_sealed_version & envelope.getField("_identifiers").isNull(), F.lit(CANNOT_UNSEAL))
         .otherwise(_missing_fields_reason(envelope))
     )
 
 
-def parse_kafka_records(kafka_rows: DataFrame) -> DataFrame:
-    """Kafka records of the profiles topic with their parsed envelope, or the reason it is unusable.
+def _erased(envelope: Column, data_key: Column) -> Column:
+    """Whether a parsed record is sealed for a subject whose key is gone (erased, or never seen)."""
+    is_sealed = (envelope.getField("schema_version") == F.lit(SEALED_ENVELOPE_VERSION)) & ~_blank(
+        envelope.getField("sealed")
+    )
+    return F.coalesce(is_sealed & data_key.isNull(), F.lit(False))
+
+
+def _unsealed(envelope: Column, data_key: Column) -> Column:
+    """The parsed envelope with its sealed identifiers opened into ``user`` (kept in ``_identifiers``
+    to tell a token that did not open); a plain envelope is returned as it is."""
+    user = envelope.getField("user")
+    identifiers = unsealed_identifiers_column(
+        envelope.getField("sealed"), data_key, _field(envelope, "user.login.uuid")
+    )
+    is_sealed = envelope.getField("schema_version") == F.lit(SEALED_ENVELOPE_VERSION)
+    return F.when(
+        is_sealed,
+        envelope.withField("user", with_identifiers(user, identifiers)).withField(
+            "_identifiers", identifiers
+        ),
+    ).otherwise(envelope.withField("_identifiers", F.lit(None).cast(IDENTIFIERS_SCHEMA)))
+
+
+def parse_kafka_records(kafka_rows: DataFrame, subject_keys: DataFrame | None = None) -> DataFrame:
+    """Kafka records of the profiles topic with their parsed (and unsealed) envelope, or the reason it is
+    unusable.
 
     Input: the Kafka source's columns (``key``, ``value``, ``topic``, ``partition``, ``offset``,
-    ``timestamp``; others are dropped). Output: ``OUTPUT_COLUMNS``, where ``envelope`` (a struct of
-    ``ENVELOPE_SCHEMA``) is null exactly when ``dead_letter_reason`` is not.
+    ``timestamp``; others are dropped), and the data keys (``core.subject_keys.subject_keys_frame``) of
+    at least the subjects of sealed records; without them every sealed record counts as erased. Output:
+    ``OUTPUT_COLUMNS``: ``envelope`` (a struct of ``ENVELOPE_SCHEMA``, identifiers unsealed) is set
+    for a usable record, ``dead_letter_reason`` for a bad one, and neither for an erased subject's.
     """
     parsed = kafka_rows.select(
         F.col("key").cast("string").alias("kafka_key"),
@@ -143,17 +185,34 @@ def parse_kafka_records(kafka_rows: DataFrame) -> DataFrame:
         F.col("timestamp").alias("kafka_timestamp"),
         F.col("value").cast("string").alias("_text"),
     ).withColumn("_parsed", F.from_json("_text", ENVELOPE_SCHEMA))
-    reason = _dead_letter_reason(F.col("raw_value"), F.col("_text"), F.col("kafka_key"), F.col("_parsed"))
-    return parsed.withColumn("dead_letter_reason", reason).select(
+    if subject_keys is None:
+        with_keys = parsed.withColumn("_data_key", F.lit(None).cast("binary"))
+    else:
+        keys = subject_keys.select(F.col("uuid").alias("_key_uuid"), F.col("data_key").alias("_data_key"))
+        with_keys = parsed.join(keys, F.col("_parsed.user.login.uuid") == F.col("_key_uuid"), "left").drop(
+            "_key_uuid"
+        )
+    data_key = F.col("_data_key")
+    opened = with_keys.withColumn("_parsed", _unsealed(F.col("_parsed"), data_key))
+    reason = _dead_letter_reason(
+        F.col("raw_value"), F.col("_text"), F.col("kafka_key"), F.col("_parsed"), data_key
+    )
+    usable = F.col("dead_letter_reason").isNull() & ~_erased(F.col("_parsed"), data_key)
+    return opened.withColumn("dead_letter_reason", reason).select(
         *OUTPUT_COLUMNS[:-2],
-        F.when(F.col("dead_letter_reason").isNull(), F.col("_parsed")).alias("envelope"),
+        F.when(usable, F.col("_parsed").dropFields("_identifiers")).alias("envelope"),
         "dead_letter_reason",
     )
 
 
 def valid_envelopes(parsed: DataFrame) -> DataFrame:
     """The records of ``parse_kafka_records`` whose envelope is usable."""
-    return parsed.where(F.col("dead_letter_reason").isNull())
+    return parsed.where(F.col("envelope").isNotNull())
+
+
+def erased_records(parsed: DataFrame) -> DataFrame:
+    """The records of ``parse_kafka_records`` of erased subjects: neither usable nor dead letters."""
+    return parsed.where(F.col("envelope").isNull() & F.col("dead_letter_reason").isNull())
 
 
 def dead_letter_records(parsed: DataFrame) -> DataFrame:

@@ -14,8 +14,17 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-ENVELOPE_SCHEMA_VERSION = 1
-"""Version of the envelope layout below; consumers reject versions they do not know."""
+from core.sealing import seal_identifiers
+
+PLAIN_ENVELOPE_VERSION = 1
+"""Envelope whose ``user`` holds every field in clear (written before crypto-shredding, still read)."""
+SEALED_ENVELOPE_VERSION = 2
+"""Envelope whose direct identifiers are in ``sealed`` under the subject's data key (``core.sealing``)."""
+ENVELOPE_SCHEMA_VERSION = SEALED_ENVELOPE_VERSION
+"""Version the producer writes; consumers reject versions they do not know."""
+SUPPORTED_ENVELOPE_VERSIONS: tuple[int, ...] = (PLAIN_ENVELOPE_VERSION, SEALED_ENVELOPE_VERSION)
+DEAD_LETTER_SCHEMA_VERSION = 1
+"""Version of the dead-letter message layout."""
 
 NATIONALITIES: tuple[str, ...] = (
     "AU", "BR", "CA", "CH", "DE", "DK", "ES", "FI", "FR", "GB", "IE",
@@ -26,7 +35,7 @@ NATIONALITIES: tuple[str, ...] = (
 CREDENTIAL_FIELDS: tuple[str, ...] = ("password", "salt", "md5", "sha1", "sha256")
 """``login`` fields that are credentials: removed before anything leaves the producer, never stored."""
 
-Source = Literal["randomuser", "synthetic"]
+Source = Literal["randomuser", "synthetic", "admin"]
 
 
 class _ApiObject(BaseModel):
@@ -112,12 +121,21 @@ class ProfileEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: int = ENVELOPE_SCHEMA_VERSION
+    schema_version: int = PLAIN_ENVELOPE_VERSION
     source: Source
     fetched_at: AwareDatetime
     """When the producer received the profile: the event time both layers window on."""
     user: dict[str, Any]
-    """The API's JSON of the user, credentials removed."""
+    """The API's JSON of the user, credentials removed (and direct identifiers, once sealed)."""
+    sealed: str | None = None
+    """The direct identifiers sealed under the subject's data key (version 2), else None."""
+
+    def sealed_with(self, data_key: bytes) -> ProfileEnvelope:
+        """This envelope with its direct identifiers sealed under ``data_key`` (version 2)."""
+        remaining, sealed = seal_identifiers(self.user, data_key)
+        return self.model_copy(
+            update={"schema_version": SEALED_ENVELOPE_VERSION, "user": remaining, "sealed": sealed}
+        )
 
 
 class DeadLetter(BaseModel):
@@ -125,7 +143,7 @@ class DeadLetter(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: int = ENVELOPE_SCHEMA_VERSION
+    schema_version: int = DEAD_LETTER_SCHEMA_VERSION
     source: Source
     fetched_at: AwareDatetime
     reason: str

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from core.sealing import SEALED_FIELDS
 from core.settings import (
     PROJECT_ROOT,
     BatchLayerSettings,
@@ -70,8 +71,9 @@ PROTECTION_MEANINGS: dict[Protection, str] = {
     Protection.PSEUDONYMIZED: "stored as a keyed HMAC-SHA256 pseudonym (core/pseudonymization.py): only "
     "holders of USERPULSE_SECRETS__PSEUDONYMIZATION_KEY can recompute one from a value",
     Protection.AGGREGATED: "stored only as counts and age statistics over every profile sharing a value",
-    Protection.ENCRYPTED: "stored encrypted with a per-subject key (crypto-shredding): no field is "
-    "encrypted yet (issue 7)",
+    Protection.ENCRYPTED: "stored sealed with AES-256-GCM under the subject's own data key (crypto-"
+    "shredding, core/sealing.py): erasing the subject deletes the key, and every sealed copy becomes "
+    "unreadable",
     Protection.DROPPED: "removed on receipt, before anything is stored",
 }
 
@@ -229,8 +231,8 @@ KAFKA_PROFILES = Store(
     _KAFKA.profiles_topic,
     "ingestion/kafka_publisher.py",
     "one message per profile fetched: key = login.uuid, value = the JSON envelope "
-    "(core/profile.py ProfileEnvelope) with the user as received, credentials removed; every age, "
-    "under-age profiles included",
+    "(core/profile.py ProfileEnvelope) with the user as received, credentials removed and direct "
+    "identifiers sealed under the subject's key; every age, under-age profiles included",
     _KAFKA_RETENTION,
 )
 KAFKA_DEAD_LETTERS = Store(
@@ -274,6 +276,8 @@ def _table(name: str, content: str, retention: str = _UNTIL_DELETED) -> Store:
     written_by = "batch_layer/recompute.py" if name.startswith("batch_") else "speed_layer/stores.py"
     if name == "schema_migrations":
         written_by = "infra/cassandra_schema.py"
+    if name in ("subject_keys", "erasures"):
+        written_by = "core/subject_keys.py"
     return Store(StoreKind.CASSANDRA_TABLE, f"{_KEYSPACE}.{name}", written_by, content, retention)
 
 
@@ -323,6 +327,18 @@ BATCH_WINDOWS = _table("batch_windows", "which windows a batch view version has"
 SCHEMA_MIGRATIONS = _table(
     "schema_migrations", "which CQL schema files were applied, and when", "kept for the keyspace's life."
 )
+SUBJECT_KEYS = _table(
+    "subject_keys",
+    "one AES-256 data key per subject (uuid), created by the producer on first sight: the key that opens "
+    "the sealed identifiers of every copy of the subject's profiles in the topic and the archive",
+    "until the subject is erased (`userpulse forget`): deleting the row is the crypto-shredding.",
+)
+ERASURES = _table(
+    "erasures",
+    "one row per erased subject: the keyed pseudonym of its uuid, when, by whom and what each store "
+    "removed; no personal data. The producer consults it so that an erased subject stays erased",
+    "kept as the proof of erasure and the suppression list: no retention job and no TTL.",
+)
 DELTA_ARCHIVE = Store(
     StoreKind.DELTA_TABLE,
     _relative(_PATHS.archive_table),
@@ -362,6 +378,8 @@ STORES: tuple[Store, ...] = (
     BATCH_WINDOW_AGGREGATES,
     BATCH_WINDOWS,
     SCHEMA_MIGRATIONS,
+    SUBJECT_KEYS,
+    ERASURES,
     DELTA_ARCHIVE,
     DELTA_SILVER,
 )
@@ -440,6 +458,27 @@ def _user_as_received(store: Store, prefix: str) -> list[FieldDeclaration]:
     return declarations
 
 
+def _user_as_published(store: Store, prefix: str) -> list[FieldDeclaration]:
+    """The user's fields where a store keeps the envelope as published: direct identifiers sealed."""
+    sealed = {".".join(path) for path in SEALED_FIELDS}
+    clear = [
+        d
+        for d in _user_as_received(store, prefix)
+        if not any(d.field.removeprefix(prefix) == p or d.field.startswith(f"{prefix}{p}.") for p in sealed)
+    ]
+    return [
+        *clear,
+        _field(
+            store,
+            "sealed",
+            _D,
+            Protection.ENCRYPTED,
+            MASTER_DATA,
+            "the direct identifiers (" + ", ".join(sorted(sealed)) + "), AES-256-GCM under the subject's key",
+        ),
+    ]
+
+
 def _transformed_profile(store: Store, partition: str, offset: str) -> list[FieldDeclaration]:
     """The fields of ``core.transformations.transform_profiles`` a store keeps (no full name)."""
     generalized, pseudonymized = Protection.GENERALIZED, Protection.PSEUDONYMIZED
@@ -515,7 +554,7 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
     # Kafka: the topics are the log both layers read.
     _field(KAFKA_PROFILES, "key", _D, Protection.NONE, LINKAGE, _RECORD_KEY),
     *_technical(KAFKA_PROFILES, {"timestamp": _RECORD_TIMESTAMP, **_ENVELOPE_FIELDS}, MASTER_DATA),
-    *_user_as_received(KAFKA_PROFILES, "user."),
+    *_user_as_published(KAFKA_PROFILES, "user."),
     _field(
         KAFKA_DEAD_LETTERS, "key", _D, Protection.NONE, LINKAGE, _RECORD_KEY + " (when the record has one)"
     ),
@@ -604,15 +643,37 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
     *_technical(
         SCHEMA_MIGRATIONS, {"version": "name of the applied CQL file", "applied_at": "when it was applied"}
     ),
+    # Cassandra: crypto-shredding keys and the erasure log.
+    _field(SUBJECT_KEYS, "uuid", _D, Protection.NONE, LINKAGE, "login.uuid, in clear: whose key it is"),
+    _field(
+        SUBJECT_KEYS, "data_key", _O, Protection.NONE, MASTER_DATA, "the subject's AES-256 key (random bytes)"
+    ),
+    *_technical(SUBJECT_KEYS, {"created_at": "when the producer created the key"}),
+    _field(
+        ERASURES,
+        "subject_pseudonym",
+        _D,
+        Protection.PSEUDONYMIZED,
+        LINKAGE,
+        "keyed pseudonym of the erased subject's uuid",
+    ),
+    *_technical(
+        ERASURES,
+        {
+            "erased_at": "when the erasure ran",
+            "requested_by": "who asked for it (operator name or ticket given to the command)",
+            "removed": "what each store removed (store -> count)",
+        },
+    ),
     # Delta Lake: the archive (the master dataset) and the silver profiles.
     _field(DELTA_ARCHIVE, "key", _D, Protection.NONE, LINKAGE, "Kafka key bytes: login.uuid, in clear"),
     _field(
         DELTA_ARCHIVE,
         "value",
         _D,
-        Protection.NONE,
+        Protection.ENCRYPTED,
         MASTER_DATA,
-        f"Kafka value bytes: the envelope with every field of `{KAFKA_PROFILES.name}`, in clear",
+        f"Kafka value bytes: the envelope as on `{KAFKA_PROFILES.name}`, direct identifiers sealed",
     ),
     *_technical(
         DELTA_ARCHIVE,

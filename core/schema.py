@@ -66,5 +66,6 @@ ENVELOPE_SCHEMA: StructType = _struct(
     source=StringType(),
     fetched_at=TimestampType(),
     user=PROFILE_SCHEMA,
+    sealed=StringType(),
 )
 """The value of a message on the profiles topic (``core.profile.ProfileEnvelope``)."""

@@ -77,6 +77,9 @@ class ProducerSettings(_Section):
     """Compression of record batches (gzip needs no native library)."""
     delivery_timeout_s: float = 120.0
     """How long ``flush`` waits for outstanding deliveries at shutdown."""
+    seal_identifiers: bool = True
+    """Seal each profile's direct identifiers with its subject's data key (crypto-shredding: erasing
+    the key erases every copy in the topic and the archive). Off only to publish clear envelopes."""
 
 
 class CassandraSettings(_Section):

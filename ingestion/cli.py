@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from core.settings import Settings, get_settings
+from core.subject_keys import subject_key_store
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import AutoSource, ProfileProducer, Progress
 from ingestion.randomuser import RandomUserClient, RandomUserSource
@@ -113,8 +114,13 @@ def produce(
     if created:
         console.print(f"created topics: {', '.join(created)}")
 
-    with ProfilePublisher(settings, profiles_topic, dead_letter_topic) as publisher:
-        producer = ProfileProducer(build_source(source, settings, seed), publisher, size, nationalities)
+    with (
+        ProfilePublisher(settings, profiles_topic, dead_letter_topic) as publisher,
+        subject_key_store(settings) as subject_keys,
+    ):
+        producer = ProfileProducer(
+            build_source(source, settings, seed), publisher, size, nationalities, subject_keys=subject_keys
+        )
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
             console.print(f"{signal.Signals(signum).name}: finishing the current batch and flushing...")
@@ -131,6 +137,8 @@ def produce(
     if not console.is_terminal:
         console.print()  # a non-terminal gets the last progress frame without its line break
     final = producer.progress()  # after close(): every delivery is acknowledged or failed
+    if final.refused_erased:
+        console.print(f"{final.refused_erased:,} profiles of erased subjects were not published")
     console.print(
         f"done: {final.sent:,} profiles sent to {profiles_topic}, {final.dead_lettered:,} dead-lettered "
         f"to {dead_letter_topic}, {final.failed:,} failed, in {summary.elapsed_s:,.1f} s "

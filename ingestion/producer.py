@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -52,6 +52,28 @@ def split_batch(records: list[Any], source: Source, fetched_at: datetime) -> Spl
         else:
             dead_letters.append((record_uuid(record), dead_letter(record, reason, source, fetched_at)))
     return SplitBatch(envelopes, dead_letters)
+
+
+def seal_envelopes(
+    envelopes: list[ProfileEnvelope], data_keys: Mapping[str, bytes]
+) -> tuple[list[ProfileEnvelope], list[str]]:
+    """Each envelope sealed under its subject's data key, and the uuids that have none (erased subjects:
+    nothing of theirs is published again)."""
+    sealed: list[ProfileEnvelope] = []
+    without_key: list[str] = []
+    for envelope in envelopes:
+        uuid = envelope.user["login"]["uuid"]
+        if uuid in data_keys:
+            sealed.append(envelope.sealed_with(data_keys[uuid]))
+        else:
+            without_key.append(uuid)
+    return sealed, without_key
+
+
+class SubjectKeys(Protocol):
+    """What the producer needs from the key store (``core.subject_keys.SubjectKeyStore``)."""
+
+    def keys_creating_missing(self, uuids: Sequence[str]) -> dict[str, bytes]: ...
 
 
 class Publisher(Protocol):
@@ -103,6 +125,8 @@ class Progress:
     bytes_sent: int
     elapsed_s: float
     source: Source
+    refused_erased: int = 0
+    """Profiles of erased subjects the source served again: not published."""
 
     @property
     def profiles_per_s(self) -> float:
@@ -119,9 +143,14 @@ class ProfileProducer:
         batch_size: int,
         nationalities: tuple[str, ...] = (),
         clock: Callable[[], float] = time.monotonic,
+        subject_keys: SubjectKeys | None = None,
     ) -> None:
+        """With ``subject_keys``, direct identifiers are sealed per subject before publishing (crypto-
+        shredding); without, envelopes are published in clear (version 1)."""
         self.source = source
         self.publisher = publisher
+        self.subject_keys = subject_keys
+        self._refused_erased = 0
         self.batch_size = batch_size
         self.nationalities = nationalities
         self.stop_requested = threading.Event()
@@ -139,6 +168,7 @@ class ProfileProducer:
             bytes_sent=counts.bytes_sent,
             elapsed_s=self._clock() - self._started_at,
             source=self.source.name,
+            refused_erased=self._refused_erased,
         )
 
     def run(
@@ -171,7 +201,14 @@ class ProfileProducer:
         records = self.source.next_batch(wanted, self.nationalities)
         fetched_at = datetime.now(UTC)
         split = split_batch(records, self.source.name, fetched_at)
-        for envelope in split.envelopes:
+        envelopes = split.envelopes
+        if self.subject_keys is not None and envelopes:
+            uuids = [envelope.user["login"]["uuid"] for envelope in envelopes]
+            envelopes, erased = seal_envelopes(envelopes, self.subject_keys.keys_creating_missing(uuids))
+            if erased:
+                logger.info("not publishing %d profiles of erased subjects", len(erased))
+                self._refused_erased += len(erased)
+        for envelope in envelopes:
             self.publisher.publish(envelope)
         for key, letter in split.dead_letters:
             logger.warning("dead-lettered a %s record (uuid %s): %s", letter.source, key, letter.reason)

@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,10 +37,12 @@ from pyspark.sql.streaming.listener import QueryProgressEvent
 
 from core.aggregates import window_aggregates
 from core.parsing import dead_letter_records, parse_kafka_records, valid_envelopes
+from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.spark import as_utc, collect_dicts
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.streaming import require_topic, run_until_consumed
+from core.subject_keys import SubjectKeyStore, subject_keys_frame
 from core.transformations import split_by_minimum_age, transform_profiles
 from infra.cassandra_schema import apply_schema
 from speed_layer.stores import CassandraSpeedStore, MongoRawStore, mongo_raw_store
@@ -59,6 +61,8 @@ class BatchOutcome:
     dead_lettered: int
     under_age: int
     duration_ms: int
+    erased: int = 0
+    """Records of subjects erased since they were published: skipped, their identifiers unreadable."""
 
 
 def first_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,12 +85,18 @@ def kafka_lag(end_offsets_json: str | None, latest_offsets_json: str | None) -> 
     }
 
 
-def raw_document(row: dict[str, Any], ingested_at: datetime) -> dict[str, Any]:
-    """The MongoDB document of a profile: the user as received, its envelope fields and Kafka coordinates."""
+def raw_document(
+    row: dict[str, Any], ingested_at: datetime, data_keys: Mapping[str, bytes] | None = None
+) -> dict[str, Any]:
+    """The MongoDB document of a profile: the user as received (its sealed identifiers opened with the
+    subject's key from ``data_keys``), its envelope fields and Kafka coordinates."""
     envelope = json.loads(bytes(row["raw_value"]))
+    user = envelope["user"]
+    if envelope.get("sealed"):
+        user = unseal_identifiers(user, envelope["sealed"], (data_keys or {})[row["uuid"]])
     return {
         "_id": row["uuid"],
-        "user": envelope["user"],
+        "user": user,
         "source": envelope["source"],
         "fetched_at": row["fetched_at"],
         "kafka": {"topic": row["topic"], "partition": row["partition"], "offset": row["offset"]},
@@ -140,11 +150,13 @@ class SpeedLayerJob:
         mongo: MongoRawStore,
         topic: str,
         checkpoint_dir: Path,
+        subject_keys: SubjectKeyStore,
     ) -> None:
         self.settings = settings
         self.spark = spark
         self.cassandra = cassandra
         self.mongo = mongo
+        self.subject_keys = subject_keys
         self.topic = topic
         self.checkpoint_dir = checkpoint_dir
         self.job_name = settings.speed_layer.job_name
@@ -164,11 +176,19 @@ class SpeedLayerJob:
             raise StopRequestedError(f"stop requested: batch {batch_id} is left for the next run")
         started = time.monotonic()
         processed_at = datetime.now(UTC)
-        parsed = parse_kafka_records(batch).persist()
+        batch = batch.persist()  # read from Kafka once: for the subjects' keys, then for the rows
         try:
-            outcome, max_event_time = self._store_batch(parsed, batch_id, processed_at, started)
+            data_keys = self._data_keys(batch)
+            keys_frame = F.broadcast(subject_keys_frame(self.spark, data_keys))
+            parsed = parse_kafka_records(batch, keys_frame).persist()
+            try:
+                outcome, max_event_time = self._store_batch(
+                    parsed, batch_id, processed_at, started, data_keys
+                )
+            finally:
+                parsed.unpersist()
         finally:
-            parsed.unpersist()
+            batch.unpersist()
         self.cassandra.write_batch_metrics(
             {
                 "job": self.job_name,
@@ -185,19 +205,35 @@ class SpeedLayerJob:
             }
         )
         logger.info(
-            "speed batch %d: %d rows, %d new profiles, %d duplicates, %d dead-lettered, %d under age, %d ms",
+            "speed batch %d: %d rows, %d new profiles, %d duplicates, %d dead-lettered, %d under age, "
+            "%d of erased subjects, %d ms",
             batch_id,
             outcome.input_rows,
             outcome.new_profiles,
             outcome.duplicates,
             outcome.dead_lettered,
             outcome.under_age,
+            outcome.erased,
             outcome.duration_ms,
         )
         return outcome
 
+    def _data_keys(self, batch: DataFrame) -> dict[str, bytes]:
+        """The data keys of the subjects of a batch (the record key is the uuid); erased ones have none."""
+        uuids = [
+            row["key"].decode("utf-8", "replace")
+            for row in batch.select("key").distinct().collect()
+            if row["key"]
+        ]
+        return self.subject_keys.keys_for(uuids) if uuids else {}
+
     def _store_batch(
-        self, parsed: DataFrame, batch_id: int, processed_at: datetime, started: float
+        self,
+        parsed: DataFrame,
+        batch_id: int,
+        processed_at: datetime,
+        started: float,
+        data_keys: Mapping[str, bytes],
     ) -> tuple[BatchOutcome, datetime | None]:
         # Few Spark actions per batch (each costs a job): one summary, the dead letters when there are
         # any, the transformed rows, the aggregates. Dedupe and counting happen on the collected rows.
@@ -205,9 +241,11 @@ class SpeedLayerJob:
         summary = parsed.agg(
             F.count(F.lit(1)).alias("input_rows"),
             F.count("dead_letter_reason").alias("dead_letters"),
+            F.count("envelope").alias("usable"),
             F.max("envelope.fetched_at").alias("max_event_time"),
         ).first()
         input_rows, dead_letter_count = summary["input_rows"], summary["dead_letters"]
+        erased = input_rows - dead_letter_count - summary["usable"]
         max_event_time = as_utc(summary["max_event_time"])
         if input_rows == 0:
             return BatchOutcome(batch_id, 0, 0, 0, 0, 0, 0), None
@@ -230,7 +268,7 @@ class SpeedLayerJob:
             parsed.select("partition", "offset", "topic", "raw_value"), ["partition", "offset"]
         )
         kept_rows = collect_dicts(kept_with_raw)
-        valid_count = input_rows - dead_letter_count
+        valid_count = summary["usable"]
         under_age = valid_count - len(kept_rows)
         rows = first_copies(kept_rows)
         phases.done("transform")
@@ -244,7 +282,7 @@ class SpeedLayerJob:
         #    wait on the network), then this batch's partial aggregates over its new profiles.
         with ThreadPoolExecutor(max_workers=1) as mongo_writer:
             documents = mongo_writer.submit(
-                self.mongo.insert_profiles, [raw_document(row, processed_at) for row in new_rows]
+                self.mongo.insert_profiles, [raw_document(row, processed_at, data_keys) for row in new_rows]
             )
             self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
             documents.result()
@@ -263,6 +301,7 @@ class SpeedLayerJob:
             dead_lettered=dead_letter_count,
             under_age=under_age,
             duration_ms=int((time.monotonic() - started) * 1000),
+            erased=erased,
         )
         return outcome, max_event_time
 
@@ -390,6 +429,12 @@ def speed_layer_job(
         mongo = mongo_raw_store(database, settings)
         mongo.ensure_indexes()
         cassandra = CassandraSpeedStore(session, keyspace, settings.speed_layer.cassandra_concurrency)
+        subject_keys = SubjectKeyStore(
+            session,
+            keyspace,
+            settings.secrets.pseudonymization_key.get_secret_value().encode(),
+            settings.speed_layer.cassandra_concurrency,
+        )
         job = SpeedLayerJob(
             settings,
             spark,
@@ -397,6 +442,7 @@ def speed_layer_job(
             mongo,
             topic or settings.kafka.profiles_topic,
             checkpoint_dir or settings.paths.checkpoints_dir / settings.speed_layer.job_name,
+            subject_keys,
         )
         try:
             yield job

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from core.profile import CREDENTIAL_FIELDS, ENVELOPE_SCHEMA_VERSION
+from core.profile import CREDENTIAL_FIELDS, ENVELOPE_SCHEMA_VERSION, check_profile
+from core.sealing import unseal_identifiers
 from core.settings import Settings
+from core.subject_keys import subject_key_store
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer
 from ingestion.synthetic import SyntheticSource
@@ -71,13 +73,23 @@ def test_synthetic_profiles_arrive_exactly_once_with_their_keys(
     assert len(records) == count
     assert sorted(record.key for record in records) == sorted(expected)  # each profile exactly once
     assert {record.partition for record in records} == set(range(stack_settings.kafka.topic_partitions))
+    with subject_key_store(stack_settings, enabled=True) as key_store:
+        assert key_store is not None
+        data_keys = key_store.keys_for([record.key for record in records])
     for record in records:
         envelope = record.value
-        assert set(envelope) == {"schema_version", "source", "fetched_at", "user"}
+        assert set(envelope) == {"schema_version", "source", "fetched_at", "user", "sealed"}
         assert envelope["schema_version"] == ENVELOPE_SCHEMA_VERSION
         assert envelope["source"] == "synthetic"
         assert record.key == envelope["user"]["login"]["uuid"]
         assert datetime.fromisoformat(envelope["fetched_at"]).tzinfo is not None
+        # Direct identifiers leave the producer only sealed, under a key of the subject's own.
+        assert "email" not in envelope["user"] and "name" not in envelope["user"]
+        assert (
+            check_profile(unseal_identifiers(envelope["user"], envelope["sealed"], data_keys[record.key]))
+            is None
+        )
+    assert len(set(data_keys.values())) == count
     assert_no_credentials(records)
     assert read_topic(stack_settings, dead_letter_topic) == []
 

@@ -28,11 +28,12 @@ from core import register as reg
 from core.parsing import dead_letter_records, parse_kafka_records
 from core.profile import CREDENTIAL_FIELDS
 from core.register_cli import register
+from core.sealing import SEALED_FIELDS, new_data_key
 from core.settings import CassandraSettings, Settings, get_settings
 from core.spark import collect_dicts
 from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ProfilePublisher
-from ingestion.producer import split_batch
+from ingestion.producer import seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import dead_letter_document, raw_document
 from speed_layer.stores import mongo_raw_store
@@ -176,16 +177,27 @@ def source_users() -> list[dict[str, Any]]:
     return [*recorded["results"], *SyntheticSource(7, now=NOW).next_batch(21)]
 
 
+DATA_KEYS = {user["login"]["uuid"]: new_data_key() for user in source_users()}
+"""Each sample subject's data key, as the producer's key store would hand them out."""
+
+
+def sealed_paths(fields: set[str]) -> set[str]:
+    """Those of ``fields`` (dotted user paths) that the producer seals."""
+    prefixes = [".".join(path) for path in SEALED_FIELDS]
+    return {f for f in fields if any(f == p or f.startswith(f"{p}.") for p in prefixes)}
+
+
 def kafka_messages(settings: Settings, users: list[Any]) -> list[dict[str, Any]]:
     """The messages the real producer path (validation, minimization, publisher) sends for ``users``."""
     RecordingKafkaProducer.sent = []
     batch = split_batch(users, "synthetic", NOW)
+    sealed, _ = seal_envelopes(batch.envelopes, DATA_KEYS)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("ingestion.kafka_publisher.KafkaProducer", RecordingKafkaProducer)
         publisher = ProfilePublisher(
             settings, settings.kafka.profiles_topic, settings.kafka.dead_letter_topic
         )
-        for envelope in batch.envelopes:
+        for envelope in sealed:
             publisher.publish(envelope)
         for key, letter in batch.dead_letters:
             publisher.publish_dead_letter(letter, key)
@@ -235,6 +247,7 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
                 {"uuid": json.loads(m["value"])["user"]["login"]["uuid"], "raw_value": m["value"],
                  "fetched_at": NOW, "topic": m["topic"], "partition": 0, "offset": offset},
                 NOW,
+                DATA_KEYS,
             )
             for offset, m in enumerate(profiles)
         ]
@@ -268,7 +281,7 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
     archive_records(kafka_rows).write.format("delta").partitionBy("ingestion_date").save(
         str(settings.paths.archive_table)
     )
-    refresh_silver_profiles(settings, spark)
+    refresh_silver_profiles(settings, spark, data_keys=DATA_KEYS)
     archive = spark.read.format("delta").load(str(settings.paths.archive_table))
     silver = spark.read.format("delta").load(str(settings.paths.silver_table))
     fields[reg.DELTA_ARCHIVE.key] = set(archive.columns)
@@ -288,13 +301,13 @@ def test_every_stored_field_is_declared_and_every_declared_field_is_stored(obser
 def test_mismatches_name_undeclared_and_stale_fields_and_stores() -> None:
     stored = {store.key: fields for store, fields in _declared_by_store().items()}
     stored[reg.CASSANDRA_PROFILES.key] = (stored[reg.CASSANDRA_PROFILES.key] - {"age"}) | {"full_name"}
-    stored[reg.StoreKind.CASSANDRA_TABLE, "userpulse.subject_keys"] = {"uuid", "data_key"}
+    stored[reg.StoreKind.CASSANDRA_TABLE, "userpulse.key_vault"] = {"uuid", "data_key"}
     del stored[reg.DELTA_SILVER.key]
 
     problems = reg.register_mismatches(stored)
 
     assert problems == [
-        "Cassandra table userpulse.subject_keys: stored but not declared as a store",
+        "Cassandra table userpulse.key_vault: stored but not declared as a store",
         "Delta table .stack/lake/silver_profiles: declared but not written by any code",
         "Cassandra table userpulse.profiles: field 'full_name' is stored but not declared",
         "Cassandra table userpulse.profiles: field 'age' is declared but no longer stored",
@@ -320,8 +333,10 @@ def test_only_the_credentials_are_dropped_and_no_store_holds_them(observed: Obse
 
     assert dropped == {f"login.{name}" for name in CREDENTIAL_FIELDS}
     assert {d.field for d in reg.declarations_of(reg.SOURCE)} == dropped
-    # Everything the source sends is either published (and declared on the topic) or declared dropped.
-    assert source_fields == published | dropped
+    # Everything the source sends is either published (declared on the topic, in clear or sealed) or
+    # declared dropped.
+    assert "sealed" in {d.field for d in reg.declarations_of(reg.KAFKA_PROFILES)}
+    assert source_fields == published | sealed_paths(source_fields) | dropped
     leaked = {
         (key, f)
         for key, fields in observed.fields.items()

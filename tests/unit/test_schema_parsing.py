@@ -118,8 +118,8 @@ CASES: list[tuple[str, bytes | None, bytes | None, str | None]] = [
     (
         "wrong schema_version",
         uuid_of(AU),
-        envelope_bytes(AU, schema_version=2),
-        "unsupported schema_version 2",
+        envelope_bytes(AU, schema_version=3),
+        "unsupported schema_version 3",
     ),
     ("missing uuid", None, envelope_bytes(with_change(AU, "login.uuid", ...)), "missing login.uuid"),
     ("blank uuid", None, envelope_bytes(with_change(AU, "login.uuid", " ")), "missing login.uuid"),
