@@ -1,0 +1,247 @@
+"""Erasure on request (GDPR art. 17): one subject removed from every store, the immutable ones included.
+
+Why in ``core/``: like retention, erasure reaches every store of both layers, and no layer owns them all.
+
+Order matters, and every step can be run again (a failed erasure is finished by running it again):
+
+1. **Log and shred.** The erasure is logged under the keyed pseudonym of the uuid (never the uuid or any
+   personal data), which is also how the producer recognises a subject not to publish again; then the
+   subject's data key is deleted. From that moment every sealed copy of the subject's profiles in the
+   Kafka topic (and in the archive, until step 4) is unreadable: the topic cannot be rewritten, so this
+   is how the erasure reaches it.
+2. **Speed views.** For each dimension, a correction partial (-1 profile, minus the age) is written
+   under a batch id of its own, derived from the uuid, in the window the speed layer counted the subject
+   in: readers sum partials, so the subject stops counting at once, and a second run overwrites the same
+   row. The min and max ages of that window are not corrected (the next batch recomputation does).
+3. **Serving stores.** The pseudonymized ``profiles`` row, the MongoDB raw document, its latest-profiles
+   copy and the dead letters keyed by the uuid are deleted.
+4. **Lake.** Delta ``DELETE`` of the subject's archive records and silver rows, a ``REORG ... PURGE`` (so
+   no deletion vector keeps the rows in a file), then ``VACUUM`` with no retention so that the files that
+   held them are removed, not just unreferenced. The batch views no longer count the subject after the
+   next recomputation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from pathlib import Path
+
+from cassandra.cluster import Session
+from delta.tables import DeltaTable
+from pymongo.database import Database
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.utils import AnalysisException
+
+from core.aggregates import DIMENSIONS, window_floor, window_seconds_of
+from core.pseudonymization import hmac_sha256_hex_column, pseudonym
+from core.settings import Settings
+from core.stores import cassandra_session, mongo_client, mongo_database
+from core.subject_keys import SubjectKeyStore, subject_pseudonym
+from infra.cassandra_schema import apply_schema
+
+logger = logging.getLogger(__name__)
+
+_RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+@dataclass
+class ErasureReport:
+    """What one erasure removed, per store, and what it could not reach."""
+
+    subject_pseudonym: str
+    removed: dict[str, int] = field(default_factory=dict)
+    """Store -> records (rows, documents, keys) removed."""
+    notes: list[str] = field(default_factory=list)
+
+
+def correction_batch_id(uuid: str) -> int:
+    """The speed-aggregate batch id of a subject's erasure correction: negative (Spark's batch ids never
+    are) and fixed per uuid, so running the erasure again overwrites the same correction."""
+    return -1 - int(uuid.replace("-", ""), 16) % (1 << 62)
+
+
+def subjects_with_email(
+    email: str, settings: Settings, session: Session, database: Database, spark: SparkSession
+) -> set[str]:
+    """The uuids of the profiles with this e-mail, found through its keyed pseudonym (Cassandra, silver)
+    and, in clear, in the raw documents."""
+    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    email_pseudonym = pseudonym(email, key, "email")
+    if email_pseudonym is None:
+        return set()
+    keyspace = settings.cassandra.keyspace
+    rows = session.execute(
+        f"SELECT uuid FROM {keyspace}.profiles WHERE email_pseudonym = %s", (email_pseudonym,)
+    )
+    uuids = {row.uuid for row in rows}
+    raw = database[settings.mongo.raw_profiles_collection]
+    uuids |= {doc["_id"] for doc in raw.find({"user.email": email.strip()}, {"_id": 1})}
+    silver = str(settings.paths.silver_table)
+    if DeltaTable.isDeltaTable(spark, silver):
+        matches = spark.read.format("delta").load(silver).where(F.col("email_pseudonym") == email_pseudonym)
+        uuids |= {row.uuid for row in matches.select("uuid").distinct().collect()}
+    return uuids
+
+
+def correct_speed_views(session: Session, settings: Settings, uuid: str) -> int:
+    """Write the subject's correction partials where the speed layer counted it; the rows written."""
+    keyspace = settings.cassandra.keyspace
+    profile = session.execute(
+        f"SELECT fetched_at, first_batch_id, age, {', '.join(DIMENSIONS)} FROM {keyspace}.profiles "
+        "WHERE uuid = %s",
+        (uuid,),
+    ).one()
+    if profile is None:
+        return 0
+    window_seconds = window_seconds_of(settings.speed_layer.window_duration)
+    window_start = window_floor(profile.fetched_at.replace(tzinfo=UTC), window_seconds)
+    counted = session.prepare(
+        f"SELECT profiles FROM {keyspace}.speed_aggregates "
+        "WHERE dimension = ? AND window_start = ? AND value = ? AND batch_id = ?"
+    )
+    correct = session.prepare(
+        f"INSERT INTO {keyspace}.speed_aggregates (dimension, window_start, value, batch_id, window_end, "
+        "profiles, age_sum) VALUES (?, ?, ?, ?, ?, -1, ?)"
+    )
+    window_end = window_start + timedelta(seconds=window_seconds)
+    written = 0
+    for dimension in DIMENSIONS:
+        value = getattr(profile, dimension)
+        if value is None:
+            continue
+        # Only where the subject's partial still exists: an expired window (TTL) must not go negative.
+        if (
+            session.execute(counted, (dimension, window_start, str(value), profile.first_batch_id)).one()
+            is None
+        ):
+            continue
+        session.execute(
+            correct,
+            (dimension, window_start, str(value), correction_batch_id(uuid), window_end, -(profile.age or 0)),
+        )
+        written += 1
+    return written
+
+
+def delete_profile_row(session: Session, settings: Settings, uuid: str) -> int:
+    """Delete the subject's pseudonymized ``profiles`` row; 1 if there was one."""
+    keyspace = settings.cassandra.keyspace
+    existed = session.execute(f"SELECT uuid FROM {keyspace}.profiles WHERE uuid = %s", (uuid,)).one()
+    session.execute(f"DELETE FROM {keyspace}.profiles WHERE uuid = %s", (uuid,))
+    return int(existed is not None)
+
+
+def erase_from_mongo(database: Database, settings: Settings, uuid: str) -> dict[str, int]:
+    """Delete the subject's raw document, its latest-profiles copy and the dead letters keyed by it."""
+    mongo = settings.mongo
+    return {
+        f"MongoDB {mongo.raw_profiles_collection}": database[mongo.raw_profiles_collection]
+        .delete_many({"_id": uuid})
+        .deleted_count,
+        f"MongoDB {mongo.latest_profiles_collection}": database[mongo.latest_profiles_collection]
+        .delete_many({"_id": uuid})
+        .deleted_count,
+        f"MongoDB {mongo.dead_letters_collection}": database[mongo.dead_letters_collection]
+        .delete_many({"key": uuid})
+        .deleted_count,
+    }
+
+
+def purge_rows(spark: SparkSession, path: Path, condition: F.Column) -> int | None:
+    """Delete the rows matching ``condition`` from a Delta table and remove the files that held them;
+    the rows deleted (None when there is no table)."""
+    if not DeltaTable.isDeltaTable(spark, str(path)):
+        return None
+    table = DeltaTable.forPath(spark, str(path))
+    table.delete(condition)
+    metrics = table.history(1).first().operationMetrics or {}
+    deleted = int(metrics.get("numDeletedRows", 0))
+    if deleted:
+        # Rewrite files that carry deletion vectors, so the rows are gone from every live file...
+        spark.sql(f"REORG TABLE delta.`{path}` APPLY (PURGE)")
+        # ...then delete the unreferenced ones at once. LITE only deletes files the log removed, never a
+        # file a concurrent writer (the archive job) has written but not committed yet.
+        _vacuum_now(spark, path)
+    return deleted
+
+
+def _vacuum_now(spark: SparkSession, path: Path) -> None:
+    previous = spark.conf.get(_RETENTION_CHECK, "true")
+    spark.conf.set(_RETENTION_CHECK, "false")
+    try:
+        spark.sql(f"VACUUM delta.`{path}` LITE RETAIN 0 HOURS")
+    except AnalysisException as error:  # LITE refuses when some eligible file is not in the log
+        logger.warning("VACUUM LITE refused on %s (%s): running a full VACUUM", path, error)
+        spark.sql(f"VACUUM delta.`{path}` RETAIN 0 HOURS")
+    finally:
+        spark.conf.set(_RETENTION_CHECK, previous)
+
+
+def erase_from_lake(spark: SparkSession, settings: Settings, uuid: str) -> dict[str, int]:
+    """Delete the subject's archive records (by Kafka key) and silver rows, files included.
+
+    The rows are matched by the keyed pseudonym of their uuid, not by the uuid: Delta keeps a DELETE's
+    predicate in its transaction log, which would otherwise hold the erased uuid in clear.
+    """
+    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    subject = F.lit(subject_pseudonym(uuid, key))
+    removed = {}
+    archived = purge_rows(
+        spark, settings.paths.archive_table, hmac_sha256_hex_column(F.col("key"), key) == subject
+    )
+    if archived is not None:
+        removed["Delta archive"] = archived
+    silvered = purge_rows(
+        spark, settings.paths.silver_table, hmac_sha256_hex_column(F.col("uuid"), key) == subject
+    )
+    if silvered is not None:
+        removed["Delta silver"] = silvered
+    return removed
+
+
+def erase_subject(
+    settings: Settings,
+    spark: SparkSession,
+    session: Session,
+    database: Database,
+    uuid: str,
+    requested_by: str,
+) -> ErasureReport:
+    """Erase one subject from every store (see the module docstring for the order and why)."""
+    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    keys = SubjectKeyStore(session, settings.cassandra.keyspace, key)
+    report = ErasureReport(keys.log_erasure(uuid, requested_by, {}))
+    report.removed["Cassandra subject_keys"] = int(keys.delete_key(uuid))
+    report.removed["Cassandra speed_aggregates corrections"] = correct_speed_views(session, settings, uuid)
+    report.removed["Cassandra profiles"] = delete_profile_row(session, settings, uuid)
+    report.removed.update(erase_from_mongo(database, settings, uuid))
+    report.removed.update(erase_from_lake(spark, settings, uuid))
+    keys.log_erasure(uuid, requested_by, report.removed)
+    report.notes += [
+        f"Kafka {settings.kafka.profiles_topic}: the subject's records stay until the topic's retention "
+        f"({settings.retention.topic_days} days), their identifiers sealed under the deleted key: "
+        "unreadable.",
+        "batch views: the subject stops counting at the next recomputation (schedule, or "
+        "`userpulse batch recompute`).",
+    ]
+    logger.info("erased subject %s: %s", report.subject_pseudonym, report.removed)
+    return report
+
+
+def erase_subjects(
+    settings: Settings, spark: SparkSession, uuids: Iterable[str], requested_by: str
+) -> list[ErasureReport]:
+    """Erase each subject in ``uuids`` (connections opened once, schema applied)."""
+    cluster, session = cassandra_session(settings)
+    client = mongo_client(settings)
+    try:
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
+        database = mongo_database(client, settings)
+        return [erase_subject(settings, spark, session, database, uuid, requested_by) for uuid in uuids]
+    finally:
+        client.close()
+        cluster.shutdown()
