@@ -208,7 +208,8 @@ def split_at_cutoff(cutoff: datetime | None, has_batch: bool, time_range: TimeRa
 
 
 def merge_partials(batch_rows: Iterable[Partial], speed_rows: Iterable[Partial]) -> list[ValueFigures]:
-    """Sum the batch rows and speed partials of each value; largest count first, then by value."""
+    """Sum the batch rows and speed partials of each value; largest count first, then by value. Values
+    left with no profile (every one of them erased) are left out."""
     merged: dict[str, dict[str, Any]] = {}
 
     def add(row: Partial, layer: str) -> None:
@@ -235,6 +236,7 @@ def merge_partials(batch_rows: Iterable[Partial], speed_rows: Iterable[Partial])
     values = [
         ValueFigures(value, f["profiles"], f["age_sum"], f["age_min"], f["age_max"], f["batch"], f["speed"])
         for value, f in merged.items()
+        if f["profiles"] > 0  # erasure corrections (negative partials) may leave a value with nobody
     ]
     return sorted(values, key=lambda v: (-v.profiles, v.value))
 

@@ -89,6 +89,15 @@ def test_merge_of_nothing_is_empty_and_has_no_average() -> None:
     assert ValueFigures("x", 0, 0, None, None, 0, 0).average_age is None
 
 
+def test_erasure_corrections_subtract_and_a_value_left_with_nobody_disappears() -> None:
+    speed = [Partial("FR", 2, 70, 30, 40), Partial("FR", -1, -30, None, None), Partial("ES", 1, 50, 50, 50)]
+    correction = [Partial("ES", -1, -50, None, None)]
+
+    merged = merge_partials([], speed + correction)
+
+    assert [(v.value, v.profiles, v.age_sum) for v in merged] == [("FR", 1, 40)]
+
+
 @pytest.mark.parametrize(
     ("email", "masked"),
     [("jane.doe@example.com", "j***@example.com"), ("x@y.org", "x***@y.org"), ("", "***"), (None, "***")],
