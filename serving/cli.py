@@ -17,6 +17,7 @@ from core.settings import Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from serving.dashboard import UserPulseDashboard
+from serving.profile_store import ProfileStore, profile_store_of
 from serving.profiles import ProfileDocuments, profile_documents
 from serving.views import ServingViews
 
@@ -24,7 +25,7 @@ console = Console(stderr=True)
 
 
 @contextmanager
-def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDocuments]]:
+def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDocuments, ProfileStore]]:
     """The read side of both stores, shared by every browser session; connections closed on exit.
 
     The schema is applied first (idempotently), so a dashboard started before either layer ran shows
@@ -37,20 +38,21 @@ def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDo
         views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
         database = mongo_database(client, settings)
         documents = profile_documents(database, settings)
-        yield views, documents
+        profiles = profile_store_of(session, database[settings.mongo.raw_profiles_collection], settings)
+        yield views, documents, profiles
     finally:
         client.close()
         cluster.shutdown()
 
 
 def page_factory(
-    settings: Settings, views: ServingViews, documents: ProfileDocuments
+    settings: Settings, views: ServingViews, documents: ProfileDocuments, profiles: ProfileStore | None = None
 ) -> Callable[[], pn.viewable.Viewable]:
     """What ``pn.serve`` calls for each new browser session: a fresh dashboard, refreshing itself."""
 
     def page() -> pn.viewable.Viewable:
         pn.extension("tabulator")
-        dashboard = UserPulseDashboard(settings, views, documents)
+        dashboard = UserPulseDashboard(settings, views, documents, profiles)
         dashboard.start_refreshing()
         return dashboard.__panel__()
 
@@ -70,11 +72,11 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
         console.print(f"[yellow]warning:[/yellow] dashboard exposed on {serving.host} without basic auth")
     # SIGTERM (e.g. from ``userpulse demo``) stops the server as Ctrl-C does: connections closed, exit 0.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with serving_stores(settings) as (views, documents):
+    with serving_stores(settings) as (views, documents, profiles):
         console.print(f"dashboard: http://{serving.host}:{serving.port}/")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: a normal stop
             pn.serve(
-                {"/": page_factory(settings, views, documents)},
+                {"/": page_factory(settings, views, documents, profiles)},
                 address=serving.host,
                 port=serving.port,
                 websocket_origin=[f"{serving.host}:{serving.port}", f"localhost:{serving.port}"],

@@ -23,6 +23,8 @@ import param
 from core.aggregates import window_seconds_of
 from core.settings import Settings
 from core.transformations import AGE_BANDS
+from serving.profile_page import ProfileLookup
+from serving.profile_store import ProfileStore
 from serving.profiles import ProfileDocuments
 from serving.snapshot import Filters, Headline, Snapshot, take_snapshot
 from serving.views import DimensionView, ServingViews
@@ -110,7 +112,7 @@ def breakdown_frame(view: DimensionView, top: int) -> pd.DataFrame:
                 "batch": sum(r["batch"] for r in rest),
                 "speed": sum(r["speed"] for r in rest),
                 "profiles": profiles,
-                "average_age": round(age_sum / profiles, 1) if profiles else None,
+                "average_age": round(age_sum / profiles, 1) if profiles is not None else None,
             }
         )
     return pd.DataFrame(head, columns=["label", "batch", "speed", "profiles", "average_age"])
@@ -223,11 +225,19 @@ class UserPulseDashboard(pn.viewable.Viewer):
     time_range = param.Selector(default="All time", objects=list(TIME_RANGES), doc="Windows to count.")
     paused = param.Boolean(default=False, doc="Stop refreshing (the figures stay as they are).")
 
-    def __init__(self, settings: Settings, views: ServingViews, documents: ProfileDocuments) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        views: ServingViews,
+        documents: ProfileDocuments,
+        profiles: ProfileStore | None = None,
+    ) -> None:
+        """With ``profiles``, the page also offers a lookup of one profile by uuid."""
         super().__init__()
         self.settings = settings
         self.views = views
         self.documents = documents
+        self.lookup = None if profiles is None else ProfileLookup(profiles, settings.serving.query_timeout_s)
         self.window_seconds = window_seconds_of(settings.speed_layer.window_duration)
         self.status = pn.pane.Markdown("Loading…", sizing_mode="stretch_width")
         self.errors = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
@@ -391,6 +401,7 @@ class UserPulseDashboard(pn.viewable.Viewer):
                 charts,
                 pn.pane.Markdown("### Latest profiles (direct identifiers masked)"),
                 self.latest,
+                *([self.lookup] if self.lookup is not None else []),
             ],
         )
         return template

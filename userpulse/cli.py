@@ -10,6 +10,7 @@ from core.retention_cli import retention
 from infra.cli import demo, stack_app
 from ingestion.cli import produce
 from serving.cli import dashboard
+from serving.profile_cli import profile_app
 from speed_layer.cli import speed
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(batch_app, name="batch")
+app.add_typer(profile_app, name="profile")
 app.command()(produce)
 app.command()(speed)
 app.command()(register)
