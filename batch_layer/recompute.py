@@ -47,6 +47,14 @@ logger = logging.getLogger(__name__)
 VIEW_NAME = "profiles"
 """The row of ``batch_current`` this recomputation owns."""
 
+SILVER_STATS_COLUMNS: tuple[str, ...] = (
+    "fetched_at", "source", "gender", "country", "nationality", "email_domain", "age", "age_band",
+    "registration_date", "partition", "offset",
+)  # fmt: skip
+"""Silver columns Delta keeps min/max statistics of (for data skipping). Not the uuid or the pseudonyms:
+the statistics stay in the transaction log after an erasure deleted the rows (until the log is cleaned
+up), and a uuid there would outlive its subject."""
+
 
 def latest_versions(profiles: DataFrame, keys: Sequence[str] = ("uuid",)) -> DataFrame:
     """The latest version of each profile (per ``keys``): newest ``fetched_at``, then highest Kafka
@@ -301,7 +309,12 @@ def refresh_silver_profiles(
     scanned = time.perf_counter()
     key = settings.secrets.pseudonymization_key.get_secret_value().encode()
     silver = silver_profiles(archive, subject_keys, {day: n.date() for day, n in newest_by_day.items()}, key)
-    writer = silver.write.format("delta").mode("overwrite").partitionBy("ingestion_date")
+    writer = (
+        silver.write.format("delta")
+        .mode("overwrite")
+        .partitionBy("ingestion_date")
+        .option("delta.dataSkippingStatsColumns", ",".join(SILVER_STATS_COLUMNS))
+    )
     if days is None:
         writer = writer.option("overwriteSchema", "true")
     else:

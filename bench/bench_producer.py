@@ -16,15 +16,18 @@ from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient
 
+from core.sealing import new_data_key
 from core.settings import get_settings
+from core.subject_keys import subject_key_store
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
-from ingestion.producer import ProfileProducer, split_batch
+from ingestion.producer import ProfileProducer, seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 
 
-def stage_rates(batch_size: int, batches: int) -> tuple[float, float]:
-    """Profiles/s of generation alone, and of validation + minimization + envelope serialization."""
+def stage_rates(batch_size: int, batches: int) -> tuple[float, float, float]:
+    """Profiles/s of generation alone, of validation + minimization + envelope serialization, and of
+    sealing the identifiers (AES-GCM, keys already at hand) + serialization."""
     source = SyntheticSource(1)
     started = time.perf_counter()
     generated = [source.next_batch(batch_size) for _ in range(batches)]
@@ -34,7 +37,14 @@ def stage_rates(batch_size: int, batches: int) -> tuple[float, float]:
         for envelope in split_batch(batch, "synthetic", datetime.now(UTC)).envelopes:
             envelope.model_dump_json()
     envelope_rate = batch_size * batches / (time.perf_counter() - started)
-    return generation_rate, envelope_rate
+    envelopes = [split_batch(batch, "synthetic", datetime.now(UTC)).envelopes for batch in generated]
+    keys = {e.user["login"]["uuid"]: new_data_key() for batch in envelopes for e in batch}
+    started = time.perf_counter()
+    for batch in envelopes:
+        for envelope in seal_envelopes(batch, keys)[0]:
+            envelope.model_dump_json()
+    sealing_rate = batch_size * batches / (time.perf_counter() - started)
+    return generation_rate, envelope_rate, sealing_rate
 
 
 def main() -> None:
@@ -44,9 +54,10 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
 
-    generation_rate, envelope_rate = stage_rates(args.batch_size, batches=4)
+    generation_rate, envelope_rate, sealing_rate = stage_rates(args.batch_size, batches=4)
     print(f"generation only:            {generation_rate:>10,.0f} profiles/s")
     print(f"validate + minimize + JSON: {envelope_rate:>10,.0f} profiles/s")
+    print(f"seal identifiers + JSON:    {sealing_rate:>10,.0f} profiles/s")
 
     stack = LocalStack(settings)
     started_stack = not stack.all_answering()
@@ -55,15 +66,20 @@ def main() -> None:
     topic = f"bench_producer_{uuid.uuid4().hex[:8]}"
     try:
         ensure_topics(settings, {topic: settings.kafka.topic_partitions, f"{topic}.dlq": 1})
-        with ProfilePublisher(settings, topic, f"{topic}.dlq") as publisher:
-            producer = ProfileProducer(SyntheticSource(2), publisher, args.batch_size)
+        # As `userpulse produce` runs: each new subject gets a key in Cassandra, identifiers are sealed.
+        with (
+            ProfilePublisher(settings, topic, f"{topic}.dlq") as publisher,
+            subject_key_store(settings) as keys,
+        ):
+            producer = ProfileProducer(SyntheticSource(2), publisher, args.batch_size, subject_keys=keys)
             started = time.perf_counter()
             producer.run(count=args.count)  # returns after flush: every record acknowledged
             elapsed = time.perf_counter() - started
         counts = publisher.counts()
         print(
             f"into Kafka (acks=all, idempotent, {settings.producer.compression_type}, "
-            f"{settings.kafka.topic_partitions} partitions): {counts.sent:,} profiles in {elapsed:.1f} s = "
+            f"{settings.kafka.topic_partitions} partitions, sealed: {settings.producer.seal_identifiers}): "
+            f"{counts.sent:,} profiles in {elapsed:.1f} s = "
             f"{counts.sent / elapsed:,.0f} profiles/s, {counts.bytes_sent / elapsed / 1e6:,.1f} MB/s "
             f"of JSON envelopes (failed {counts.failed})"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from batch_layer.cli import batch_app
+from core.erasure_cli import forget
 from core.register_cli import register
 from core.retention_cli import retention
 from infra.cli import demo, stack_app
@@ -25,6 +26,7 @@ app.command()(produce)
 app.command()(speed)
 app.command()(register)
 app.command()(retention)
+app.command()(forget)
 app.command()(dashboard)
 app.command()(demo)
 

@@ -106,9 +106,10 @@ def run_layers(settings: Settings, spark: SparkSession) -> None:
 
 
 def identifiers_of(user: dict[str, Any], uuid: str) -> list[str]:
-    """The values that identify the subject on their own (names are checked as a pair, see below)."""
+    """The values that identify the subject on their own (names are checked as a pair, see below).
+    Picture URLs are sealed too, but the sources reuse a hundred portraits, so they identify nobody."""
     values = [uuid, user["email"], user["phone"], user["cell"], user["login"]["username"]]
-    values += [user["picture"]["large"], user["picture"]["thumbnail"]]
+    values.append(uuid[:32])  # Delta truncates the strings of its min/max statistics to 32 characters
     if user["id"]["value"]:
         values.append(user["id"]["value"])
     return values
@@ -284,9 +285,12 @@ def test_an_erased_subject_is_found_nowhere_and_no_longer_counted(
     assert report.removed["Cassandra profiles"] == 1
     assert report.removed[f"MongoDB {settings.mongo.raw_profiles_collection}"] == 1
     assert report.removed["Delta archive"] >= 1 and report.removed["Delta silver"] >= 1
-    assert search_everywhere(settings, spark, user, uuid) == {}
-    # The records are still in the topic (it cannot be rewritten), but nothing opens them.
-    assert uuid in {record.key for record in read_topic(settings, settings.kafka.profiles_topic)}
+    after = search_everywhere(settings, spark, user, uuid)
+    # The records are still in the topic (it cannot be rewritten) under the subject's uuid, a random
+    # account id that now links to nothing: every identifier in them is sealed under a deleted key.
+    in_topic = {place: found for place, found in after.items() if place.startswith("Kafka")}
+    assert in_topic and all(set(found) <= {uuid, uuid[:32]} for found in in_topic.values())
+    assert {place: found for place, found in after.items() if place not in in_topic} == {}
 
     # The speed views stop counting the subject at once, the batch views at the next run.
     subject_values = {(dimension, str(profile[dimension])) for dimension in DIMENSIONS}
