@@ -276,6 +276,7 @@ class SpeedLayerJob:
         # 3. Dedupe against what earlier batches stored (a replay of this batch counts as new).
         stored = self.cassandra.first_batch_ids([row["uuid"] for row in rows])
         new_rows = [row for row in rows if stored.get(row["uuid"], batch_id) == batch_id]
+        later_versions = [row for row in rows if stored.get(row["uuid"], batch_id) != batch_id]
         phases.done("dedupe")
 
         # 4. Write: raw documents and pseudonymized profiles (MongoDB and Cassandra at the same time: both
@@ -286,6 +287,11 @@ class SpeedLayerJob:
             )
             self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
             documents.result()
+        # A later version of a stored profile (an update, a re-fetch) is not counted again, and the
+        # Cassandra row keeps what the views counted; the raw document becomes the newest version.
+        self.mongo.replace_older_profiles(
+            [raw_document(row, processed_at, data_keys) for row in later_versions]
+        )
         phases.done("profiles and documents")
         if new_rows:
             new_profiles = kept if len(new_rows) == len(kept_rows) else self._only(kept, new_rows)

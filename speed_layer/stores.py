@@ -13,7 +13,7 @@ from typing import Any
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
-from pymongo import DESCENDING
+from pymongo import DESCENDING, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
@@ -154,6 +154,21 @@ class MongoRawStore:
             .limit(self.latest_kept)
         ]
         self.latest.delete_many({"_id": {"$nin": kept}})
+
+    def replace_older_profiles(self, documents: Sequence[Mapping[str, Any]]) -> None:
+        """Replace stored documents (and their latest-profiles copy) by the given newer versions; a
+        stored document at least as new stays, a missing one is not created. Idempotent on replay."""
+        if not documents:
+            return
+        replacements = [
+            ReplaceOne(
+                {"_id": document["_id"], "fetched_at": {"$lt": document["fetched_at"]}}, dict(document)
+            )
+            for document in documents
+        ]
+        for collection in (self.profiles, self.latest):
+            if collection is not None:
+                collection.bulk_write(replacements, ordered=False)
 
     def insert_dead_letters(self, letters: Sequence[Mapping[str, Any]], stored_at: datetime) -> None:
         """Insert each dead letter once, keyed by its Kafka coordinates."""

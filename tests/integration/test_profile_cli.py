@@ -32,6 +32,7 @@ from core.subject_keys import subject_key_store
 from ingestion.synthetic import SyntheticSource
 from serving.profile_page import ProfileLookup
 from serving.profile_store import profile_history, profile_store
+from speed_layer.job import speed_layer_job
 from tests.integration.kafka_helpers import (
     TopicRecord,
     create_topic,
@@ -146,6 +147,12 @@ def store_as_the_speed_layer_would(settings: Settings, mongo: Database, user: di
         cluster.shutdown()
 
 
+def run_speed_layer(settings: Settings, spark: SparkSession) -> None:
+    """The real speed layer over what the topic holds now (its checkpoint under the test's folder)."""
+    with speed_layer_job(settings, spark) as job:
+        job.run_until_consumed(timeout_s=300)
+
+
 def test_create_update_and_history_go_through_the_topic_sealed(
     profile_settings: Settings, mongo: Database, spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -174,8 +181,9 @@ def test_create_update_and_history_go_through_the_topic_sealed(
     assert "already exists" in again.stderr
     assert sum(end_offsets(profile_settings).values()) == 1
 
-    # update: the stored profile with the changes, published as a second sealed version
-    store_as_the_speed_layer_would(profile_settings, mongo, user)
+    # update: the stored profile (as the speed layer stored it) with the changes, published as a
+    # second sealed version
+    run_speed_layer(profile_settings, spark)
     updated = run_cli(
         profile_settings, "update", uuid, "--set", "location.city=Lyon", "--set", "email=zoe.new@example.org"
     )
@@ -189,6 +197,16 @@ def test_create_update_and_history_go_through_the_topic_sealed(
     assert (changed["location"]["city"], changed["email"]) == ("Lyon", "zoe.new@example.org")
     assert changed["name"] == user["name"] and changed["dob"] == user["dob"]
 
+    # the speed layer keeps the newest version in the serving store (counted once), so `get` shows the
+    # update and a second update starts from it
+    run_speed_layer(profile_settings, spark)
+    shown = json.loads(run_cli(profile_settings, "get", uuid, "--json").stdout)
+    assert shown["raw_document"]["user"]["location"]["city"] == "Lyon"
+    assert run_cli(profile_settings, "update", uuid, "--set", "location.state=Rhône").returncode == 0
+    records = read_topic(profile_settings, profile_settings.kafka.profiles_topic)
+    third = unsealed_user(max(records, key=lambda r: r.value["fetched_at"]), key)
+    assert (third["location"]["city"], third["location"]["state"]) == ("Lyon", "Rhône")
+
     # an update that makes the profile invalid: every reason listed, nothing published
     offsets = end_offsets(profile_settings)
     broken = run_cli(profile_settings, "update", uuid, "--set", "email=broken", "--set", "dob.age=old")
@@ -197,16 +215,16 @@ def test_create_update_and_history_go_through_the_topic_sealed(
     assert "email:" in broken.stderr and "dob.age:" in broken.stderr
     assert end_offsets(profile_settings) == offsets
 
-    # history: both versions from the Delta archive, newest first, unsealed
-    assert run_archive(profile_settings, spark).records == 2
+    # history: the three versions from the Delta archive, newest first, unsealed
+    assert run_archive(profile_settings, spark).records == 3
     listed = run_cli(profile_settings, "history", uuid, "--json")
 
     assert listed.returncode == 0, listed.stderr
     versions = json.loads(listed.stdout)
-    assert [v["status"] for v in versions] == ["unsealed", "unsealed"]
-    assert [v["user"]["location"]["city"] for v in versions] == ["Lyon", user["location"]["city"]]
-    assert [v["user"]["email"] for v in versions] == ["zoe.new@example.org", user["email"]]
-    assert versions[0]["fetched_at"] > versions[1]["fetched_at"]
+    assert [v["status"] for v in versions] == ["unsealed"] * 3
+    assert [v["user"]["location"]["city"] for v in versions] == ["Lyon", "Lyon", user["location"]["city"]]
+    assert [v["user"]["email"] for v in versions] == ["zoe.new@example.org"] * 2 + [user["email"]]
+    assert versions[0]["fetched_at"] > versions[1]["fetched_at"] > versions[2]["fetched_at"]
 
     # erasure shreds the key: the versions stay listed but unreadable, and nothing more is published
     with subject_key_store(profile_settings, enabled=True) as key_store:
@@ -214,7 +232,7 @@ def test_create_update_and_history_go_through_the_topic_sealed(
         key_store.log_erasure(uuid, "test", {})
         key_store.delete_key(uuid)
     erased = profile_history(spark, profile_settings, uuid, data_key=None)
-    assert [v.status for v in erased] == ["erased", "erased"]
+    assert [v.status for v in erased] == ["erased"] * 3
     assert all(v.user is not None and "email" not in v.user for v in erased)
     refused = run_cli(profile_settings, "update", uuid, "--set", "location.city=Paris")
     assert refused.returncode == 1
