@@ -485,7 +485,14 @@ def _transformed_profile(store: Store, partition: str, offset: str) -> list[Fiel
     return [
         _field(store, "uuid", _D, Protection.NONE, LINKAGE, "login.uuid, in clear: the subject's key"),
         _field(store, "fetched_at", _O, Protection.NONE, ANALYTICS, "when the profile was fetched"),
-        _field(store, "source", _O, Protection.NONE, ANALYTICS, "randomuser or synthetic"),
+        _field(
+            store,
+            "source",
+            _O,
+            Protection.NONE,
+            ANALYTICS,
+            "randomuser, synthetic or admin (userpulse profile create/update)",
+        ),
         _field(store, "gender", _Q, Protection.NONE, ANALYTICS, "gender"),
         _field(store, "country", _Q, Protection.NONE, ANALYTICS, "country of the location"),
         _field(store, "nationality", _Q, Protection.NONE, ANALYTICS, "nationality code"),
@@ -523,7 +530,9 @@ def _raw_document(store: Store) -> list[FieldDeclaration]:
     return [
         _field(store, "_id", _D, Protection.NONE, LINKAGE, "login.uuid, in clear"),
         *_user_as_received(store, "user."),
-        *_technical(store, {"source": "randomuser or synthetic"}, MASTER_DATA),
+        *_technical(
+            store, {"source": "randomuser, synthetic or admin (userpulse profile create/update)"}, MASTER_DATA
+        ),
         *_technical(store, {"fetched_at": "when the producer received the profile"}, ANALYTICS),
         *_technical(
             store,
@@ -539,7 +548,7 @@ def _raw_document(store: Store) -> list[FieldDeclaration]:
 
 _ENVELOPE_FIELDS: dict[str, str] = {
     "schema_version": "version of the envelope layout",
-    "source": "randomuser or synthetic",
+    "source": "randomuser, synthetic or admin (userpulse profile create/update)",
     "fetched_at": "when the producer received the profile (the event time)",
 }
 _WINDOW = {"window_start": "start of the event-time window", "window_end": "end of the event-time window"}

@@ -1,11 +1,11 @@
-"""``userpulse profile get|history|create|update``: one profile by uuid, read from the stores, written
-through the log.
+"""``userpulse profile get|history|create|update|delete``: one profile by uuid, read from the stores,
+written through the log.
 
 Reads go to the stores that already answer for a uuid: the serving stores (``get``) and the Delta archive
 (``history``). Writes never touch a store directly: ``create`` and ``update`` publish a sealed envelope
 to the profiles topic, as the producer does, so both layers apply it and the archive keeps it like any
-other version. The pure parts (reading ``--set path=value``, applying it, validating) are functions of
-their own, tested without services.
+other version. ``delete`` is an erasure (``core/erasure.py``). The pure parts (reading ``--set
+path=value``, applying it, validating) are functions of their own, tested without services.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rich.json import JSON
 from rich.panel import Panel
 from rich.table import Table
 
+from core.erasure_cli import forget
 from core.profile import ProfileEnvelope, check_profile, profile_envelope
 from core.sealing import unseal_identifiers
 from core.settings import Settings, get_settings
@@ -414,3 +415,14 @@ def update(
         if profile_uuid(user) != uuid:
             fail(f"the profile's login.uuid is {profile_uuid(user)}, not {uuid}: the uuid cannot change")
         publish_profile(settings, user, key_store, "updated")
+
+
+@profile_app.command()
+def delete(
+    uuid: UuidArgument,
+    requested_by: Annotated[
+        str, typer.Option(help="Who asked (a name or a ticket): kept in the erasure log.")
+    ] = "operator",
+) -> None:
+    """Erase the profile's subject from every store: the same as `userpulse forget <uuid>`."""
+    forget(uuid=uuid, email=None, requested_by=requested_by)

@@ -10,7 +10,6 @@ holding the remaining keys can open). The aggregates are compared before and aft
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -322,7 +321,11 @@ def test_forget_by_email_from_the_command_line(case: ErasureCase, spark: SparkSe
             "--requested-by",
             "ticket-42",
         ],
-        env={**os.environ, **cli_environment(settings)},
+        env=cli_environment(
+            settings,
+            USERPULSE_PATHS__LAKE_DIR=str(settings.paths.lake_dir),
+            USERPULSE_SPEED_LAYER__WINDOW_DURATION=settings.speed_layer.window_duration,
+        ),
         capture_output=True,
         text=True,
         timeout=300,
@@ -333,6 +336,9 @@ def test_forget_by_email_from_the_command_line(case: ErasureCase, spark: SparkSe
     assert "subject_keys" in result.stdout and "profiles" in result.stdout
     assert uuid not in raw_users(settings)
     assert stored_profile(settings, uuid) is None
+    archive = spark.read.format("delta").load(str(settings.paths.archive_table))
+    assert archive.where(F.col("key") == F.lit(uuid.encode())).count() == 0
+    assert archive.count() == PROFILES - 1
     cluster, session = cassandra_session(settings)
     try:
         [erasure] = list(session.execute(f"SELECT * FROM {settings.cassandra.keyspace}.erasures"))
@@ -340,3 +346,20 @@ def test_forget_by_email_from_the_command_line(case: ErasureCase, spark: SparkSe
         cluster.shutdown()
     assert erasure.requested_by == "ticket-42" and erasure.removed["Cassandra profiles"] == 1
     assert uuid not in repr(tuple(erasure))
+
+    # `userpulse profile delete` is the same erasure, by uuid
+    other = sorted(raw_users(settings))[2]
+    deleted = subprocess.run(
+        [sys.executable, "-m", "userpulse.cli", "profile", "delete", other],
+        env=cli_environment(
+            settings,
+            USERPULSE_PATHS__LAKE_DIR=str(settings.paths.lake_dir),
+            USERPULSE_SPEED_LAYER__WINDOW_DURATION=settings.speed_layer.window_duration,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    assert other not in raw_users(settings) and stored_profile(settings, other) is None
