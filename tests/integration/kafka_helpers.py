@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from core.settings import Settings
-from core.stores import cassandra_session
+from core.stores import cassandra_session, mongo_client
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,38 @@ def drop_keyspace(settings: Settings, keyspace: str) -> None:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
     finally:
         cluster.shutdown()
+
+
+def own_stores_overrides(stack_settings: Settings, name: str, folder: Path) -> dict[str, str]:
+    """Settings overrides (``section.field`` -> value, as ``UserPulseResource`` takes them) that give a
+    test its own topics (``name``, ``name_dlq``), keyspace and MongoDB database (``name``), and lake and
+    checkpoints under ``folder``, on the running stack."""
+    overrides = {
+        "kafka.host": stack_settings.kafka.host,
+        "kafka.port": str(stack_settings.kafka.port),
+        "kafka.profiles_topic": name,
+        "kafka.dead_letter_topic": f"{name}_dlq",
+        "cassandra.host": stack_settings.cassandra.host,
+        "cassandra.port": str(stack_settings.cassandra.port),
+        "cassandra.keyspace": name,
+        "mongo.host": stack_settings.mongo.host,
+        "mongo.port": str(stack_settings.mongo.port),
+        "mongo.database": name,
+        "paths.lake_dir": str(folder / "lake"),
+        "paths.checkpoints_dir": str(folder / "checkpoints"),
+    }
+    if stack_settings.mongo.username is not None and stack_settings.mongo.password is not None:
+        overrides["mongo.username"] = stack_settings.mongo.username
+        overrides["mongo.password"] = stack_settings.mongo.password.get_secret_value()
+    return overrides
+
+
+def drop_own_stores(stack_settings: Settings, name: str) -> None:
+    """Remove what ``own_stores_overrides`` gave a test: its topics, keyspace and MongoDB database."""
+    delete_topics(stack_settings, name, f"{name}_dlq")
+    drop_keyspace(stack_settings, name)
+    client = mongo_client(stack_settings)
+    try:
+        client.drop_database(name)
+    finally:
+        client.close()

@@ -36,7 +36,7 @@ from ingestion.producer import ProfileProducer, Progress
 from ingestion.synthetic import SyntheticSource
 from orchestration.definitions import UserPulseResource
 from speed_layer.job import speed_layer_job
-from tests.integration.kafka_helpers import delete_topics, drop_keyspace, read_topic
+from tests.integration.kafka_helpers import drop_own_stores, own_stores_overrides, read_topic
 from tests.integration.processes import cli_environment
 
 pytestmark = pytest.mark.integration
@@ -58,33 +58,13 @@ def case(
     """Own topics, keyspace, MongoDB database, lake and checkpoints."""
     name = unique_name("erasure")
     overrides = {
-        "kafka.host": stack_settings.kafka.host,
-        "kafka.port": str(stack_settings.kafka.port),
-        "kafka.profiles_topic": name,
-        "kafka.dead_letter_topic": f"{name}_dlq",
-        "cassandra.host": stack_settings.cassandra.host,
-        "cassandra.port": str(stack_settings.cassandra.port),
-        "cassandra.keyspace": name,
-        "mongo.host": stack_settings.mongo.host,
-        "mongo.port": str(stack_settings.mongo.port),
-        "mongo.database": name,
-        "paths.lake_dir": str(tmp_path / "lake"),
-        "paths.checkpoints_dir": str(tmp_path / "checkpoints"),
+        **own_stores_overrides(stack_settings, name, tmp_path),
         # One-second windows: profiles produced over a few seconds land on both sides of the batch
         # cutoff, so the batch views have something to lose.
         "speed_layer.window_duration": "1 second",
     }
-    if stack_settings.mongo.username is not None and stack_settings.mongo.password is not None:
-        overrides["mongo.username"] = stack_settings.mongo.username
-        overrides["mongo.password"] = stack_settings.mongo.password.get_secret_value()
     yield ErasureCase(UserPulseResource(overrides=overrides).settings(), overrides)
-    delete_topics(stack_settings, name, f"{name}_dlq")
-    drop_keyspace(stack_settings, name)
-    client = mongo_client(stack_settings)
-    try:
-        client.drop_database(name)
-    finally:
-        client.close()
+    drop_own_stores(stack_settings, name)
 
 
 def produce(settings: Settings) -> Progress:
@@ -304,23 +284,10 @@ def test_an_erased_subject_is_found_nowhere_and_no_longer_counted(
     assert (again.sent, again.refused_erased) == (PROFILES - 1, 1)
 
 
-def test_forget_by_email_from_the_command_line(case: ErasureCase, spark: SparkSession) -> None:
-    settings = case.settings
-    produce(settings)
-    run_layers(settings, spark)
-    uuid, user = sorted(raw_users(settings).items())[1]
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "userpulse.cli",
-            "forget",
-            "--email",
-            user["email"].upper(),
-            "--requested-by",
-            "ticket-42",
-        ],
+def run_userpulse(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """``userpulse <arguments>`` on this test's topic, stores, lake and window length."""
+    return subprocess.run(
+        [sys.executable, "-m", "userpulse.cli", *arguments],
         env=cli_environment(
             settings,
             USERPULSE_PATHS__LAKE_DIR=str(settings.paths.lake_dir),
@@ -330,6 +297,17 @@ def test_forget_by_email_from_the_command_line(case: ErasureCase, spark: SparkSe
         text=True,
         timeout=300,
         check=False,
+    )
+
+
+def test_forget_by_email_from_the_command_line(case: ErasureCase, spark: SparkSession) -> None:
+    settings = case.settings
+    produce(settings)
+    run_layers(settings, spark)
+    uuid, user = sorted(raw_users(settings).items())[1]
+
+    result = run_userpulse(
+        settings, "forget", "--email", user["email"].upper(), "--requested-by", "ticket-42"
     )
 
     assert result.returncode == 0, result.stderr
@@ -349,17 +327,6 @@ def test_forget_by_email_from_the_command_line(case: ErasureCase, spark: SparkSe
 
     # `userpulse profile delete` is the same erasure, by uuid
     other = sorted(raw_users(settings))[2]
-    deleted = subprocess.run(
-        [sys.executable, "-m", "userpulse.cli", "profile", "delete", other],
-        env=cli_environment(
-            settings,
-            USERPULSE_PATHS__LAKE_DIR=str(settings.paths.lake_dir),
-            USERPULSE_SPEED_LAYER__WINDOW_DURATION=settings.speed_layer.window_duration,
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    deleted = run_userpulse(settings, "profile", "delete", other)
     assert deleted.returncode == 0, deleted.stderr
     assert other not in raw_users(settings) and stored_profile(settings, other) is None

@@ -32,7 +32,11 @@ from speed_layer.stores import (
     CassandraSpeedStore,
     mongo_raw_store,
 )
-from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
+from tests.integration.kafka_helpers import (
+    create_topic,
+    drop_own_stores,
+    own_stores_overrides,
+)
 from tests.integration.profiles_input import known_input
 
 pytestmark = pytest.mark.integration
@@ -62,32 +66,12 @@ def case(
     """Own topics, keyspace, MongoDB database and lake; the retention settings above."""
     name = unique_name("retention")
     overrides = {
-        "kafka.host": stack_settings.kafka.host,
-        "kafka.port": str(stack_settings.kafka.port),
-        "kafka.profiles_topic": name,
-        "kafka.dead_letter_topic": f"{name}_dlq",
-        "cassandra.host": stack_settings.cassandra.host,
-        "cassandra.port": str(stack_settings.cassandra.port),
-        "cassandra.keyspace": name,
-        "mongo.host": stack_settings.mongo.host,
-        "mongo.port": str(stack_settings.mongo.port),
-        "mongo.database": name,
-        "paths.lake_dir": str(tmp_path / "lake"),
-        "paths.checkpoints_dir": str(tmp_path / "checkpoints"),
+        **own_stores_overrides(stack_settings, name, tmp_path),
         **{f"retention.{field}": str(days) for field, days in RETENTION.items()},
     }
-    if stack_settings.mongo.username is not None and stack_settings.mongo.password is not None:
-        overrides["mongo.username"] = stack_settings.mongo.username
-        overrides["mongo.password"] = stack_settings.mongo.password.get_secret_value()
     resource = UserPulseResource(overrides=overrides)
     yield RetentionCase(resource.settings(), resource)
-    delete_topics(stack_settings, name, f"{name}_dlq")
-    drop_keyspace(stack_settings, name)
-    client = mongo_client(stack_settings)
-    try:
-        client.drop_database(name)
-    finally:
-        client.close()
+    drop_own_stores(stack_settings, name)
 
 
 def days_ago(days: float) -> datetime:
