@@ -148,7 +148,15 @@ class DeadLetter(BaseModel):
     fetched_at: AwareDatetime
     reason: str
     record: Any
-    """The record as received (credentials removed when it has a ``login`` object)."""
+    """The record as received (credentials removed when it has a ``login`` object; direct identifiers
+    removed too, once sealed)."""
+    sealed: str | None = None
+    """The record's direct identifiers sealed under its subject's data key, when it has a uuid."""
+
+    def sealed_with(self, data_key: bytes) -> DeadLetter:
+        """This dead letter with the direct identifiers of its record (which has a uuid) sealed."""
+        remaining, sealed = seal_identifiers(self.record, data_key)
+        return self.model_copy(update={"record": remaining, "sealed": sealed})
 
 
 def strip_credentials(user: Any) -> Any:

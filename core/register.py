@@ -575,7 +575,16 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
         _D,
         Protection.NONE,
         DATA_QUALITY,
-        "the record as received, credentials removed: may hold any field of a profile, in clear",
+        "the record as received, credentials removed and, when it has a uuid, direct identifiers sealed "
+        "(`sealed`): may hold any other field of a profile in clear, all of it when it has no uuid",
+    ),
+    _field(
+        KAFKA_DEAD_LETTERS,
+        "sealed",
+        _D,
+        Protection.ENCRYPTED,
+        DATA_QUALITY,
+        "the record's direct identifiers, AES-256-GCM under the subject's key (when the record has a uuid)",
     ),
     # MongoDB: the raw documents, their latest-profiles copy and the speed layer's dead letters.
     *_raw_document(MONGO_PROFILES),

@@ -70,6 +70,24 @@ def seal_envelopes(
     return sealed, without_key
 
 
+def seal_dead_letters(
+    letters: list[tuple[str | None, DeadLetter]], data_keys: Mapping[str, bytes]
+) -> tuple[list[tuple[str | None, DeadLetter]], list[str]]:
+    """Dead letters whose record has a uuid sealed like a profile (so an erasure reaches the dead-letter
+    topic too), those without a uuid as they are (nobody to erase); and the uuids without a key, whose
+    letters are held back (erased subjects)."""
+    kept: list[tuple[str | None, DeadLetter]] = []
+    without_key: list[str] = []
+    for key, letter in letters:
+        if key is None:
+            kept.append((key, letter))
+        elif key in data_keys:
+            kept.append((key, letter.sealed_with(data_keys[key])))
+        else:
+            without_key.append(key)
+    return kept, without_key
+
+
 class SubjectKeys(Protocol):
     """What the producer needs from the key store (``core.subject_keys.SubjectKeyStore``)."""
 
@@ -126,7 +144,7 @@ class Progress:
     elapsed_s: float
     source: Source
     refused_erased: int = 0
-    """Profiles of erased subjects the source served again: not published."""
+    """Records (profiles, dead letters) of erased subjects the source served again: not published."""
 
     @property
     def profiles_per_s(self) -> float:
@@ -201,16 +219,19 @@ class ProfileProducer:
         records = self.source.next_batch(wanted, self.nationalities)
         fetched_at = datetime.now(UTC)
         split = split_batch(records, self.source.name, fetched_at)
-        envelopes = split.envelopes
-        if self.subject_keys is not None and envelopes:
+        envelopes, dead_letters = split.envelopes, split.dead_letters
+        if self.subject_keys is not None and records:
             uuids = [envelope.user["login"]["uuid"] for envelope in envelopes]
-            envelopes, erased = seal_envelopes(envelopes, self.subject_keys.keys_creating_missing(uuids))
-            if erased:
-                logger.info("not publishing %d profiles of erased subjects", len(erased))
-                self._refused_erased += len(erased)
+            uuids += [key for key, _ in dead_letters if key is not None]
+            data_keys = self.subject_keys.keys_creating_missing(uuids)
+            envelopes, erased = seal_envelopes(envelopes, data_keys)
+            dead_letters, erased_letters = seal_dead_letters(dead_letters, data_keys)
+            if erased or erased_letters:
+                logger.info("not publishing %d records of erased subjects", len(erased) + len(erased_letters))
+                self._refused_erased += len(erased) + len(erased_letters)
         for envelope in envelopes:
             self.publisher.publish(envelope)
-        for key, letter in split.dead_letters:
+        for key, letter in dead_letters:
             logger.warning("dead-lettered a %s record (uuid %s): %s", letter.source, key, letter.reason)
             self.publisher.publish_dead_letter(letter, key)
         self._fetched += len(records)

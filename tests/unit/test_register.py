@@ -33,7 +33,7 @@ from core.settings import CassandraSettings, Settings, get_settings
 from core.spark import collect_dicts
 from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ProfilePublisher
-from ingestion.producer import seal_envelopes, split_batch
+from ingestion.producer import seal_dead_letters, seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import dead_letter_document, raw_document
 from speed_layer.stores import mongo_raw_store
@@ -192,6 +192,7 @@ def kafka_messages(settings: Settings, users: list[Any]) -> list[dict[str, Any]]
     RecordingKafkaProducer.sent = []
     batch = split_batch(users, "synthetic", NOW)
     sealed, _ = seal_envelopes(batch.envelopes, DATA_KEYS)
+    letters, _ = seal_dead_letters(batch.dead_letters, DATA_KEYS)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("ingestion.kafka_publisher.KafkaProducer", RecordingKafkaProducer)
         publisher = ProfilePublisher(
@@ -199,7 +200,7 @@ def kafka_messages(settings: Settings, users: list[Any]) -> list[dict[str, Any]]
         )
         for envelope in sealed:
             publisher.publish(envelope)
-        for key, letter in batch.dead_letters:
+        for key, letter in letters:
             publisher.publish_dead_letter(letter, key)
         publisher.close()
     return RecordingKafkaProducer.sent

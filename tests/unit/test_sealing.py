@@ -19,10 +19,10 @@ from core.parsing import (
     parse_kafka_records,
     valid_envelopes,
 )
-from core.profile import SEALED_ENVELOPE_VERSION, profile_envelope, strip_credentials
+from core.profile import SEALED_ENVELOPE_VERSION, dead_letter, profile_envelope, strip_credentials
 from core.sealing import SEALED_FIELDS, new_data_key, seal_identifiers, unseal_identifiers
 from core.spark import collect_dicts
-from ingestion.producer import seal_envelopes
+from ingestion.producer import seal_dead_letters, seal_envelopes
 from tests.unit.test_schema_parsing import AU, GB, IR, NL, kafka_frame, uuid_of
 
 FETCHED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -161,3 +161,23 @@ def test_valid_dead_and_erased_records_partition_the_input(spark: SparkSession) 
     assert [row["offset"] for row in collect_dicts(valid_envelopes(parsed))] == []
     assert [row["offset"] for row in collect_dicts(dead_letter_records(parsed))] == [1]
     assert [row["offset"] for row in collect_dicts(erased_records(parsed))] == [0]
+
+
+def test_dead_letters_with_a_uuid_are_sealed_and_those_of_erased_subjects_held_back() -> None:
+    bad = {**USERS[0], "email": "not an address"}
+    no_uuid = {key: value for key, value in USERS[1].items() if key != "login"}
+    erased = {**USERS[2], "email": "nope"}
+    letters = [
+        (uuid, dead_letter(record, "invalid", "randomuser", FETCHED_AT))
+        for uuid, record in ((bad["login"]["uuid"], bad), (None, no_uuid), (erased["login"]["uuid"], erased))
+    ]
+    keys = {bad["login"]["uuid"]: KEYS[bad["login"]["uuid"]]}
+
+    kept, without_key = seal_dead_letters(letters, keys)
+
+    assert without_key == [erased["login"]["uuid"]]
+    (sealed_key, sealed), (plain_key, plain) = kept
+    assert sealed_key == bad["login"]["uuid"] and sealed.sealed is not None
+    assert "not an address" not in sealed.model_dump_json()
+    assert unseal_identifiers(sealed.record, sealed.sealed, keys[sealed_key]) == bad
+    assert (plain_key, plain.sealed, plain.record) == (None, None, no_uuid)
