@@ -65,6 +65,14 @@ class BatchOutcome:
     """Records of subjects erased since they were published: skipped, their identifiers unreadable."""
 
 
+def newest_copies(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The newest copy (latest ``fetched_at``, then highest partition and offset) of each uuid."""
+    newest: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["fetched_at"], r["partition"], r["offset"])):
+        newest[row["uuid"]] = row
+    return newest
+
+
 def first_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The first copy (lowest partition, then offset) of each uuid among a batch's rows."""
     first: dict[str, dict[str, Any]] = {}
@@ -271,6 +279,7 @@ class SpeedLayerJob:
         valid_count = summary["usable"]
         under_age = valid_count - len(kept_rows)
         rows = first_copies(kept_rows)
+        newest = newest_copies(kept_rows)  # what the raw documents hold: counted first, shown newest
         phases.done("transform")
 
         # 3. Dedupe against what earlier batches stored (a replay of this batch counts as new).
@@ -283,14 +292,15 @@ class SpeedLayerJob:
         #    wait on the network), then this batch's partial aggregates over its new profiles.
         with ThreadPoolExecutor(max_workers=1) as mongo_writer:
             documents = mongo_writer.submit(
-                self.mongo.insert_profiles, [raw_document(row, processed_at, data_keys) for row in new_rows]
+                self.mongo.insert_profiles,
+                [raw_document(newest[row["uuid"]], processed_at, data_keys) for row in new_rows],
             )
             self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
             documents.result()
         # A later version of a stored profile (an update, a re-fetch) is not counted again, and the
         # Cassandra row keeps what the views counted; the raw document becomes the newest version.
         self.mongo.replace_older_profiles(
-            [raw_document(row, processed_at, data_keys) for row in later_versions]
+            [raw_document(newest[row["uuid"]], processed_at, data_keys) for row in later_versions]
         )
         phases.done("profiles and documents")
         if new_rows:

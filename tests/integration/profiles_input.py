@@ -85,6 +85,9 @@ class ProducedInput:
     """uuid -> envelope of its first copy."""
     coordinates: dict[str, tuple[int, int]] = field(default_factory=dict)
     """uuid -> (partition, offset) of its first copy."""
+    newest_coordinates: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """uuid -> (partition, offset) of its newest copy (latest ``fetched_at``, then latest offset): the
+    version the raw document ends up holding."""
     duplicates: int = 0
     bad: dict[tuple[int, int], str] = field(default_factory=dict)
     """(partition, offset) -> what is wrong with the record."""
@@ -151,10 +154,15 @@ def produce_known_input(settings: Settings, topic: str) -> ProducedInput:
     good, _, bad = known_input()
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
     produced = ProducedInput()
+    newest_fetch: dict[str, datetime] = {}
     bad_every = len(good) // len(bad)
     try:
         for index, (key, value) in enumerate(good):
             metadata = producer.send(topic, key=key.encode() if key else None, value=value).get(timeout=30)
+            fetched_at = datetime.fromisoformat(json.loads(value)["fetched_at"])
+            if key not in newest_fetch or fetched_at >= newest_fetch[key]:
+                newest_fetch[key] = fetched_at
+                produced.newest_coordinates[key] = (metadata.partition, metadata.offset)
             if key in produced.first_copies:
                 produced.duplicates += 1
             else:

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from infra.cassandra_schema import cql_statements, migration_files
-from speed_layer.job import dead_letter_document, first_copies, kafka_lag, raw_document
+from speed_layer.job import dead_letter_document, first_copies, kafka_lag, newest_copies, raw_document
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -85,3 +85,15 @@ def test_first_copies_keep_the_lowest_partition_then_offset_per_uuid() -> None:
         {"uuid": "a", "partition": 1, "offset": 3},
         {"uuid": "b", "partition": 0, "offset": 4},
     ]
+
+
+def test_newest_copies_take_the_latest_fetch_then_the_highest_offset_per_uuid() -> None:
+    early, late = datetime(2026, 11, 23, 9, 0, tzinfo=UTC), datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    rows = [
+        {"uuid": "a", "fetched_at": late, "partition": 1, "offset": 3},
+        {"uuid": "a", "fetched_at": early, "partition": 1, "offset": 9},  # replayed out of order: older
+        {"uuid": "b", "fetched_at": early, "partition": 0, "offset": 4},
+        {"uuid": "b", "fetched_at": early, "partition": 0, "offset": 7},
+    ]
+
+    assert newest_copies(rows) == {"a": rows[0], "b": rows[3]}
