@@ -246,8 +246,8 @@ MONGO_PROFILES = Store(
     StoreKind.MONGODB_COLLECTION,
     f"{_MONGO.database}.{_MONGO.raw_profiles_collection}",
     "speed_layer/stores.py (speed_layer/job.py raw_document)",
-    "one document per adult profile (_id = uuid): the first version received, as received, with its "
-    "Kafka coordinates; under-age profiles are not stored here",
+    "one document per adult profile (_id = uuid): the newest version received, as received (identifiers "
+    "unsealed), with its Kafka coordinates; under-age profiles are not stored here",
     f"{_RETENTION.raw_documents_days} days after `fetched_at` (`retention.raw_documents_days`): {_JOB} "
     "deletes older documents (FerretDB has no TTL indexes; the same delete works on MongoDB).",
 )

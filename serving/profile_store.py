@@ -2,8 +2,8 @@
 
 The serving stores hold what the speed layer stored for a uuid: the raw MongoDB document (the profile as
 received, ``_id`` = uuid) and the pseudonymized Cassandra ``profiles`` row. The archive holds every
-version ever published for it (the topic's records as received), which is where edits show up: the
-speed layer keeps the first copy of a uuid only.
+version ever published for it (the topic's records as received), each edit included: the raw document
+holds only the newest version, and the Cassandra row the first (the one the speed views counted).
 
 Archived values are JSON envelopes (``core.profile.ProfileEnvelope``). Version 1 carries the user in
 clear; version 2 carries it without its direct identifiers plus a ``sealed`` token that only the
