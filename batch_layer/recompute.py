@@ -3,9 +3,9 @@
 The silver table holds, per UTC ingestion day (its Delta partition), the cleaned, pseudonymized
 profiles of that day's archive records: the latest version of each uuid within the day. A refresh
 rewrites a range of days (Delta ``replaceWhere``) and leaves the others as they are, so a fix can be
-backfilled day by day. Ages are taken at the date of the day's newest event, as the speed layer takes
-them at the date of its micro-batch's newest event: a day's rows then depend on that day's records
-only, so rewriting a day alone gives the same rows as rewriting everything.
+backfilled day by day. Ages are taken at each profile's event date, as in the speed layer: a day's rows
+depend on that day's records only, so rewriting a day alone gives the same rows as rewriting
+everything.
 
 The batch views are recomputed from every silver day: the latest version of each uuid ACROSS days (a
 profile re-fetched on a later day, or a late copy archived on a later day, is settled here and not in
@@ -23,7 +23,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import reduce
 from typing import Any
 
 from cassandra.cluster import Session
@@ -86,37 +85,14 @@ def parsed_envelopes(archive: DataFrame, subject_keys: DataFrame | None) -> Data
     return envelopes.withColumn("ingestion_date", utc_date(F.col("kafka_timestamp")))
 
 
-def silver_day(
-    archive_day: DataFrame, subject_keys: DataFrame | None, processing_date: date, pseudonymization_key: bytes
-) -> DataFrame:
-    """One ingestion day of archive rows -> its silver rows: cleaned, pseudonymized, one per uuid."""
-    envelopes = parsed_envelopes(archive_day, subject_keys)
-    profiles = transform_profiles(envelopes, processing_date, pseudonymization_key)
-    return latest_versions(profiles).drop("full_name")
-
-
 def silver_profiles(
-    archive: DataFrame,
-    subject_keys: DataFrame | None,
-    processing_dates: dict[date, date],
-    pseudonymization_key: bytes,
+    archive: DataFrame, subject_keys: DataFrame | None, pseudonymization_key: bytes
 ) -> DataFrame:
-    """Archive rows -> silver rows of the ingestion days in ``processing_dates`` (day -> date ages are
-    taken at), with their ``ingestion_date``; a day absent from the mapping gives no rows.
-
-    One branch per day, each reading only its Delta partition; the branches are unioned so that the
-    whole range is written in one commit.
-    """
-    if not processing_dates:  # nothing to write: an empty frame of the right shape
-        empty = silver_day(archive.limit(0), subject_keys, date.today(), pseudonymization_key)
-        return empty.withColumn("ingestion_date", F.lit(None).cast("date"))
-    branches = [
-        silver_day(
-            archive.where(F.col("ingestion_date") == F.lit(day)), subject_keys, on, pseudonymization_key
-        ).withColumn("ingestion_date", F.lit(day))
-        for day, on in sorted(processing_dates.items())
-    ]
-    return reduce(DataFrame.unionByName, branches)
+    """Archive rows -> silver rows: cleaned, pseudonymized, the latest version of each uuid per
+    ``ingestion_date`` (the last column)."""
+    envelopes = parsed_envelopes(archive, subject_keys)
+    profiles = transform_profiles(envelopes, pseudonymization_key, carry=("ingestion_date",))
+    return latest_versions(profiles, ("uuid", "ingestion_date")).drop("full_name")
 
 
 def current_profiles(silver: DataFrame) -> DataFrame:
@@ -299,16 +275,8 @@ def refresh_silver_profiles(
     if data_keys is None:
         data_keys = stored_subject_keys(settings)
     subject_keys = subject_keys_frame(spark, data_keys)
-    newest_by_day = {
-        row.ingestion_date: as_utc(row.newest)
-        for row in parsed_envelopes(archive, subject_keys)
-        .groupBy("ingestion_date")
-        .agg(F.max("envelope.fetched_at").alias("newest"))
-        .collect()
-    }
-    scanned = time.perf_counter()
     key = settings.secrets.pseudonymization_key.get_secret_value().encode()
-    silver = silver_profiles(archive, subject_keys, {day: n.date() for day, n in newest_by_day.items()}, key)
+    silver = silver_profiles(archive, subject_keys, key)
     writer = (
         silver.write.format("delta")
         .mode("overwrite")
@@ -324,17 +292,21 @@ def refresh_silver_profiles(
     written = spark.read.format("delta").load(path)
     if days is not None:
         written = written.where(_day_predicate(days))
+    per_day = (
+        written.groupBy("ingestion_date")
+        .agg(F.count(F.lit(1)).alias("profiles"), F.max("fetched_at").alias("newest"))
+        .collect()
+    )
     result = SilverRefresh(
-        profiles=written.count(),
-        days=tuple(sorted(newest_by_day)),
-        newest_event=max(newest_by_day.values(), default=None),
+        profiles=sum(row.profiles for row in per_day),
+        days=tuple(sorted(row.ingestion_date for row in per_day)),
+        newest_event=max((as_utc(row.newest) for row in per_day), default=None),
     )
     logger.info(
-        "silver: %d rows in days %s; newest event per day %.1f s, rewrite %.1f s, count %.1f s",
+        "silver: %d rows in days %s; rewrite %.1f s, count %.1f s",
         result.profiles,
         "all" if days is None else f"{days[0]}..{days[1]}",
-        scanned - started,
-        rewritten - scanned,
+        rewritten - started,
         time.perf_counter() - rewritten,
     )
     return result

@@ -10,6 +10,7 @@ session configured otherwise cannot shift a birthday or a registration by a day.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from pyspark.sql import Column, DataFrame
@@ -88,22 +89,24 @@ def email_domain(user: Column) -> Column:
     return F.when(email.contains("@") & (domain != F.lit("")), domain).alias("email_domain")
 
 
-def age_at(birth: Column, processing_date: date) -> Column:
-    """Completed years between the UTC date of a birth instant and ``processing_date``.
+def age_at(birth: Column, on: Column | date) -> Column:
+    """Completed years between the UTC date of a birth instant and the date ``on`` (a date column, or
+    one date for every row).
 
     The calendar rule, not days / 365: one year less until the birthday comes that year. Someone born
     on 29 February turns a year older on 1 March in common years.
     """
+    on_date = on if isinstance(on, Column) else F.lit(on)
     born = utc_date(birth)
-    birthday_to_come = (F.month(born) > F.lit(processing_date.month)) | (
-        (F.month(born) == F.lit(processing_date.month)) & (F.dayofmonth(born) > F.lit(processing_date.day))
+    birthday_to_come = (F.month(born) > F.month(on_date)) | (
+        (F.month(born) == F.month(on_date)) & (F.dayofmonth(born) > F.dayofmonth(on_date))
     )
-    return F.lit(processing_date.year) - F.year(born) - F.when(birthday_to_come, 1).otherwise(0)
+    return F.year(on_date) - F.year(born) - F.when(birthday_to_come, 1).otherwise(0)
 
 
-def age(user: Column, processing_date: date) -> Column:
-    """The exact age in years at ``processing_date`` from ``dob.date``, as column ``age``."""
-    return age_at(user.getField("dob").getField("date"), processing_date).alias("age")
+def age(user: Column, on: Column | date) -> Column:
+    """The exact age in years on the date ``on`` from ``dob.date``, as column ``age``."""
+    return age_at(user.getField("dob").getField("date"), on).alias("age")
 
 
 def age_band_column(age_years: Column) -> Column:
@@ -115,9 +118,9 @@ def age_band_column(age_years: Column) -> Column:
     return label
 
 
-def age_band(user: Column, processing_date: date) -> Column:
-    """The age band at ``processing_date``, as column ``age_band``."""
-    return age_band_column(age_at(user.getField("dob").getField("date"), processing_date)).alias("age_band")
+def age_band(user: Column, on: Column | date) -> Column:
+    """The age band on the date ``on``, as column ``age_band``."""
+    return age_band_column(age_at(user.getField("dob").getField("date"), on)).alias("age_band")
 
 
 def full_address(user: Column) -> Column:
@@ -154,15 +157,27 @@ def registration_date(user: Column) -> Column:
     return utc_date(user.getField("registered").getField("date")).alias("registration_date")
 
 
-def transform_profiles(envelopes: DataFrame, processing_date: date, pseudonymization_key: bytes) -> DataFrame:
-    """The transformed, pseudonymized profiles (``PROFILE_COLUMNS``) of valid envelopes.
+def event_date(envelope: Column) -> Column:
+    """The UTC date of an envelope's ``fetched_at``: the date a profile's age is taken at."""
+    return utc_date(envelope.getField("fetched_at"))
+
+
+def transform_profiles(
+    envelopes: DataFrame, pseudonymization_key: bytes, carry: Sequence[str] = ()
+) -> DataFrame:
+    """The transformed, pseudonymized profiles (``PROFILE_COLUMNS``, then the ``carry`` columns of the
+    input unchanged) of valid envelopes.
 
     Input: records of ``core.parsing.valid_envelopes`` (column ``envelope`` plus ``partition`` and
-    ``offset``). E-mail, phone, cell and address leave only as pseudonyms; ``full_name`` stays in clear
-    text, and the caller decides which stores may hold it.
+    ``offset``); a record without an envelope gives a row of nulls but for the carried columns. Ages
+    are taken at each profile's event date (``event_date``): the age it had when it was fetched, the
+    same in both layers whatever the batching, and the same when a batch is replayed. E-mail, phone,
+    cell and address leave only as pseudonyms; ``full_name`` stays in clear text, and the caller
+    decides which stores may hold it.
     """
     envelope = F.col("envelope")
     user = envelope.getField("user")
+    on = event_date(envelope)
     return envelopes.select(
         identifiant(user),
         envelope.getField("fetched_at").alias("fetched_at"),
@@ -171,8 +186,8 @@ def transform_profiles(envelopes: DataFrame, processing_date: date, pseudonymiza
         country(user),
         nationality(user),
         email_domain(user),
-        age(user, processing_date),
-        age_band(user, processing_date),
+        age(user, on),
+        age_band(user, on),
         registration_date(user),
         pseudonym_column(user.getField("email"), pseudonymization_key, "email").alias("email_pseudonym"),
         pseudonym_column(user.getField("phone"), pseudonymization_key).alias("phone_pseudonym"),
@@ -181,7 +196,14 @@ def transform_profiles(envelopes: DataFrame, processing_date: date, pseudonymiza
         full_name(user),
         "partition",
         "offset",
+        *carry,
     )
+
+
+def old_enough(minimum_age: int) -> Column:
+    """Whether a transformed profile is at least ``minimum_age``; false without an age (it cannot be
+    shown to be old enough)."""
+    return F.coalesce(F.col("age") >= F.lit(minimum_age), F.lit(False))
 
 
 def split_by_minimum_age(profiles: DataFrame, minimum_age: int) -> tuple[DataFrame, DataFrame]:
@@ -189,5 +211,5 @@ def split_by_minimum_age(profiles: DataFrame, minimum_age: int) -> tuple[DataFra
 
     A profile without an age is excluded: it cannot be shown to be old enough.
     """
-    old_enough = F.coalesce(F.col("age") >= F.lit(minimum_age), F.lit(False))
-    return profiles.where(old_enough), profiles.where(~old_enough)
+    adult = old_enough(minimum_age)
+    return profiles.where(adult), profiles.where(~adult)

@@ -7,7 +7,7 @@ from typing import Any
 
 from core.settings import Settings
 from core.stores import cassandra_session
-from tests.integration.profiles_input import add, dimension_values, exact_age
+from tests.integration.profiles_input import add, age_when_fetched, dimension_values
 
 Totals = dict[tuple[str, str], list[int]]
 WindowTotals = dict[tuple[str, datetime, str], list[int]]
@@ -28,7 +28,7 @@ def batch_recount(envelopes: list[dict[str, Any]]) -> tuple[datetime, WindowTota
     for envelope in latest.values():
         user = envelope["user"]
         fetched_at = datetime.fromisoformat(envelope["fetched_at"])
-        age = exact_age(datetime.fromisoformat(user["dob"]["date"]).date(), newest.date())
+        age = age_when_fetched(envelope)
         if age < 18 or fetched_at >= cutoff:
             continue
         for dimension, value in dimension_values(user, age).items():

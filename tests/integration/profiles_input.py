@@ -29,6 +29,12 @@ def exact_age(born: date, on: date) -> int:
     return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
+def age_when_fetched(envelope: dict[str, Any]) -> int:
+    """The profile's age on the UTC date it was fetched (the date the layers take ages at)."""
+    born = datetime.fromisoformat(envelope["user"]["dob"]["date"]).date()
+    return exact_age(born, datetime.fromisoformat(envelope["fetched_at"]).astimezone(UTC).date())
+
+
 def band(age: int) -> str:
     for upper, name in (
         (17, "<18"),
@@ -63,12 +69,12 @@ def add(totals: dict[Any, list[int]], key: Any, age: int) -> None:
     total[3] = max(total[3], age)
 
 
-def recount(first_copies: list[dict[str, Any]], on: date) -> dict[tuple[str, datetime, str], list[int]]:
+def recount(first_copies: list[dict[str, Any]]) -> dict[tuple[str, datetime, str], list[int]]:
     """(dimension, window start, value) -> [profiles, age sum, age min, age max] over adult first copies."""
     totals: dict[tuple[str, datetime, str], list[int]] = {}
     for envelope in first_copies:
         user = envelope["user"]
-        age = exact_age(datetime.fromisoformat(user["dob"]["date"]).date(), on)
+        age = age_when_fetched(envelope)
         if age < 18:
             continue
         window_start = datetime.fromisoformat(envelope["fetched_at"]).replace(second=0, microsecond=0)

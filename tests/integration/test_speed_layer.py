@@ -31,9 +31,8 @@ from speed_layer.job import speed_layer_job
 from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, sigterm_once
 from tests.integration.profiles_input import (
-    EVENT_BASE,
     ProducedInput,
-    exact_age,
+    age_when_fetched,
     produce_known_input,
     recount,
 )
@@ -126,12 +125,8 @@ def run_until_consumed(spark: SparkSession, settings: Settings) -> None:
 
 
 def assert_matches_input(state: StoredState, produced: ProducedInput) -> None:
-    adults = {
-        uuid: e
-        for uuid, e in produced.first_copies.items()
-        if exact_age(datetime.fromisoformat(e["user"]["dob"]["date"]).date(), EVENT_BASE.date()) >= 18
-    }
-    assert state.aggregates == recount(list(produced.first_copies.values()), EVENT_BASE.date())
+    adults = {uuid: e for uuid, e in produced.first_copies.items() if age_when_fetched(e) >= 18}
+    assert state.aggregates == recount(list(produced.first_copies.values()))
     assert set(state.profiles) == set(adults)
     assert set(state.documents) == set(adults)
     for uuid, document in state.documents.items():

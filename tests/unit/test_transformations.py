@@ -104,7 +104,7 @@ def expected_profile(
 
 @pytest.fixture(scope="module")
 def profiles(spark: SparkSession) -> DataFrame:
-    return transform_profiles(envelopes_frame(spark, [AU, IR, BR, GB]), PROCESSING_DATE, KEY)
+    return transform_profiles(envelopes_frame(spark, [AU, IR, BR, GB]), KEY)
 
 
 def test_transform_profiles_columns(profiles: DataFrame) -> None:
@@ -125,6 +125,25 @@ def test_transform_profiles_rows(profiles: DataFrame) -> None:
         expected_profile(IR, "synthetic", 1, 29, "25-34", date(2017, 4, 12), ir_address, "یسنا کامروا"),
         expected_profile(BR, "randomuser", 2, 82, "65+", date(2017, 7, 23), br_address, "Cátia Pires"),
         expected_profile(GB, "randomuser", 3, 60, "55-64", date(2002, 10, 16), gb_address, "Daryl Allen"),
+    ]
+
+
+def test_ages_are_taken_at_each_profiles_own_event_date(spark: SparkSession) -> None:
+    # The same person fetched the day before and the day of their 18th birthday (UTC): 17, then 18.
+    user = {**GB, "dob": {"date": "2008-11-23T09:30:00.000Z", "age": 17}}
+    rows = []
+    for offset, fetched_at in enumerate(["2026-11-22T23:59:59Z", "2026-11-23T00:00:00Z"]):
+        envelope = {"schema_version": 1, "source": "randomuser", "fetched_at": fetched_at, "user": user}
+        rows.append((json.dumps(envelope), 0, offset, f"carried {offset}"))
+    frame = spark.createDataFrame(rows, "value string, partition int, offset long, note string")
+    envelopes = frame.select(
+        F.from_json("value", ENVELOPE_SCHEMA).alias("envelope"), "partition", "offset", "note"
+    )
+    profiles = transform_profiles(envelopes, KEY, carry=("note",))
+    assert tuple(profiles.columns) == (*PROFILE_COLUMNS, "note")
+    assert [tuple(row) for row in profiles.orderBy("offset").select("age", "age_band", "note").collect()] == [
+        (17, "<18", "carried 0"),
+        (18, "18-24", "carried 1"),
     ]
 
 
@@ -219,7 +238,7 @@ def test_exact_age(spark: SparkSession) -> None:
     frame = spark.createDataFrame(
         [(i, born) for i, (born, _, _) in enumerate(AGE_CASES)], "i int, born timestamp"
     )
-    # One column per case: the processing date is a constant of the expression, not a column.
+    # One column per case, the date a constant of the expression; then the same dates as a column.
     row = frame.select(
         *(
             F.max(F.when(F.col("i") == i, age_at(F.col("born"), on))).alias(f"case_{i}")
@@ -228,6 +247,13 @@ def test_exact_age(spark: SparkSession) -> None:
     ).first()
     assert row is not None
     assert list(row) == [expected for _, _, expected in AGE_CASES]
+    dated = spark.createDataFrame(
+        [(i, born, on) for i, (born, on, _) in enumerate(AGE_CASES)], "i int, born timestamp, on date"
+    )
+    ages = [
+        r.age for r in dated.orderBy("i").select(age_at(F.col("born"), F.col("on")).alias("age")).collect()
+    ]
+    assert ages == [expected for _, _, expected in AGE_CASES]
 
 
 def test_age_uses_the_utc_date_whatever_the_session_time_zone(spark: SparkSession) -> None:
