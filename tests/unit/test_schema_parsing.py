@@ -101,6 +101,12 @@ CASES: list[tuple[str, bytes | None, bytes | None, str | None]] = [
     ("not JSON", uuid_of(AU), b"not json {", "not JSON"),
     ("truncated JSON", uuid_of(AU), envelope_bytes(AU)[:-20], "not JSON"),
     (
+        "JSON cut after a valid schema_version",  # from_json must not give a partial envelope
+        uuid_of(AU),
+        b'{"schema_version": 1, "fetched_at": "2026-11-23T10:00:00Z", "user": {"gender": "female"',
+        "not JSON",
+    ),
+    (
         "JSON array",
         uuid_of(AU),
         b"[" + envelope_bytes(AU) + b"]",

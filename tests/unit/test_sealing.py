@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from core.parsing import (
     CANNOT_UNSEAL,
     MISSING_SEALED,
+    SEALED_WITHOUT_KEY,
     dead_letter_records,
     erased_records,
     parse_kafka_records,
@@ -108,6 +109,7 @@ def opened(spark: SparkSession) -> dict[int, Row]:
         (nl["login"]["uuid"].encode(), json.dumps(moved).encode()),
         (au["login"]["uuid"].encode(), json.dumps({**au_envelope, "sealed": None}).encode()),
         (uuid_of(au), profile_envelope(au, "randomuser", FETCHED_AT).model_dump_json().encode()),
+        (None, sealed_value(au, KEYS[au["login"]["uuid"]])),  # sealed, but no key names its subject
     ]  # fmt: skip
     parsed = parse_kafka_records(kafka_frame(spark, records), keys_frame(spark, KEYS)).cache()
     return {row["offset"]: row for row in parsed.collect()}
@@ -138,11 +140,12 @@ def test_an_erased_subjects_records_are_neither_usable_nor_dead_letters(opened: 
 
 
 def test_tokens_that_do_not_open_are_dead_letters_with_the_reason(opened: dict[int, Row]) -> None:
-    assert [opened[offset]["dead_letter_reason"] for offset in (5, 6, 7, 8)] == [
+    assert [opened[offset]["dead_letter_reason"] for offset in (5, 6, 7, 8, 10)] == [
         CANNOT_UNSEAL,
         CANNOT_UNSEAL,
         CANNOT_UNSEAL,
         MISSING_SEALED,
+        SEALED_WITHOUT_KEY,
     ]
 
 
