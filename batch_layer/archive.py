@@ -99,7 +99,6 @@ def run_archive(
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", settings.batch_layer.max_offsets_per_trigger)
-        .option("minPartitions", settings.spark.kafka_min_partitions)
         .load()
     )
     writer = (

@@ -139,9 +139,6 @@ class SparkSettings(_Section):
     """Heap of the Spark driver JVM (local mode runs executors inside it)."""
     ui_enabled: bool = False
     """Whether to start the Spark web UI (off for tests and the demo)."""
-    kafka_min_partitions: int = 4
-    """Spark tasks at least per read of the topic (the Kafka source splits large partitions' offset
-    ranges): one task per topic partition, 3 tasks on 2 cores, leaves a core idle half the time."""
 
 
 class SpeedLayerSettings(_Section):

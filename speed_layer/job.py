@@ -338,7 +338,6 @@ class SpeedLayerJob:
             .option("subscribe", self.topic)
             .option("startingOffsets", speed.starting_offsets)
             .option("maxOffsetsPerTrigger", speed.max_offsets_per_trigger)
-            .option("minPartitions", self.settings.spark.kafka_min_partitions)
             .load()
         )
         writer = (
