@@ -76,12 +76,16 @@ def read_jvm_options(options_path: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def new_kafka_cluster_id() -> str:
+def new_kafka_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
     """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
 
-    The same format as ``kafka-storage random-uuid`` prints.
+    The same format as ``kafka-storage random-uuid`` prints, and like Kafka's own ``Uuid.randomUuid``
+    never starting with ``-``: the storage tool would read such an id (1 in 64) as an option and refuse.
     """
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

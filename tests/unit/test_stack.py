@@ -118,6 +118,15 @@ def test_kafka_cluster_id_is_16_bytes_of_url_safe_base64() -> None:
     assert new_kafka_cluster_id() != cluster_id
 
 
+def test_kafka_cluster_id_never_starts_with_a_dash() -> None:
+    # 0xfb... encodes to "-" first: the storage tool would take it for an option.
+    draws = iter([b"\xfb" + bytes(15), b"\x01" + bytes(15)])
+
+    cluster_id = new_kafka_cluster_id(lambda: next(draws))
+
+    assert cluster_id == base64.urlsafe_b64encode(b"\x01" + bytes(15)).rstrip(b"=").decode()
+
+
 def test_status_of_services_that_never_started(settings: Settings) -> None:
     stack = LocalStack(settings, services=[http_server(settings, "web")])
 
