@@ -279,13 +279,13 @@ class SpeedLayerJob:
             )
         phases.done("dead letters")
 
-        # 3. Dedupe against what earlier batches stored (a replay of this batch counts as new).
+        # 2. Dedupe against what earlier batches stored (a replay of this batch counts as new).
         stored = self.cassandra.first_batch_ids([row["uuid"] for row in rows])
         new_rows = [row for row in rows if stored.get(row["uuid"], batch_id) == batch_id]
         later_versions = [row for row in rows if stored.get(row["uuid"], batch_id) != batch_id]
         phases.done("dedupe")
 
-        # 4. Write: raw documents and pseudonymized profiles (MongoDB and Cassandra at the same time: both
+        # 3. Write: raw documents and pseudonymized profiles (MongoDB and Cassandra at the same time: both
         #    wait on the network), then this batch's partial aggregates over its new profiles.
         with ThreadPoolExecutor(max_workers=1) as mongo_writer:
             documents = mongo_writer.submit(
