@@ -11,7 +11,6 @@ session configured otherwise cannot shift a birthday or a registration by a day.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -89,22 +88,20 @@ def email_domain(user: Column) -> Column:
     return F.when(email.contains("@") & (domain != F.lit("")), domain).alias("email_domain")
 
 
-def age_at(birth: Column, on: Column | date) -> Column:
-    """Completed years between the UTC date of a birth instant and the date ``on`` (a date column, or
-    one date for every row).
+def age_at(birth: Column, on: Column) -> Column:
+    """Completed years between the UTC date of a birth instant and the date column ``on``.
 
     The calendar rule, not days / 365: one year less until the birthday comes that year. Someone born
     on 29 February turns a year older on 1 March in common years.
     """
-    on_date = on if isinstance(on, Column) else F.lit(on)
     born = utc_date(birth)
-    birthday_to_come = (F.month(born) > F.month(on_date)) | (
-        (F.month(born) == F.month(on_date)) & (F.dayofmonth(born) > F.dayofmonth(on_date))
+    birthday_to_come = (F.month(born) > F.month(on)) | (
+        (F.month(born) == F.month(on)) & (F.dayofmonth(born) > F.dayofmonth(on))
     )
-    return F.year(on_date) - F.year(born) - F.when(birthday_to_come, 1).otherwise(0)
+    return F.year(on) - F.year(born) - F.when(birthday_to_come, 1).otherwise(0)
 
 
-def age(user: Column, on: Column | date) -> Column:
+def age(user: Column, on: Column) -> Column:
     """The exact age in years on the date ``on`` from ``dob.date``, as column ``age``."""
     return age_at(user.getField("dob").getField("date"), on).alias("age")
 
@@ -118,7 +115,7 @@ def age_band_column(age_years: Column) -> Column:
     return label
 
 
-def age_band(user: Column, on: Column | date) -> Column:
+def age_band(user: Column, on: Column) -> Column:
     """The age band on the date ``on``, as column ``age_band``."""
     return age_band_column(age_at(user.getField("dob").getField("date"), on)).alias("age_band")
 
