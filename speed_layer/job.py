@@ -228,13 +228,13 @@ class SpeedLayerJob:
 
     def _data_keys(self, batch: DataFrame) -> dict[str, bytes]:
         """The data keys of the subjects of a batch (the record key is the uuid); erased ones have none."""
-        # Deduplicated here rather than by Spark: a distinct() would cost the batch a shuffle.
-        uuids = {
+        # Not distinct() in Spark: that would cost the batch a shuffle; keys_for deduplicates.
+        uuids = [
             bytes(row["key"]).decode("utf-8", "replace")
             for row in batch.select("key").collect()
             if row["key"]
-        }
-        return self.subject_keys.keys_for(sorted(uuids)) if uuids else {}
+        ]
+        return self.subject_keys.keys_for(uuids) if uuids else {}
 
     def _batch_records(self, parsed: DataFrame) -> DataFrame:
         """Every record of a batch in one frame: its Kafka columns, dead-letter reason, whether it is
@@ -245,7 +245,7 @@ class SpeedLayerJob:
             self._pseudonymization_key,
             carry=("topic", "raw_value", "kafka_key", "kafka_timestamp", "dead_letter_reason", "usable"),
         )
-        return profiles.withColumn(
+        return profiles.drop("full_name").withColumn(  # no store of the speed layer holds it
             "old_enough", F.col("usable") & old_enough(self.settings.speed_layer.minimum_age)
         )
 
