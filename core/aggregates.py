@@ -8,13 +8,20 @@ it is ``age_sum / profiles``, computed where it is read.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 DIMENSIONS: tuple[str, ...] = ("country", "gender", "nationality", "email_domain", "age_band")
 """Profile columns the aggregates are broken down by."""
+
+AGGREGATED_COLUMNS: tuple[str, ...] = ("fetched_at", "age", *DIMENSIONS)
+"""The profile columns ``window_aggregates`` reads."""
+
+AGGREGATED_SCHEMA = "fetched_at timestamp, age int, " + ", ".join(f"{name} string" for name in DIMENSIONS)
+"""Their types, as a Spark DDL schema (for a frame built from collected rows)."""
 
 AGGREGATE_COLUMNS: tuple[str, ...] = (
     "dimension",
@@ -37,6 +44,22 @@ def window_aggregates(profiles: DataFrame, window_duration: str = "1 minute") ->
     value (impossible for a valid envelope) is left out of that dimension's counts. A streaming caller
     sets its watermark on ``fetched_at`` before calling.
     """
+    unpivot, measures, output = _aggregate_columns(window_duration)
+    return (
+        profiles.select(*unpivot)
+        .select("window", "age", "pair.dimension", "pair.value")
+        .where(F.col("value").isNotNull())
+        .groupBy("dimension", "value", "window")
+        .agg(*measures)
+        .select(*output)
+    )
+
+
+@functools.cache  # built once per window length and reused on every frame (the speed layer's batches)
+def _aggregate_columns(
+    window_duration: str,
+) -> tuple[tuple[Column, ...], tuple[Column, ...], tuple[Column, ...]]:
+    """The expressions of ``window_aggregates``: the unpivot, the measures, the output columns."""
     # One row per (profile, dimension): a single groupBy then covers every dimension in one shuffle.
     by_dimension = F.explode(
         F.array(
@@ -46,32 +69,25 @@ def window_aggregates(profiles: DataFrame, window_duration: str = "1 minute") ->
             )
         )
     )
-    unpivoted = (
-        profiles.select(
-            F.window("fetched_at", window_duration).alias("window"), "age", by_dimension.alias("pair")
-        )
-        .select("window", "age", "pair.dimension", "pair.value")
-        .where(F.col("value").isNotNull())
+    unpivot = (
+        F.window("fetched_at", window_duration).alias("window"),
+        F.col("age"),
+        by_dimension.alias("pair"),
     )
-    return (
-        unpivoted.groupBy("dimension", "value", "window")
-        .agg(
-            F.count(F.lit(1)).alias("profiles"),
-            F.sum("age").alias("age_sum"),
-            F.min("age").alias("age_min"),
-            F.max("age").alias("age_max"),
-        )
-        .select(
-            "dimension",
-            "value",
-            F.col("window.start").alias("window_start"),
-            F.col("window.end").alias("window_end"),
-            "profiles",
-            "age_sum",
-            "age_min",
-            "age_max",
-        )
+    measures = (
+        F.count(F.lit(1)).alias("profiles"),
+        F.sum("age").alias("age_sum"),
+        F.min("age").alias("age_min"),
+        F.max("age").alias("age_max"),
     )
+    output = (
+        F.col("dimension"),
+        F.col("value"),
+        F.col("window.start").alias("window_start"),
+        F.col("window.end").alias("window_end"),
+        *(F.col(name) for name in ("profiles", "age_sum", "age_min", "age_max")),
+    )
+    return unpivot, measures, output
 
 
 def window_seconds_of(window_duration: str) -> int:

@@ -10,6 +10,7 @@ session configured otherwise cannot shift a birthday or a registration by a day.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
@@ -172,10 +173,16 @@ def transform_profiles(
     cell and address leave only as pseudonyms; ``full_name`` stays in clear text, and the caller
     decides which stores may hold it.
     """
+    return envelopes.select(*_profile_columns(pseudonymization_key), *carry)
+
+
+@functools.cache  # built once per key and reused on every frame: thousands of calls into the JVM each time
+def _profile_columns(pseudonymization_key: bytes) -> tuple[Column, ...]:
+    """The expressions of ``PROFILE_COLUMNS`` over an ``envelope`` column."""
     envelope = F.col("envelope")
     user = envelope.getField("user")
     on = event_date(envelope)
-    return envelopes.select(
+    return (
         identifiant(user),
         envelope.getField("fetched_at").alias("fetched_at"),
         envelope.getField("source").alias("source"),
@@ -191,12 +198,12 @@ def transform_profiles(
         pseudonym_column(user.getField("cell"), pseudonymization_key).alias("cell_pseudonym"),
         pseudonym_column(full_address(user), pseudonymization_key).alias("address_pseudonym"),
         full_name(user),
-        "partition",
-        "offset",
-        *carry,
+        F.col("partition"),
+        F.col("offset"),
     )
 
 
+@functools.cache
 def old_enough(minimum_age: int) -> Column:
     """Whether a transformed profile is at least ``minimum_age``; false without an age (it cannot be
     shown to be old enough)."""

@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryProgressEvent
 
-from core.aggregates import window_aggregates
+from core.aggregates import AGGREGATED_COLUMNS, AGGREGATED_SCHEMA, window_aggregates
 from core.parsing import parse_kafka_records
 from core.sealing import unseal_identifiers
 from core.settings import Settings
@@ -184,17 +184,16 @@ class SpeedLayerJob:
             raise StopRequestedError(f"stop requested: batch {batch_id} is left for the next run")
         started = time.monotonic()
         processed_at = datetime.now(UTC)
+        phases = PhaseTimer()
         batch = batch.persist()  # read from Kafka once: for the subjects' keys, then for the rows
         try:
             data_keys = self._data_keys(batch)
             keys_frame = F.broadcast(subject_keys_frame(self.spark, data_keys))
-            records = self._batch_records(parse_kafka_records(batch, keys_frame)).persist()
-            try:
-                outcome, max_event_time = self._store_batch(
-                    records, batch_id, processed_at, started, data_keys
-                )
-            finally:
-                records.unpersist()
+            phases.done("read and subject keys")
+            records = self._batch_records(parse_kafka_records(batch, keys_frame))
+            outcome, max_event_time = self._store_batch(
+                records, batch_id, processed_at, started, data_keys, phases
+            )
         finally:
             batch.unpersist()
         self.cassandra.write_batch_metrics(
@@ -256,11 +255,12 @@ class SpeedLayerJob:
         processed_at: datetime,
         started: float,
         data_keys: Mapping[str, bytes],
+        phases: PhaseTimer,
     ) -> tuple[BatchOutcome, datetime | None]:
         # Two Spark jobs per batch besides the keys (each job costs a fixed few hundred ms on local[2]):
-        # every record parsed and transformed at once, then the aggregates of the new profiles.
-        # Counting, splitting and dedupe happen on the collected rows.
-        phases = PhaseTimer()
+        # every record parsed and transformed at once, then the aggregates of the new profiles, from a
+        # small frame of their collected fields (cheaper than caching every parsed record to read
+        # them again). Counting, splitting and dedupe happen on the collected rows.
         batch_rows = collect_dicts(records)
         if not batch_rows:
             return BatchOutcome(batch_id, 0, 0, 0, 0, 0, 0), None
@@ -301,9 +301,9 @@ class SpeedLayerJob:
         )
         phases.done("profiles and documents")
         if new_rows:
-            kept = records.where("old_enough")
-            new_profiles = kept if len(new_rows) == len(kept_rows) else self._only(kept, new_rows)
-            partials = window_aggregates(new_profiles, self.settings.speed_layer.window_duration)
+            partials = window_aggregates(
+                self._aggregated_fields(new_rows), self.settings.speed_layer.window_duration
+            )
             self.cassandra.write_partials([{**row, "batch_id": batch_id} for row in collect_dicts(partials)])
         phases.done("aggregates")
         logger.debug("speed batch %d phases: %s", batch_id, phases)
@@ -319,12 +319,10 @@ class SpeedLayerJob:
         )
         return outcome, max_event_time
 
-    def _only(self, profiles: DataFrame, rows: list[dict[str, Any]]) -> DataFrame:
-        """``profiles`` restricted to the copies in ``rows`` (by Kafka coordinates)."""
-        coordinates = self.spark.createDataFrame(
-            [(row["partition"], row["offset"]) for row in rows], "partition int, offset long"
-        )
-        return profiles.join(coordinates, ["partition", "offset"])
+    def _aggregated_fields(self, rows: list[dict[str, Any]]) -> DataFrame:
+        """A frame of the fields ``window_aggregates`` reads, from collected profile rows."""
+        values = [[row[column] for column in AGGREGATED_COLUMNS] for row in rows]
+        return self.spark.createDataFrame(values, AGGREGATED_SCHEMA)
 
     # -- the query -------------------------------------------------------------------------------------
 
