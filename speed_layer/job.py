@@ -336,6 +336,7 @@ class SpeedLayerJob:
             .option("subscribe", self.topic)
             .option("startingOffsets", speed.starting_offsets)
             .option("maxOffsetsPerTrigger", speed.max_offsets_per_trigger)
+            .option("kafka.fetch.max.wait.ms", str(speed.kafka_fetch_max_wait_ms))
             .load()
         )
         writer = (
@@ -440,7 +441,9 @@ def speed_layer_job(
         database = mongo_database(client, settings)
         mongo = mongo_raw_store(database, settings)
         mongo.ensure_indexes()
-        cassandra = CassandraSpeedStore(session, keyspace, settings.speed_layer.cassandra_concurrency)
+        cassandra = CassandraSpeedStore(
+            session, keyspace, settings.speed_layer.cassandra_concurrency, settings.cassandra.rows_per_batch
+        )
         subject_keys = SubjectKeyStore(
             session,
             keyspace,

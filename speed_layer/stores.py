@@ -19,6 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from core.settings import Settings
+from core.stores import execute_in_batches
 
 PROFILE_COLUMNS: tuple[str, ...] = (
     "uuid", "first_batch_id", "fetched_at", "source", "gender", "country", "nationality", "email_domain",
@@ -49,10 +50,11 @@ DUPLICATE_KEY = 11000
 class CassandraSpeedStore:
     """The speed layer's Cassandra tables in one keyspace, with prepared statements."""
 
-    def __init__(self, session: Session, keyspace: str, concurrency: int) -> None:
+    def __init__(self, session: Session, keyspace: str, concurrency: int, rows_per_batch: int = 5) -> None:
         self.session = session
         self.keyspace = keyspace
         self.concurrency = concurrency
+        self.rows_per_batch = rows_per_batch
         self._first_batch = session.prepare(
             f"SELECT uuid, first_batch_id FROM {keyspace}.profiles WHERE uuid IN ?"
         )
@@ -72,10 +74,8 @@ class CassandraSpeedStore:
         )
 
     def _execute_all(self, statement: Any, parameters: Iterable[Sequence[Any]]) -> None:
-        """Run one prepared statement for many rows concurrently; the first failure raises."""
-        execute_concurrent_with_args(
-            self.session, statement, list(parameters), concurrency=self.concurrency, raise_on_first_error=True
-        )
+        """Run one prepared statement for many rows, in concurrent batches; the first failure raises."""
+        execute_in_batches(self.session, statement, parameters, self.rows_per_batch, self.concurrency)
 
     def first_batch_ids(self, uuids: Sequence[str]) -> dict[str, int]:
         """The batch id that first stored each of ``uuids``, for those already stored.
