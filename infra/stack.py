@@ -132,6 +132,10 @@ class LocalService(ABC):
     def command(self) -> list[str]:
         """The command line that runs the server in the foreground."""
 
+    def environment(self) -> dict[str, str]:
+        """Variables added to the server's environment."""
+        return {}
+
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
@@ -181,6 +185,7 @@ class LocalService(ABC):
             process = subprocess.Popen(
                 self.command(),
                 cwd=self.home,
+                env={**os.environ, **self.environment()},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -416,16 +421,24 @@ class FerretDBService(LocalService):
         """FerretDB creates its SQLite files itself."""
 
     def command(self) -> list[str]:
+        # WAL (FerretDB's default) with synchronous=NORMAL: a commit no longer waits for an fsync; an
+        # application crash loses nothing, a power loss may lose the last commits (as the rest of this
+        # local stack, whose Kafka and Cassandra do not fsync each write either).
         return [
             str(self.settings.paths.ferretdb_bin),
             "--handler=sqlite",
-            f"--sqlite-url=file:{self.data_dir}/",
+            f"--sqlite-url=file:{self.data_dir}/?_pragma=synchronous(normal)",
             f"--listen-addr={self.endpoint}",
             f"--debug-addr={self.host}:{self.settings.local_stack.ferretdb_debug_port}",
             f"--state-dir={self.home}",
             "--telemetry=disable",
             "--log-level=info",
         ]
+
+    def environment(self) -> dict[str, str]:
+        # Go's collector ran a third of FerretDB's CPU under bulk inserts; collecting at 4x heap growth
+        # instead of 2x, with synchronous=NORMAL, took its CPU per 20,000 documents from 3.4 s to 2.6 s.
+        return {"GOGC": "400"}
 
 
 class LocalStack:
