@@ -5,8 +5,9 @@
 1. Throughput: ``--profiles`` synthetic profiles are produced to a fresh topic first, then the job
    consumes them (``availableNow``, batches of ``max_offsets_per_trigger``) into fresh stores; the figure
    is profiles per second of wall time through the whole job (parse, transform, dedupe, both stores).
-2. Latency: the job runs continuously while profiles are produced at a steady ``--rate``; for one
-   profile of every produced batch, the time from send to its row being readable in Cassandra is taken.
+2. Latency: the job runs continuously while another process produces profiles at a steady ``--rate``;
+   for one profile of every produced batch, the time from send to its row being readable in Cassandra
+   is taken.
 
 Starts the local stack if it is not running (and stops it after); everything it creates is removed.
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import statistics
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 
 from kafka import KafkaAdminClient
 
@@ -86,6 +89,27 @@ def throughput(base: Settings, profiles: int) -> None:
         cleanup(settings)
 
 
+def produce_steadily(settings: Settings, rate: int, seconds: int, sent: Connection) -> None:
+    """Publish ``rate`` profiles/s for ``seconds`` in tenths of a second; after each tenth is flushed,
+    send (its last uuid, ``time.monotonic()``) through ``sent``, then None when done.
+
+    Runs in its own process, as the producer does in production: it shares the cores with the job,
+    not the job's interpreter.
+    """
+    source = SyntheticSource(6)
+    batches_per_s = 10
+    name = settings.kafka.profiles_topic
+    with ProfilePublisher(settings, name, settings.kafka.dead_letter_topic) as publisher:
+        started = time.monotonic()
+        for tick in range(seconds * batches_per_s):
+            time.sleep(max(0.0, started + tick / batches_per_s - time.monotonic()))
+            uuids = publish(settings, publisher, source, rate // batches_per_s)
+            publisher.flush()
+            sent.send((uuids[-1], time.monotonic()))
+    sent.send(None)
+    sent.close()
+
+
 def latency(base: Settings, rate: int, seconds: int) -> None:
     name = f"bench_latency_{uuid.uuid4().hex[:8]}"
     settings = isolated_settings(base, name, f"bench/{name}")
@@ -107,22 +131,21 @@ def latency(base: Settings, rate: int, seconds: int) -> None:
                 while not (producing_done.is_set() and len(visible_after) == len(sent_at)):
                     for sample in [s for s in list(sent_at) if s not in visible_after]:
                         if session.execute(lookup, (sample,)).one() is not None:
-                            visible_after[sample] = time.perf_counter() - sent_at[sample]
+                            visible_after[sample] = time.monotonic() - sent_at[sample]
                     time.sleep(0.02)
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
-            source = SyntheticSource(6)
-            batches_per_s = 10
-            with ProfilePublisher(settings, name, f"{name}.dlq") as publisher:
-                time.sleep(5)  # let the first (empty) triggers pass
-                started = time.perf_counter()
-                for tick in range(seconds * batches_per_s):
-                    due = started + tick / batches_per_s
-                    time.sleep(max(0.0, due - time.perf_counter()))
-                    uuids = publish(settings, publisher, source, rate // batches_per_s)
-                    publisher.flush()
-                    sent_at[uuids[-1]] = time.perf_counter()
+            time.sleep(5)  # let the first (empty) triggers pass
+            receiving, sending = multiprocessing.get_context("spawn").Pipe(duplex=False)
+            producer = multiprocessing.get_context("spawn").Process(
+                target=produce_steadily, args=(settings, rate, seconds, sending)
+            )
+            producer.start()
+            sending.close()
+            while (sample := receiving.recv()) is not None:
+                sent_at[sample[0]] = sample[1]
+            producer.join()
             producing_done.set()
             watcher.join(timeout=120)
             query.stop()
