@@ -20,6 +20,7 @@ from core.settings import Settings
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+HUGE_METHODS_COMPILED = "-XX:-DontCompileHugeMethods"
 
 # "<artifact>-<version>.jar", the version starting with digits and a dot (e.g. 2.13.5, 4.1.1, 1.13.1).
 _JAR_NAME = re.compile(r"^(?P<artifact>.+?)-(?P<version>\d+\.\d+[^/]*)\.jar$")
@@ -78,6 +79,12 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
         .config("spark.default.parallelism", str(spark.shuffle_partitions))
         .config("spark.driver.memory", spark.driver_memory)
+        # Whole-stage code generation writes one Java method per stage; the parser's and the
+        # transformations' stage is larger than the 8,000 bytes of bytecode HotSpot compiles by default,
+        # so it ran interpreted (a fifth of the silver step's CPU in one method). Measured on 500k
+        # records: silver rewrite 15.7 s -> 11.5 s once warm.
+        .config("spark.driver.extraJavaOptions", HUGE_METHODS_COMPILED)
+        .config("spark.executor.extraJavaOptions", HUGE_METHODS_COMPILED)
         .config("spark.ui.enabled", str(spark.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
