@@ -28,7 +28,7 @@ from typing import Any
 from cassandra.cluster import Session
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.aggregates import DIMENSIONS, window_aggregates, window_floor, window_seconds_of
@@ -274,7 +274,14 @@ def refresh_silver_profiles(
         data_keys = stored_subject_keys(settings)
     subject_keys = subject_keys_frame(spark, data_keys)
     key = settings.secrets.pseudonymization_key.get_secret_value().encode()
-    silver = silver_profiles(archive, subject_keys, key)
+    # What the write wrote, observed as it writes (reading the rewritten days back took ~4 s per 1M).
+    written = Observation("silver_written")
+    silver = silver_profiles(archive, subject_keys, key).observe(
+        written,
+        F.count(F.lit(1)).alias("profiles"),
+        F.max("fetched_at").alias("newest"),
+        F.collect_set("ingestion_date").alias("days"),
+    )
     writer = (
         silver.write.format("delta")
         .mode("overwrite")
@@ -286,26 +293,17 @@ def refresh_silver_profiles(
     else:
         writer = writer.option("replaceWhere", _day_predicate(days))
     writer.save(path)
-    rewritten = time.perf_counter()
-    written = spark.read.format("delta").load(path)
-    if days is not None:
-        written = written.where(_day_predicate(days))
-    per_day = (
-        written.groupBy("ingestion_date")
-        .agg(F.count(F.lit(1)).alias("profiles"), F.max("fetched_at").alias("newest"))
-        .collect()
-    )
+    observed = written.get
     result = SilverRefresh(
-        profiles=sum(row.profiles for row in per_day),
-        days=tuple(sorted(row.ingestion_date for row in per_day)),
-        newest_event=max((as_utc(row.newest) for row in per_day), default=None),
+        profiles=observed["profiles"],
+        days=tuple(sorted(observed["days"])),
+        newest_event=as_utc(observed["newest"]),
     )
     logger.info(
-        "silver: %d rows in days %s; rewrite %.1f s, count %.1f s",
+        "silver: %d rows in days %s; %.1f s",
         result.profiles,
         "all" if days is None else f"{days[0]}..{days[1]}",
-        rewritten - started,
-        time.perf_counter() - rewritten,
+        time.perf_counter() - started,
     )
     return result
 
