@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import Settings
+from core.spark import as_utc
 from tests.integration.batch_views import batch_recount, stored_views
 from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.profiles_input import known_input, produce_known_input
@@ -45,7 +47,7 @@ def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(
     expected_cutoff, expected_windows, expected_totals = batch_recount(envelopes)
     run_archive(batch_settings, spark)
 
-    refresh_silver_profiles(batch_settings, spark)
+    refreshed = refresh_silver_profiles(batch_settings, spark)
     first = recompute_batch_views(batch_settings, spark)
 
     version, cutoff, windows, totals = stored_views(batch_settings)
@@ -62,6 +64,14 @@ def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(
         == len({e["user"]["login"]["uuid"] for e in envelopes})
     )
     assert "full_name" not in silver.columns
+    # What the refresh reports (observed during its write) is what the table holds.
+    per_day = silver.groupBy("ingestion_date").agg(
+        F.count(F.lit(1)).alias("n"), F.max("fetched_at").alias("newest")
+    )
+    rows = per_day.collect()
+    assert refreshed.profiles == silver.count()
+    assert refreshed.days == tuple(sorted(row.ingestion_date for row in rows))
+    assert refreshed.newest_event == max(as_utc(row.newest) for row in rows)
 
     refresh_silver_profiles(batch_settings, spark)
     second = recompute_batch_views(batch_settings, spark)
