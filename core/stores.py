@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.concurrent import execute_concurrent
@@ -14,6 +14,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from core.settings import Settings
+
+T = TypeVar("T")
 
 
 def cassandra_cluster(settings: Settings) -> Cluster:
@@ -57,19 +59,32 @@ def execute_in_batches(
     are idempotent and a failed batch fails the job, which writes again).
     """
     metadata = session.cluster.metadata
-    by_replicas: dict[tuple[str, ...], list[Any]] = defaultdict(list)
-    for values in parameters:
-        bound = statement.bind(values)
-        replicas = metadata.get_replicas(bound.keyspace, bound.routing_key)
-        by_replicas[tuple(sorted(str(host.endpoint) for host in replicas))].append(bound)
+
+    def replicas(bound: Any) -> list[str]:
+        return [str(host.endpoint) for host in metadata.get_replicas(bound.keyspace, bound.routing_key)]
+
+    bound_rows = [statement.bind(values) for values in parameters]
     batches = []
-    for rows in by_replicas.values():
-        for start in range(0, len(rows), rows_per_batch):
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for row in rows[start : start + rows_per_batch]:
-                batch.add(row)
-            batches.append((batch, ()))
+    for rows in batches_by_replicas(bound_rows, replicas, rows_per_batch):
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for row in rows:
+            batch.add(row)
+        batches.append((batch, ()))
     execute_concurrent(session, batches, concurrency=concurrency, raise_on_first_error=True)
+
+
+def batches_by_replicas(
+    rows: Iterable[T], replicas_of: Callable[[T], Iterable[str]], rows_per_batch: int
+) -> list[list[T]]:
+    """``rows`` in groups of at most ``rows_per_batch``, each group's rows sharing one replica set."""
+    by_replicas: dict[frozenset[str], list[T]] = defaultdict(list)
+    for row in rows:
+        by_replicas[frozenset(replicas_of(row))].append(row)
+    return [
+        same[start : start + rows_per_batch]
+        for same in by_replicas.values()
+        for start in range(0, len(same), rows_per_batch)
+    ]
 
 
 def mongo_client(settings: Settings) -> MongoClient:
