@@ -85,6 +85,7 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
         # records: silver rewrite 15.7 s -> 11.5 s once warm.
         .config("spark.driver.extraJavaOptions", HUGE_METHODS_COMPILED)
         .config("spark.executor.extraJavaOptions", HUGE_METHODS_COMPILED)
+        .config("spark.databricks.delta.snapshotPartitions", str(spark.delta_snapshot_partitions))
         .config("spark.ui.enabled", str(spark.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")

@@ -3,9 +3,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
 
-from core.settings import PathSettings, Settings
-from core.spark import SparkSetupError, connector_jars, jar_artifact, spark_connector_jars
+from core.settings import PathSettings, Settings, get_settings
+from core.spark import (
+    HUGE_METHODS_COMPILED,
+    SparkSetupError,
+    connector_jars,
+    jar_artifact,
+    spark_connector_jars,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,3 +49,17 @@ def test_missing_connector_jars_name_the_install_step(tmp_path: Path) -> None:
 
     with pytest.raises(SparkSetupError, match="make install"):
         spark_connector_jars(settings)
+
+
+def test_the_session_carries_the_machine_sized_settings(spark: SparkSession) -> None:
+    """The performance settings the README's figures depend on reach the running JVM."""
+    jvm_arguments = list(
+        spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+    )
+    settings = get_settings()
+
+    assert HUGE_METHODS_COMPILED in jvm_arguments
+    assert spark.conf.get("spark.databricks.delta.snapshotPartitions") == str(
+        settings.spark.delta_snapshot_partitions
+    )
+    assert spark.conf.get("spark.sql.shuffle.partitions") == str(settings.spark.shuffle_partitions)
