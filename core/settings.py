@@ -172,8 +172,11 @@ class SpeedLayerSettings(_Section):
 class BatchLayerSettings(_Section):
     archive_job_name: str = "archive"
     """Name of the archiving job (and of its checkpoint folder)."""
-    max_offsets_per_trigger: int = 500_000
-    """Upper bound of records per archiving micro-batch."""
+    max_offsets_per_trigger: int = 2_000_000
+    """Upper bound of records per archiving micro-batch. Each batch costs a Delta commit and the
+    query's bookkeeping (~2 s on two cores): 1M records archived in 13 s as one batch, 16.5 s as two.
+    A batch streams through its tasks (nothing held in memory), so size only bounds what a failed
+    batch redoes."""
     partitions_start_date: date = date(2025, 1, 1)
     """First UTC ingestion day the Dagster assets offer as a partition: a backfill can start no earlier
     (older archive days are still refreshed by ``userpulse batch recompute`` without ``--from``)."""
