@@ -1,6 +1,7 @@
 """Batch-layer benchmark: archive and recompute time for N synthetic profiles, and how it scales.
 
     .venv/bin/python bench/bench_batch.py [--profiles 1000000 5000000] [--pool 20000] [--event-rate 1000]
+                                          [--sealed]
 
 For each size, a fresh topic is filled with N profiles, then the batch layer runs on it as
 ``userpulse batch archive`` and ``userpulse batch recompute`` would, each step timed:
@@ -16,6 +17,12 @@ copy gets a fresh ``login.uuid`` (also the record key, so deduplication does not
 a ``fetched_at`` spread at ``--event-rate`` profiles per second of event time. Records are gzip
 compressed, as the producer sends them. Filling is timed too but is not part of the figures.
 
+With ``--sealed``, the records are sealed as the producer seals them by default (version 2): each
+copy's direct identifiers are encrypted by Spark (``aes_encrypt``, AES-256-GCM, the copy's uuid as
+associated data, the layout ``core.sealing`` writes) under a key of its own, and every copy's key is
+stored in the keyspace's ``subject_keys`` before the steps run (not timed). The silver step then pays
+what it pays in production: reading every subject key and opening every record.
+
 Starts the local stack if it is not running (and stops it after). Every size uses its own topic,
 keyspace, lake and checkpoint folders, removed at the end.
 """
@@ -23,6 +30,7 @@ keyspace, lake and checkpoint folders, removed at the end.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import logging
@@ -41,9 +49,11 @@ from pyspark.sql import functions as F
 
 from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
+from core.sealing import new_data_key, split_identifiers
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
-from core.stores import cassandra_session
+from core.stores import cassandra_session, execute_in_batches
+from infra.cassandra_schema import apply_schema
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ensure_topics
 from ingestion.producer import split_batch
@@ -51,24 +61,40 @@ from ingestion.synthetic import SyntheticSource
 
 UUID_MARK = "@@UUID@@"
 FETCHED_AT_MARK = "@@FETCHED_AT@@"
+SEALED_MARK = "@@SEALED@@"
 _FETCHED_AT_JSON = re.compile(r'"fetched_at":"[^"]*"')
 T = TypeVar("T")
 
 
-def envelope_templates(pool: int, seed: int = 7) -> list[str]:
-    """``pool`` validated synthetic envelopes as JSON, their uuid and fetch time replaced by marks."""
+@dataclass(frozen=True)
+class Template:
+    """One pool envelope as JSON with marks where each copy puts its own values."""
+
+    text: str
+    identifiers: str = ""
+    """Sealed templates: the plaintext of the token (the JSON of the direct identifiers)."""
+
+
+def envelope_templates(pool: int, seed: int = 7, sealed: bool = False) -> list[Template]:
+    """``pool`` validated synthetic envelopes as JSON, their uuid, fetch time (and token) replaced by
+    marks."""
     source = SyntheticSource(seed)
-    templates: list[str] = []
+    templates: list[Template] = []
     while len(templates) < pool:
         count = min(5000, pool - len(templates))
         for envelope in split_batch(source.next_batch(count), "synthetic", datetime.now(UTC)).envelopes:
-            text = envelope.model_dump_json()
             profile_uuid = str(envelope.user["login"]["uuid"])
+            identifiers = ""
+            if sealed:
+                identifiers = split_identifiers(envelope.user)[1].decode("utf-8")
+                envelope = envelope.sealed_with(new_data_key())
+                envelope = envelope.model_copy(update={"sealed": SEALED_MARK})
+            text = envelope.model_dump_json()
             assert text.count(profile_uuid) == 1, "the uuid must appear once, as login.uuid"
             text = text.replace(profile_uuid, UUID_MARK)
             text, replaced = _FETCHED_AT_JSON.subn(f'"fetched_at":"{FETCHED_AT_MARK}"', text)
             assert replaced == 1
-            templates.append(text)
+            templates.append(Template(text, identifiers))
     return templates
 
 
@@ -79,11 +105,31 @@ def uuid_column(number: Column, salt: str) -> Column:
     return F.concat_ws("-", *(F.substring(digest, start, length) for start, length in parts))
 
 
+def copy_uuid(number: int, salt: str) -> str:
+    """``uuid_column`` in Python: the uuid of copy ``number``."""
+    digest = hashlib.md5(f"{salt}:{number}".encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
+
+
+def copy_key_column(number: Column, salt: str) -> Column:
+    """The 32-byte data key of copy ``number`` (a SHA-256 of the run's salt and the number)."""
+    return F.unhex(F.sha2(F.concat_ws(":", F.lit(salt), F.lit("key"), number.cast("string")), 256))
+
+
+def copy_key(number: int, salt: str) -> bytes:
+    """``copy_key_column`` in Python."""
+    return hashlib.sha256(f"{salt}:key:{number}".encode()).digest()
+
+
 def replicated_records(
-    spark: SparkSession, templates: list[str], profiles: int, salt: str, first_event: datetime, rate: int
+    spark: SparkSession, templates: list[Template], profiles: int, salt: str, first_event: datetime, rate: int
 ) -> DataFrame:
-    """``profiles`` Kafka records (key, value): the templates repeated, each with a fresh uuid and time."""
-    pool = spark.createDataFrame(list(enumerate(templates)), "pool_index long, template string")
+    """``profiles`` Kafka records (key, value): the templates repeated, each with a fresh uuid and time
+    (and, sealed, its identifiers sealed under its own key)."""
+    pool = spark.createDataFrame(
+        [(index, t.text, t.identifiers) for index, t in enumerate(templates)],
+        "pool_index long, template string, identifiers string",
+    )
     copies = spark.range(-(-profiles // len(templates))).withColumnRenamed("id", "copy")
     number = F.col("copy") * F.lit(len(templates)) + F.col("pool_index")
     fetched_at = F.timestamp_seconds(F.lit(first_event.timestamp()) + number / F.lit(rate))
@@ -92,11 +138,22 @@ def replicated_records(
     value = F.replace(
         F.replace(F.col("template"), F.lit(UUID_MARK), key), F.lit(FETCHED_AT_MARK), fetched_text
     )
+    if templates[0].identifiers:
+        # A random 12-byte nonce is generated and prepended (iv ""), as core.sealing lays tokens out;
+        # Spark's base64 breaks lines every 76 characters (MIME), which JSON strings cannot hold.
+        encrypted = F.base64(
+            F.aes_encrypt(
+                F.col("identifiers").cast("binary"), copy_key_column(number, salt),
+                F.lit("GCM"), F.lit("DEFAULT"), F.lit(""), key.cast("binary"),
+            )
+        )  # fmt: skip
+        token = F.translate(encrypted, "\r\n", "")
+        value = F.replace(value, F.lit(SEALED_MARK), token)
     return copies.crossJoin(pool).where(number < profiles).select(key.alias("key"), value.alias("value"))
 
 
 def fill_topic(
-    spark: SparkSession, settings: Settings, templates: list[str], profiles: int, rate: int
+    spark: SparkSession, settings: Settings, templates: list[Template], profiles: int, rate: int
 ) -> None:
     """Write ``profiles`` records to the settings' topic with Spark's Kafka sink (gzip, acks=all)."""
     first_event = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
@@ -115,6 +172,22 @@ def fill_topic(
         .option("kafka.batch.size", str(settings.producer.batch_bytes))
         .save()
     )
+
+
+def store_copy_keys(settings: Settings, profiles: int) -> None:
+    """Store the data key of every copy in the keyspace's ``subject_keys``, as the producer would have."""
+    cluster, session = cassandra_session(settings)
+    try:
+        keyspace = settings.cassandra.keyspace
+        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        insert = session.prepare(
+            f"INSERT INTO {keyspace}.subject_keys (uuid, data_key, created_at) VALUES (?, ?, ?)"
+        )
+        salt, now = settings.kafka.profiles_topic, datetime.now(UTC)
+        rows = ((copy_uuid(n, salt), copy_key(n, salt), now) for n in range(profiles))
+        execute_in_batches(session, insert, rows, settings.cassandra.rows_per_batch, 16)
+    finally:
+        cluster.shutdown()
 
 
 def isolated_settings(base: Settings, name: str) -> Settings:
@@ -175,13 +248,17 @@ def timed(step: str, profiles: int, action: Callable[[], T]) -> tuple[float, T]:
     return elapsed, result
 
 
-def run_size(spark: SparkSession, base: Settings, templates: list[str], profiles: int, rate: int) -> Timings:
+def run_size(
+    spark: SparkSession, base: Settings, templates: list[Template], profiles: int, rate: int
+) -> Timings:
     """Fill a fresh topic with ``profiles`` records, then time the three batch steps on it."""
     settings = isolated_settings(base, f"bench_batch_{uuid.uuid4().hex[:8]}")
     print(f"{profiles:,} profiles (topic and keyspace {settings.kafka.profiles_topic})", flush=True)
     try:
         ensure_topics(settings, {settings.kafka.profiles_topic: settings.kafka.topic_partitions})
         fill, _ = timed("fill", profiles, lambda: fill_topic(spark, settings, templates, profiles, rate))
+        if templates[0].identifiers:
+            timed("keys", profiles, lambda: store_copy_keys(settings, profiles))
         archive, archived = timed("archive", profiles, lambda: run_archive(settings, spark))
         assert archived.records == profiles, archived
         silver, refreshed = timed("silver", profiles, lambda: refresh_silver_profiles(settings, spark))
@@ -220,6 +297,7 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--pool", type=int, default=20_000, help="distinct synthetic profiles replicated")
     parser.add_argument("--event-rate", type=int, default=1000, help="profiles per second of event time")
+    parser.add_argument("--sealed", action="store_true", help="seal the records, as the producer does")
     args = parser.parse_args()
     base = get_settings()
     stack = LocalStack(base)
@@ -228,7 +306,7 @@ def main() -> None:
         stack.up()
     try:
         started = time.perf_counter()
-        templates = envelope_templates(args.pool)
+        templates = envelope_templates(args.pool, sealed=args.sealed)
         print(f"pool of {len(templates):,} validated envelopes in {time.perf_counter() - started:.1f} s")
         spark = build_spark_session(base, app_name="userpulse-bench-batch")
         try:

@@ -60,9 +60,9 @@ def _aad(uuid: str) -> bytes:
     return uuid.encode("utf-8")
 
 
-def seal_identifiers(user: dict[str, Any], data_key: bytes) -> tuple[dict[str, Any], str]:
-    """The user without its direct identifiers, and those identifiers sealed under ``data_key``."""
-    uuid = user["login"]["uuid"]
+def split_identifiers(user: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The user without its direct identifiers, and those identifiers as the JSON plaintext a token
+    seals."""
     remaining = copy.deepcopy(user)
     identifiers: dict[str, Any] = {}
     for path in SEALED_FIELDS:
@@ -71,9 +71,15 @@ def seal_identifiers(user: dict[str, Any], data_key: bytes) -> tuple[dict[str, A
             parent = parent.get(part) if isinstance(parent, dict) else None
         if isinstance(parent, dict) and path[-1] in parent:
             identifiers[_token_field(path)] = parent.pop(path[-1])
-    nonce = os.urandom(NONCE_BYTES)
     plaintext = json.dumps(identifiers, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    sealed = nonce + AESGCM(data_key).encrypt(nonce, plaintext, _aad(uuid))
+    return remaining, plaintext
+
+
+def seal_identifiers(user: dict[str, Any], data_key: bytes) -> tuple[dict[str, Any], str]:
+    """The user without its direct identifiers, and those identifiers sealed under ``data_key``."""
+    remaining, plaintext = split_identifiers(user)
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = nonce + AESGCM(data_key).encrypt(nonce, plaintext, _aad(user["login"]["uuid"]))
     return remaining, base64.b64encode(sealed).decode("ascii")
 
 
