@@ -27,7 +27,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from core.profile import NATIONALITIES, SEALED_ENVELOPE_VERSION, SUPPORTED_ENVELOPE_VERSIONS
-from core.pseudonymization import WHITESPACE
+from core.pseudonymization import blank_column
 from core.schema import ENVELOPE_SCHEMA
 from core.sealing import unsealed_identifiers_column, with_identifiers
 
@@ -88,15 +88,10 @@ def _field(envelope: Column, path: str) -> Column:
     return column
 
 
-def _blank(column: Column) -> Column:
-    """Whether a string column is null or only ASCII whitespace."""
-    return column.isNull() | (F.trim(column, F.lit(WHITESPACE)) == F.lit(""))
-
-
 def _field_invalid(envelope: Column, path: str) -> Column:
     """Whether the required field ``path`` is missing, of the wrong type, blank or out of its domain."""
     value = _field(envelope, path)
-    invalid = _blank(value) if path in STRING_REQUIRED_FIELDS else value.isNull()
+    invalid = blank_column(value) if path in STRING_REQUIRED_FIELDS else value.isNull()
     if path == "user.gender":
         invalid = invalid | ~value.isin(*GENDERS)
     elif path == "user.nat":
@@ -139,10 +134,10 @@ def _dead_letter_reason(
             ~version.isin(*SUPPORTED_ENVELOPE_VERSIONS),
             F.concat(F.lit(f"{UNSUPPORTED_SCHEMA_VERSION} "), version.cast("string")),
         )
-        .when(_blank(uuid), F.lit(MISSING_UUID))
+        .when(blank_column(uuid), F.lit(MISSING_UUID))
         .when(kafka_key.isNotNull() & (kafka_key != uuid), F.lit(KEY_MISMATCH))
         .when(is_sealed_version & kafka_key.isNull(), F.lit(SEALED_WITHOUT_KEY))
-        .when(is_sealed_version & _blank(sealed), F.lit(MISSING_SEALED))
+        .when(is_sealed_version & blank_column(sealed), F.lit(MISSING_SEALED))
         .when(is_sealed_version & data_key.isNull(), F.lit(None).cast("string"))  # erased: not a letter
         .when(is_sealed_version & identifiers.isNull(), F.lit(CANNOT_UNSEAL))
         .otherwise(_missing_fields_reason(envelope))
@@ -151,7 +146,7 @@ def _dead_letter_reason(
 
 def _erased(envelope: Column, data_key: Column) -> Column:
     """Whether a parsed record is sealed for a subject whose key is gone (erased, or never seen)."""
-    is_sealed = (envelope.getField("schema_version") == F.lit(SEALED_ENVELOPE_VERSION)) & ~_blank(
+    is_sealed = (envelope.getField("schema_version") == F.lit(SEALED_ENVELOPE_VERSION)) & ~blank_column(
         envelope.getField("sealed")
     )
     return F.coalesce(is_sealed & data_key.isNull(), F.lit(False))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from core.pseudonymization import WHITESPACE, pseudonym_column
+from core.pseudonymization import pseudonym_column, strip_column
 
 AGE_BANDS: tuple[tuple[str, int, int | None], ...] = (
     ("<18", 0, 18),
@@ -61,11 +61,6 @@ def age_band_of(age: int) -> str:
     raise AssertionError("AGE_BANDS must end with an open band")  # pragma: no cover
 
 
-def _strip(column: Column) -> Column:
-    """A string column without leading and trailing ASCII whitespace (the API pads some street names)."""
-    return F.trim(column, F.lit(WHITESPACE))
-
-
 def utc_date(instant: Column) -> Column:
     """The UTC calendar date of a timestamp column, whatever the session time zone."""
     return F.date_from_unix_date(F.floor(F.unix_seconds(instant) / _SECONDS_PER_DAY).cast("int"))
@@ -79,12 +74,13 @@ def identifiant(user: Column) -> Column:
 def full_name(user: Column) -> Column:
     """``"first last"`` from the name, each part stripped, as column ``full_name``."""
     name = user.getField("name")
-    return F.concat_ws(" ", _strip(name.getField("first")), _strip(name.getField("last"))).alias("full_name")
+    first, last = strip_column(name.getField("first")), strip_column(name.getField("last"))
+    return F.concat_ws(" ", first, last).alias("full_name")
 
 
 def email_domain(user: Column) -> Column:
     """The lower-cased part of the e-mail after its last ``@`` (null without one), as ``email_domain``."""
-    email = _strip(user.getField("email"))
+    email = strip_column(user.getField("email"))
     domain = F.lower(F.substring_index(email, "@", -1))
     return F.when(email.contains("@") & (domain != F.lit("")), domain).alias("email_domain")
 
@@ -130,14 +126,14 @@ def full_address(user: Column) -> Column:
     street = location.getField("street")
     return F.concat_ws(
         ", ",
-        F.concat_ws(" ", street.getField("number").cast("string"), _strip(street.getField("name"))),
-        *(_strip(location.getField(part)) for part in ("city", "state", "postcode", "country")),
+        F.concat_ws(" ", street.getField("number").cast("string"), strip_column(street.getField("name"))),
+        *(strip_column(location.getField(part)) for part in ("city", "state", "postcode", "country")),
     ).alias("full_address")
 
 
 def country(user: Column) -> Column:
     """The country name of the location, stripped, as column ``country``."""
-    return _strip(user.getField("location").getField("country")).alias("country")
+    return strip_column(user.getField("location").getField("country")).alias("country")
 
 
 def nationality(user: Column) -> Column:

@@ -10,13 +10,16 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from core.pseudonymization import (
+    WHITESPACE,
     Normalization,
+    blank_column,
     hmac_sha256_hex,
     hmac_sha256_hex_column,
     normalize,
     padded_keys,
     pseudonym,
     pseudonym_column,
+    strip_column,
 )
 
 # RFC 4231, test cases 2 (a key shorter than the block) and 6 (a key longer than the block).
@@ -137,3 +140,33 @@ def test_spark_and_python_give_the_same_pseudonyms(spark: SparkSession, key_name
     assert sum(digest is not None for digest, _ in python_digests.values()) == len(VALUES) - 3
     assert python_digests[0][0] == python_digests[1][0]
     assert python_digests[0][1] != python_digests[1][1]
+
+
+STRIP_CASES: list[str | None] = [
+    "Rua São Paulo",
+    "Rua São Paulo ",
+    "\tRua São Paulo",
+    "\vx\f",
+    "in  side",
+    "\u00a0x\u2003",  # Unicode spaces are not ASCII whitespace: kept
+    "x\r\n",
+    "A" * 600 + "\n",  # a long token with a trailing newline
+    "A" * 600,
+    " ",
+    WHITESPACE,
+    "",
+    None,
+]
+
+
+def test_strip_and_blank_columns_agree_with_python(spark: SparkSession) -> None:
+    frame = spark.createDataFrame(list(enumerate(STRIP_CASES)), "index int, value string")
+    rows = frame.select(
+        "index", strip_column(F.col("value")).alias("stripped"), blank_column(F.col("value")).alias("blank")
+    ).collect()
+
+    by_index = {row["index"]: (row["stripped"], row["blank"]) for row in rows}
+    stripped = {i: None if value is None else value.strip(WHITESPACE) for i, value in enumerate(STRIP_CASES)}
+    expected = {i: (value, not value) for i, value in stripped.items()}
+    assert by_index == expected
+    assert sum(blank for _, blank in expected.values()) == 4  # " ", WHITESPACE, "" and None
