@@ -323,7 +323,7 @@ def recompute_batch_views(
         store = BatchViewStore(
             session,
             settings.cassandra.keyspace,
-            settings.speed_layer.cassandra_concurrency,
+            settings.cassandra.concurrency,
             settings.cassandra.rows_per_batch,
         )
         if newest_event is None:  # an empty archive: an empty view, no cutoff

@@ -185,7 +185,9 @@ def store_copy_keys(settings: Settings, profiles: int) -> None:
         )
         salt, now = settings.kafka.profiles_topic, datetime.now(UTC)
         rows = ((copy_uuid(n, salt), copy_key(n, salt), now) for n in range(profiles))
-        execute_in_batches(session, insert, rows, settings.cassandra.rows_per_batch, 16)
+        execute_in_batches(
+            session, insert, rows, settings.cassandra.rows_per_batch, settings.cassandra.concurrency
+        )
     finally:
         cluster.shutdown()
 

@@ -442,13 +442,13 @@ def speed_layer_job(
         mongo = mongo_raw_store(database, settings)
         mongo.ensure_indexes()
         cassandra = CassandraSpeedStore(
-            session, keyspace, settings.speed_layer.cassandra_concurrency, settings.cassandra.rows_per_batch
+            session, keyspace, settings.cassandra.concurrency, settings.cassandra.rows_per_batch
         )
         subject_keys = SubjectKeyStore(
             session,
             keyspace,
             settings.secrets.pseudonymization_key.get_secret_value().encode(),
-            settings.speed_layer.cassandra_concurrency,
+            settings.cassandra.concurrency,
         )
         job = SpeedLayerJob(
             settings,
