@@ -38,6 +38,7 @@ from core.spark import as_utc, collect_dicts
 from core.stores import cassandra_session, execute_in_batches
 from core.subject_keys import stored_subject_keys, subject_keys_frame
 from core.transformations import split_by_minimum_age, transform_profiles, utc_date
+from core.validation import RecordLimits
 from infra.cassandra_schema import apply_schema
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ DayRange = tuple[date, date]
 """First and last UTC ingestion day, both included."""
 
 
-def parsed_envelopes(archive: DataFrame, subject_keys: DataFrame | None) -> DataFrame:
+def parsed_envelopes(archive: DataFrame, subject_keys: DataFrame | None, limits: RecordLimits) -> DataFrame:
     """Archive rows -> valid envelopes (as ``core.parsing.valid_envelopes``) with their ``ingestion_date``
     (the parser keeps the Kafka columns only; the date is derived again as the archive derives it).
     Sealed identifiers are opened with ``subject_keys``; the records of erased subjects are left out.
@@ -79,19 +80,19 @@ def parsed_envelopes(archive: DataFrame, subject_keys: DataFrame | None) -> Data
     holding a non-deterministic expression such as ``spark_partition_id``, so the JSON is parsed once.
     """
     kafka_rows = archive.withColumnRenamed("kafka_timestamp", "timestamp")
-    parsed = parse_kafka_records(kafka_rows, subject_keys).withColumn("_task", F.spark_partition_id())
+    parsed = parse_kafka_records(kafka_rows, limits, subject_keys).withColumn("_task", F.spark_partition_id())
     envelopes = parsed.where(F.col("envelope").isNotNull() & (F.col("_task") >= 0)).drop("_task")
     return envelopes.withColumn("ingestion_date", utc_date(F.col("kafka_timestamp")))
 
 
 def silver_profiles(
-    archive: DataFrame, subject_keys: DataFrame | None, pseudonymization_key: bytes
+    archive: DataFrame, subject_keys: DataFrame | None, pseudonymization_key: bytes, limits: RecordLimits
 ) -> DataFrame:
     """Archive rows -> silver rows: cleaned, pseudonymized, the latest version of each uuid per
     ``ingestion_date`` (the last column)."""
-    envelopes = parsed_envelopes(archive, subject_keys)
+    envelopes = parsed_envelopes(archive, subject_keys, limits)
     profiles = transform_profiles(envelopes, pseudonymization_key, carry=("ingestion_date",))
-    return latest_versions(profiles, ("uuid", "ingestion_date")).drop("full_name")
+    return latest_versions(profiles, ("uuid", "ingestion_date"))
 
 
 def current_profiles(silver: DataFrame) -> DataFrame:
@@ -276,7 +277,7 @@ def refresh_silver_profiles(
     key = settings.secrets.pseudonymization_key.get_secret_value().encode()
     # What the write wrote, observed as it writes (reading the rewritten days back took ~4 s per 1M).
     written = Observation("silver_written")
-    silver = silver_profiles(archive, subject_keys, key).observe(
+    silver = silver_profiles(archive, subject_keys, key, settings.profiles.limits).observe(
         written,
         F.count(F.lit(1)).alias("profiles"),
         F.max("fetched_at").alias("newest"),
@@ -313,7 +314,7 @@ def recompute_batch_views(
 ) -> BatchViewVersion:
     """Batch views from the silver table: a new version, made current, older versions removed."""
     silver = spark.read.format("delta").load(str(settings.paths.silver_table))
-    window_duration = settings.speed_layer.window_duration
+    window_duration = settings.profiles.window_duration
     # The newest event is the latest version of its uuid: no need to deduplicate to find it.
     newest_event = silver.agg(F.max("fetched_at")).first()[0]
     version = version if version is not None else int(datetime.now(UTC).timestamp() * 1000)
@@ -335,7 +336,7 @@ def recompute_batch_views(
         latest = current_profiles(
             silver.select("uuid", "fetched_at", "partition", "offset", "age", *DIMENSIONS)
         )
-        adults, _under_age = split_by_minimum_age(latest, settings.speed_layer.minimum_age)
+        adults, _under_age = split_by_minimum_age(latest, settings.profiles.minimum_age)
         complete = adults.where(F.col("fetched_at") < F.lit(cutoff)).drop("uuid", "partition", "offset")
         complete = complete.persist(StorageLevel.MEMORY_AND_DISK)
         window_rows = window_aggregates(complete, window_duration).persist()

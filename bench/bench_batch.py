@@ -53,6 +53,7 @@ from core.sealing import new_data_key, split_identifiers
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session, execute_in_batches
+from core.validation import RecordLimits
 from infra.cassandra_schema import apply_schema
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ensure_topics
@@ -82,7 +83,9 @@ def envelope_templates(pool: int, seed: int = 7, sealed: bool = False) -> list[T
     templates: list[Template] = []
     while len(templates) < pool:
         count = min(5000, pool - len(templates))
-        for envelope in split_batch(source.next_batch(count), "synthetic", datetime.now(UTC)).envelopes:
+        for envelope in split_batch(
+            source.next_batch(count), "synthetic", datetime.now(UTC), RecordLimits(), "1.4"
+        ).envelopes:
             profile_uuid = str(envelope.user["login"]["uuid"])
             identifiers = ""
             if sealed:

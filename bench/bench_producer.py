@@ -19,6 +19,7 @@ from kafka import KafkaAdminClient
 from core.sealing import new_data_key
 from core.settings import get_settings
 from core.subject_keys import subject_key_store
+from core.validation import RecordLimits
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer, seal_envelopes, split_batch
@@ -34,10 +35,13 @@ def stage_rates(batch_size: int, batches: int) -> tuple[float, float, float]:
     generation_rate = batch_size * batches / (time.perf_counter() - started)
     started = time.perf_counter()
     for batch in generated:
-        for envelope in split_batch(batch, "synthetic", datetime.now(UTC)).envelopes:
+        for envelope in split_batch(batch, "synthetic", datetime.now(UTC), RecordLimits(), "1.4").envelopes:
             envelope.model_dump_json()
     envelope_rate = batch_size * batches / (time.perf_counter() - started)
-    envelopes = [split_batch(batch, "synthetic", datetime.now(UTC)).envelopes for batch in generated]
+    envelopes = [
+        split_batch(batch, "synthetic", datetime.now(UTC), RecordLimits(), "1.4").envelopes
+        for batch in generated
+    ]
     keys = {e.user["login"]["uuid"]: new_data_key() for batch in envelopes for e in batch}
     started = time.perf_counter()
     for batch in envelopes:

@@ -29,6 +29,7 @@ from kafka import KafkaAdminClient
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session, mongo_client
+from core.validation import RecordLimits
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import split_batch
@@ -60,7 +61,7 @@ def publish(
     settings: Settings, publisher: ProfilePublisher, source: SyntheticSource, count: int
 ) -> list[str]:
     """Publish ``count`` synthetic profiles now; returns their uuids."""
-    split = split_batch(source.next_batch(count), "synthetic", datetime.now(UTC))
+    split = split_batch(source.next_batch(count), "synthetic", datetime.now(UTC), RecordLimits(), "1.4")
     for envelope in split.envelopes:
         publisher.publish(envelope)
     return [envelope.user["login"]["uuid"] for envelope in split.envelopes]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from core.profile import NATIONALITIES
+from core.schema import NATIONALITIES
 from ingestion.synthetic import SyntheticSource
 
 

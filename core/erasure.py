@@ -97,7 +97,7 @@ def correct_speed_views(session: Session, settings: Settings, uuid: str) -> int:
     ).one()
     if profile is None:
         return 0
-    window_seconds = window_seconds_of(settings.speed_layer.window_duration)
+    window_seconds = window_seconds_of(settings.profiles.window_duration)
     window_start = window_floor(profile.fetched_at.replace(tzinfo=UTC), window_seconds)
     counted = session.prepare(
         f"SELECT profiles FROM {keyspace}.speed_aggregates "

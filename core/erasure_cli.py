@@ -11,20 +11,18 @@ from rich.console import Console
 from rich.table import Table
 
 from core.erasure import ErasureReport, erase_subjects, subjects_with_email
-from core.profile import Login
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session, mongo_client, mongo_database
+from core.validation import is_uuid
 from infra.cassandra_schema import apply_schema
 
 console = Console()
 
 
 def _check_uuid(uuid: str) -> str:
-    try:
-        Login(uuid=uuid, username="-")
-    except ValueError as error:
-        raise typer.BadParameter(f"{uuid!r} is not a profile uuid", param_hint="UUID") from error
+    if not is_uuid(uuid):
+        raise typer.BadParameter(f"{uuid!r} is not a profile uuid", param_hint="UUID")
     return uuid
 
 

@@ -1,22 +1,23 @@
-"""Kafka records of the profiles topic parsed into envelopes, each valid or with the reason it is not.
+"""Kafka records of the profiles topic parsed into envelopes, each usable or with the reason it is not.
 
 Both layers read the same topic (the speed layer as a stream, the batch layer as a batch), so both parse
-it here. Everything is a DataFrame -> DataFrame function without actions: it works on streaming frames.
+it here, with the checks of ``core.validation`` (the producer runs the same checks in Python). Every
+function is DataFrame -> DataFrame without actions: it works on streaming frames.
 
-Why the checks look the way they do (verified on Spark 4.1):
+Why the parse looks the way it does (verified on Spark 4.1):
 
-- ``from_json`` in PERMISSIVE mode never fails and never tells why: malformed text, a JSON array and a
-  scalar all give a struct of nulls (null only for an empty string), and a field of the wrong type
-  (``"dob": {"date": "last tuesday"}``) is null while its neighbours are kept. So "is it a JSON object"
-  is asked of ``json_object_keys`` (null for anything but a JSON object, ``[]`` for ``{}``), and a
-  required field that is null after parsing is reported as "missing or invalid".
-- A JSON number read into a string field keeps its text (postcode ``5440`` -> ``"5440"``).
-- Jackson stops after the first complete value, so trailing bytes after the object are ignored.
+- ``from_json`` in PERMISSIVE mode never fails. Malformed text, a JSON array and a scalar all give a
+  struct of nulls; a field of the wrong type (``"dob": {"age": "old"}``) is null while its neighbours
+  are kept, and the corrupt-record field is set (``core.schema.ENVELOPE_READ_SCHEMA``). So "is it a
+  JSON object" is asked of ``json_object_keys``, and which field had the wrong type of the JSON text,
+  only for the records whose corrupt-record field is set.
+- Jackson stops after the first complete value, so a text that goes on after the object is refused
+  explicitly, as Python's ``json`` would.
 
-Sealed envelopes (version 2, ``core.sealing``) are opened here, before validation, by joining each record
-(by its Kafka key, the subject's uuid) to its subject's data key: a record whose key is gone belongs to
-an erased subject and is neither valid nor a dead letter (it is skipped, and counted by the callers as
-input that is neither). A sealed record without a Kafka key names no subject: a dead letter.
+Sealed envelopes (version 2, ``core.sealing``) are opened here, before validation, with the subject's
+data key, which the caller gives as a column (``data_key``, by the Kafka key: the uuid) or as a frame
+to join: a record whose key is gone belongs to an erased subject and is neither usable nor a dead
+letter (it is skipped, and counted by the callers as input that is neither).
 """
 
 from __future__ import annotations
@@ -26,46 +27,17 @@ import functools
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from core.profile import NATIONALITIES, SEALED_ENVELOPE_VERSION, SUPPORTED_ENVELOPE_VERSIONS
-from core.pseudonymization import blank_column
-from core.schema import ENVELOPE_SCHEMA
-from core.sealing import unsealed_identifiers_column, with_identifiers
-
-REQUIRED_FIELDS: tuple[str, ...] = (
-    "fetched_at",
-    "user.gender",
-    "user.name.first",
-    "user.name.last",
-    "user.email",
-    "user.dob.date",
-    "user.registered.date",
-    "user.location.country",
-    "user.nat",
+from core.schema import CORRUPT_FIELD, ENVELOPE_READ_SCHEMA, JSON_OPTIONS, SEALED_ENVELOPE_VERSION
+from core.sealing import IDENTIFIERS_READ_SCHEMA, opened_identifiers_text, with_identifiers
+from core.validation import (
+    SEALED_ROOTS,
+    RecordLimits,
+    SparkRecord,
+    field_problems_column,
+    opened_root_column,
+    record_reason_column,
+    valid_instant,
 )
-"""Envelope fields without which a profile cannot be transformed or counted, in the order reported."""
-
-STRING_REQUIRED_FIELDS: frozenset[str] = frozenset(
-    {"user.gender", "user.name.first", "user.name.last", "user.email", "user.location.country", "user.nat"}
-)
-"""Required fields read as strings: blank counts as missing (the producer's model asks for min_length 1)."""
-
-GENDERS: tuple[str, ...] = ("male", "female")
-"""The values of ``gender`` the 1.4 API serves (as ``core.profile.RandomUserProfile``)."""
-
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-"""Shape of a usable e-mail address, the one the producer's model validates."""
-
-EMPTY_VALUE = "empty value"
-NOT_JSON = "not JSON"
-NOT_JSON_OBJECT = "not JSON: a JSON value that is not an object"
-MISSING_SCHEMA_VERSION = "missing or invalid schema_version"
-UNSUPPORTED_SCHEMA_VERSION = "unsupported schema_version"
-MISSING_UUID = "missing login.uuid"
-KEY_MISMATCH = "key does not match login.uuid"
-SEALED_WITHOUT_KEY = "sealed record without a key (the key names the subject whose data key opens it)"
-MISSING_SEALED = "missing sealed identifiers"
-CANNOT_UNSEAL = "sealed identifiers do not open with the subject's key"
-MISSING_OR_INVALID = "missing or invalid"
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "kafka_key",
@@ -79,121 +51,36 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
 )
 """Columns of ``parse_kafka_records``, in order."""
 
-
-def _field(envelope: Column, path: str) -> Column:
-    """The nested field ``path`` (dot-separated) of a struct column."""
-    column = envelope
-    for part in path.split("."):
-        column = column.getField(part)
-    return column
+DATA_KEY_COLUMN = "data_key"
+"""The input column holding the subject's data key of each record (null when it has none)."""
 
 
-def _field_invalid(envelope: Column, path: str) -> Column:
-    """Whether the required field ``path`` is missing, of the wrong type, blank or out of its domain."""
-    value = _field(envelope, path)
-    invalid = blank_column(value) if path in STRING_REQUIRED_FIELDS else value.isNull()
-    if path == "user.gender":
-        invalid = invalid | ~value.isin(*GENDERS)
-    elif path == "user.nat":
-        invalid = invalid | ~value.isin(*NATIONALITIES)
-    elif path == "user.email":
-        invalid = invalid | ~value.rlike(EMAIL_PATTERN)
-    return invalid
-
-
-def _missing_fields_reason(envelope: Column) -> Column:
-    """``missing or invalid <path>`` for each invalid required field, joined by ``; ``, or null if none."""
-    reasons = [
-        F.when(_field_invalid(envelope, path), F.lit(f"{MISSING_OR_INVALID} {path}"))
-        for path in REQUIRED_FIELDS
-    ]
-    joined = F.concat_ws("; ", *reasons)  # skips the nulls of the valid fields
-    return F.when(joined != F.lit(""), joined)
-
-
-def _dead_letter_reason(
-    value: Column, text: Column, kafka_key: Column, envelope: Column, data_key: Column, identifiers: Column
-) -> Column:
-    """Why a record cannot be used, the first problem in order of severity; null when it is valid (or
-    when it belongs to an erased subject: see ``_erased``)."""
-    version = envelope.getField("schema_version")
-    uuid = _field(envelope, "user.login.uuid")
-    sealed = envelope.getField("sealed")
-    is_sealed_version = version == F.lit(SEALED_ENVELOPE_VERSION)
-    return (
-        F.when(value.isNull() | (F.length(value) == 0), F.lit(EMPTY_VALUE))
-        .when(
-            # Asked only when from_json found no schema_version (a record it read one from is a
-            # well-formed JSON object): json_object_keys reads the whole text again.
-            version.isNull() & F.json_object_keys(text).isNull(),
-            # get_json_object returns the text of any well-formed JSON value, null for malformed text.
-            F.when(F.get_json_object(text, "$").isNull(), F.lit(NOT_JSON)).otherwise(F.lit(NOT_JSON_OBJECT)),
-        )
-        .when(version.isNull(), F.lit(MISSING_SCHEMA_VERSION))
-        .when(
-            ~version.isin(*SUPPORTED_ENVELOPE_VERSIONS),
-            F.concat(F.lit(f"{UNSUPPORTED_SCHEMA_VERSION} "), version.cast("string")),
-        )
-        .when(blank_column(uuid), F.lit(MISSING_UUID))
-        .when(kafka_key.isNotNull() & (kafka_key != uuid), F.lit(KEY_MISMATCH))
-        .when(is_sealed_version & kafka_key.isNull(), F.lit(SEALED_WITHOUT_KEY))
-        .when(is_sealed_version & blank_column(sealed), F.lit(MISSING_SEALED))
-        .when(is_sealed_version & data_key.isNull(), F.lit(None).cast("string"))  # erased: not a letter
-        .when(is_sealed_version & identifiers.isNull(), F.lit(CANNOT_UNSEAL))
-        .otherwise(_missing_fields_reason(envelope))
-    )
-
-
-def _erased(envelope: Column, data_key: Column) -> Column:
-    """Whether a parsed record is sealed for a subject whose key is gone (erased, or never seen)."""
-    is_sealed = (envelope.getField("schema_version") == F.lit(SEALED_ENVELOPE_VERSION)) & ~blank_column(
-        envelope.getField("sealed")
-    )
-    return F.coalesce(is_sealed & data_key.isNull(), F.lit(False))
-
-
-def _identifiers(envelope: Column, data_key: Column) -> Column:
-    """The opened identifiers of a sealed envelope (null when they do not open, or it is not sealed)."""
-    is_sealed = envelope.getField("schema_version") == F.lit(SEALED_ENVELOPE_VERSION)
-    opened = unsealed_identifiers_column(
-        envelope.getField("sealed"), data_key, _field(envelope, "user.login.uuid")
-    )
-    return F.when(is_sealed, opened)
-
-
-def _unsealed(envelope: Column, identifiers: Column) -> Column:
-    """The parsed envelope with its opened ``identifiers`` put back into ``user``; a plain envelope (no
-    identifiers) is returned as it is, without rebuilding its struct."""
-    return F.when(
-        identifiers.isNotNull(),
-        envelope.withField("user", with_identifiers(envelope.getField("user"), identifiers)),
-    ).otherwise(envelope)
-
-
-def parse_kafka_records(kafka_rows: DataFrame, subject_keys: DataFrame | None = None) -> DataFrame:
+def parse_kafka_records(
+    kafka_rows: DataFrame, limits: RecordLimits, subject_keys: DataFrame | None = None
+) -> DataFrame:
     """Kafka records of the profiles topic with their parsed (and unsealed) envelope, or the reason it is
     unusable.
 
     Input: the Kafka source's columns (``key``, ``value``, ``topic``, ``partition``, ``offset``,
-    ``timestamp``; others are dropped), and the data keys (``core.subject_keys.subject_keys_frame``) of
-    at least the subjects of sealed records; without them every sealed record counts as erased. Output:
-    ``OUTPUT_COLUMNS``: ``envelope`` (a struct of ``ENVELOPE_SCHEMA``, identifiers unsealed) is set
-    for a usable record, ``dead_letter_reason`` for a bad one, and neither for an erased subject's.
+    ``timestamp``; others are dropped) and the subjects' data keys: a ``data_key`` column, or a frame
+    of (``uuid``, ``data_key``) to join by the record key (``core.subject_keys.subject_keys_frame``).
+    Without either, every sealed record counts as erased. Output: ``OUTPUT_COLUMNS``: ``envelope`` (a
+    struct of ``ENVELOPE_READ_SCHEMA``, identifiers unsealed) is set for a usable record,
+    ``dead_letter_reason`` for a bad one, and neither for an erased subject's.
     """
-    records = kafka_rows.select(*_record_columns())
-    if subject_keys is None:
-        with_keys = records.withColumn("_data_key", F.lit(None).cast("binary"))
-    else:
+    has_key_column = DATA_KEY_COLUMN in kafka_rows.columns
+    records = kafka_rows.select(*_record_columns(has_key_column))
+    if subject_keys is not None and not has_key_column:
         # Joined on the record key (the uuid, or the record is a dead letter) before parsing: the join
         # then carries the raw bytes, not the parsed envelope's wide struct (parse of 500k records:
         # 8.5 s -> 7.1 s measured).
         keys = subject_keys.select(F.col("uuid").alias("_key_uuid"), F.col("data_key").alias("_data_key"))
-        with_keys = records.join(keys, F.col("kafka_key") == F.col("_key_uuid"), "left").drop("_key_uuid")
-    steps = (_parsed_columns, _identified_columns, _opened_columns, _reason_columns, _output_columns)
-    parsed = with_keys
-    for step in steps:
-        parsed = parsed.select(*step())
-    return parsed
+        records = records.drop("_data_key").join(keys, F.col("kafka_key") == F.col("_key_uuid"), "left")
+        records = records.drop("_key_uuid")
+    parsed = records
+    for step in (_parsed_columns, _identifiers_columns, _opened_columns, _problem_columns, _reason_columns):
+        parsed = parsed.select(*step(limits))
+    return parsed.select(*_output_columns())
 
 
 # The expressions of each step are built once per process (functools.cache) and reused on every frame:
@@ -202,7 +89,8 @@ def parse_kafka_records(kafka_rows: DataFrame, subject_keys: DataFrame | None = 
 
 
 @functools.cache
-def _record_columns() -> tuple[Column, ...]:
+def _record_columns(has_key_column: bool) -> tuple[Column, ...]:
+    data_key = F.col(DATA_KEY_COLUMN) if has_key_column else F.lit(None).cast("binary")
     return (
         F.col("key").cast("string").alias("kafka_key"),
         F.col("value").alias("raw_value"),
@@ -210,55 +98,115 @@ def _record_columns() -> tuple[Column, ...]:
         F.col("partition"),
         F.col("offset"),
         F.col("timestamp").alias("kafka_timestamp"),
+        data_key.alias("_data_key"),
     )
 
 
 @functools.cache
-def _parsed_columns() -> tuple[Column, ...]:
+def _parsed_columns(_limits: RecordLimits) -> tuple[Column, ...]:
     text = F.col("raw_value").cast("string")
-    return (
-        *_carried(),
-        F.col("_data_key"),
-        text.alias("_text"),
-        F.from_json(text, ENVELOPE_SCHEMA).alias("_parsed"),
-    )
+    parsed = F.from_json(text, ENVELOPE_READ_SCHEMA, JSON_OPTIONS)
+    return (*_carried(), F.col("_data_key"), text.alias("_text"), parsed.alias("_parsed"))
 
 
 @functools.cache
-def _identified_columns() -> tuple[Column, ...]:
-    identifiers = _identifiers(F.col("_parsed"), F.col("_data_key"))
+def _identifiers_columns(_limits: RecordLimits) -> tuple[Column, ...]:
+    envelope = F.col("_parsed")
+    is_sealed = envelope.getField("schema_version") == F.lit(SEALED_ENVELOPE_VERSION)
+    uuid = envelope.getField("user").getField("login").getField("uuid")
+    plaintext = F.when(
+        is_sealed, opened_identifiers_text(envelope.getField("sealed"), F.col("_data_key"), uuid)
+    )
     return (
         *_carried(),
         F.col("_data_key"),
         F.col("_text"),
         F.col("_parsed"),
-        identifiers.alias("_identifiers"),
+        plaintext.alias("_identifiers_text"),
+        F.from_json(plaintext, IDENTIFIERS_READ_SCHEMA, JSON_OPTIONS).alias("_identifiers"),
+    )
+
+
+def _record() -> SparkRecord:
+    parsed, identifiers = F.col("_parsed"), F.col("_identifiers")
+    return SparkRecord(
+        parsed=parsed,
+        opened={name: F.col(f"_opened_{name}") for name in SEALED_ROOTS},
+        text=F.col("_text"),
+        corrupt=parsed.getField(CORRUPT_FIELD),
+        identifiers_text=F.col("_identifiers_text"),
+        identifiers_corrupt=identifiers.getField(CORRUPT_FIELD),
+        written_at=F.col("kafka_timestamp"),
+    )
+
+
+_STATE = ("_data_key", "_text", "_parsed", "_identifiers_text", "_identifiers")
+"""The columns between the steps, besides the Kafka columns."""
+
+
+@functools.cache
+def _opened_columns(_limits: RecordLimits) -> tuple[Column, ...]:
+    parsed, identifiers, text = F.col("_parsed"), F.col("_identifiers"), F.col("_identifiers_text")
+    return (
+        *_carried(),
+        *(F.col(name) for name in _STATE),
+        *(
+            opened_root_column(name, parsed, identifiers, text).alias(f"_opened_{name}")
+            for name in SEALED_ROOTS
+        ),
     )
 
 
 @functools.cache
-def _opened_columns() -> tuple[Column, ...]:
-    opened = _unsealed(F.col("_parsed"), F.col("_identifiers"))
-    return (*_carried(), F.col("_data_key"), F.col("_text"), F.col("_identifiers"), opened.alias("_parsed"))
+def _problem_columns(limits: RecordLimits) -> tuple[Column, ...]:
+    record = _record()
+    return (
+        *_carried(),
+        *(F.col(name) for name in _STATE),
+        *(F.col(f"_opened_{name}") for name in SEALED_ROOTS),
+        field_problems_column(record, limits, identity=True).alias("_identity_problems"),
+        field_problems_column(record, limits, identity=False).alias("_field_problems"),
+    )
 
 
 @functools.cache
-def _reason_columns() -> tuple[Column, ...]:
-    reason = _dead_letter_reason(
+def _reason_columns(limits: RecordLimits) -> tuple[Column, ...]:
+    reason = record_reason_column(
+        _record(),
         F.col("raw_value"),
-        F.col("_text"),
         F.col("kafka_key"),
-        F.col("_parsed"),
         F.col("_data_key"),
-        F.col("_identifiers"),
+        limits,
+        F.col("_identity_problems"),
+        F.col("_field_problems"),
     )
-    return (*_carried(), F.col("_data_key"), F.col("_parsed"), reason.alias("dead_letter_reason"))
+    return (
+        *_carried(),
+        F.col("_data_key"),
+        F.col("_parsed"),
+        F.col("_identifiers"),
+        F.col("_identifiers_text"),
+        reason.alias("dead_letter_reason"),
+    )
 
 
 @functools.cache
 def _output_columns() -> tuple[Column, ...]:
-    usable = F.col("dead_letter_reason").isNull() & ~_erased(F.col("_parsed"), F.col("_data_key"))
-    return (*_carried(), F.when(usable, F.col("_parsed")).alias("envelope"), F.col("dead_letter_reason"))
+    parsed = F.col("_parsed")
+    # A plain envelope is kept as it is, without rebuilding its struct.
+    opened = F.when(
+        F.col("_identifiers_text").isNotNull(),
+        parsed.withField("user", with_identifiers(parsed.getField("user"), F.col("_identifiers"))),
+    ).otherwise(parsed)
+    usable = F.col("dead_letter_reason").isNull() & ~_erased(parsed, F.col("_data_key"))
+    return (*_carried(), F.when(usable, opened).alias("envelope"), F.col("dead_letter_reason"))
+
+
+def _erased(envelope: Column, data_key: Column) -> Column:
+    """Whether a record without a reason is sealed for a subject whose key is gone (erased, or never
+    seen)."""
+    is_sealed = envelope.getField("schema_version") == F.lit(SEALED_ENVELOPE_VERSION)
+    return F.coalesce(is_sealed & data_key.isNull(), F.lit(False))
 
 
 def _carried() -> tuple[Column, ...]:
@@ -279,3 +227,8 @@ def erased_records(parsed: DataFrame) -> DataFrame:
 def dead_letter_records(parsed: DataFrame) -> DataFrame:
     """The records of ``parse_kafka_records`` that cannot be used, each with its reason."""
     return parsed.where(F.col("dead_letter_reason").isNotNull())
+
+
+def fetched_at_column(envelope: Column | None = None) -> Column:
+    """The event time of a usable envelope (column ``envelope`` by default): its ``fetched_at``."""
+    return valid_instant((F.col("envelope") if envelope is None else envelope).getField("fetched_at"))

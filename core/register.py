@@ -549,6 +549,7 @@ def _raw_document(store: Store) -> list[FieldDeclaration]:
 _ENVELOPE_FIELDS: dict[str, str] = {
     "schema_version": "version of the envelope layout",
     "source": "randomuser, synthetic or admin (userpulse profile create/update)",
+    "api_version": "the randomuser.me API version the profile was fetched with (its shape)",
     "fetched_at": "when the producer received the profile (the event time)",
 }
 _WINDOW = {"window_start": "start of the event-time window", "window_end": "end of the event-time window"}

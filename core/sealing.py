@@ -15,17 +15,19 @@ Python (``seal_identifiers``/``unseal_identifiers``) is the reference the Spark 
 from __future__ import annotations
 
 import base64
+import binascii
 import copy
 import json
 import os
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StringType, StructField, StructType
 
-from core.schema import PROFILE_SCHEMA
+from core.schema import CORRUPT_FIELD, PROFILE_SCHEMA
 
 DATA_KEY_BYTES = 32
 """AES-256."""
@@ -83,23 +85,47 @@ def seal_identifiers(user: dict[str, Any], data_key: bytes) -> tuple[dict[str, A
     return remaining, base64.b64encode(sealed).decode("ascii")
 
 
-def unseal_identifiers(user: dict[str, Any], sealed: str, data_key: bytes) -> dict[str, Any]:
-    """The user with its sealed identifiers put back; raises ``cryptography``'s ``InvalidTag`` if the
-    key or the uuid does not match."""
-    token = base64.b64decode(sealed)
-    plaintext = AESGCM(data_key).decrypt(
-        token[:NONCE_BYTES], token[NONCE_BYTES:], _aad(user["login"]["uuid"])
-    )
-    identifiers = json.loads(plaintext)
+def open_token(sealed: str, data_key: bytes, uuid: str) -> dict[str, Any] | None:
+    """The identifiers sealed in a token, or None when it does not open (wrong key or uuid, tampered,
+    not base64). Opened text that is no JSON object holds no identifiers, as Spark's parse of it says."""
+    try:
+        token = base64.b64decode(sealed)  # like Spark's unbase64, it skips what is not base64
+        plaintext = AESGCM(data_key).decrypt(token[:NONCE_BYTES], token[NONCE_BYTES:], _aad(uuid))
+    except (binascii.Error, ValueError, InvalidTag):
+        return None
+    try:
+        identifiers = json.loads(plaintext)
+    except ValueError:
+        return {}
+    return identifiers if isinstance(identifiers, dict) else {}
+
+
+def put_back(user: dict[str, Any], identifiers: dict[str, Any]) -> dict[str, Any]:
+    """The user with every sealed field taken from ``identifiers`` (absent there: absent), as
+    ``with_identifiers`` does in Spark: never into a parent that is not there (Spark's ``withField``
+    leaves a null struct null)."""
     restored = copy.deepcopy(user)
     for path in SEALED_FIELDS:
-        if _token_field(path) not in identifiers:
-            continue
-        parent = restored
+        parent: Any = restored
         for part in path[:-1]:
-            parent = parent.setdefault(part, {})
-        parent[path[-1]] = identifiers[_token_field(path)]
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            continue
+        value = identifiers.get(_token_field(path))
+        if value is None:
+            parent.pop(path[-1], None)
+        else:
+            parent[path[-1]] = value
     return restored
+
+
+def unseal_identifiers(user: dict[str, Any], sealed: str, data_key: bytes) -> dict[str, Any]:
+    """The user with its sealed identifiers put back; raises ``cryptography``'s ``InvalidTag`` if the
+    token does not open (the key or the uuid does not match)."""
+    identifiers = open_token(sealed, data_key, user["login"]["uuid"])
+    if identifiers is None:
+        raise InvalidTag()
+    return put_back(user, identifiers)
 
 
 def _identifiers_schema() -> StructType:
@@ -117,13 +143,23 @@ def _identifiers_schema() -> StructType:
 IDENTIFIERS_SCHEMA: StructType = _identifiers_schema()
 """The sealed identifiers as Spark reads them once unsealed."""
 
+IDENTIFIERS_READ_SCHEMA: StructType = StructType(
+    [*IDENTIFIERS_SCHEMA.fields, StructField(CORRUPT_FIELD, StringType(), nullable=True)]
+)
+"""``IDENTIFIERS_SCHEMA`` with the corrupt-record field that tells a wrongly typed identifier."""
 
-def unsealed_identifiers_column(sealed: Column, data_key: Column, uuid: Column) -> Column:
-    """The sealed identifiers as a struct of ``IDENTIFIERS_SCHEMA``; null when there is no key or the
-    token does not open (wrong key, wrong uuid, tampered)."""
+
+def opened_identifiers_text(sealed: Column, data_key: Column, uuid: Column) -> Column:
+    """The JSON text sealed in a token; null when there is no key or the token does not open (wrong
+    key, wrong uuid, tampered)."""
     token = F.unbase64(sealed)
     plaintext = F.try_aes_decrypt(token, data_key, F.lit("GCM"), F.lit("DEFAULT"), uuid.cast("binary"))
-    return F.from_json(plaintext.cast("string"), IDENTIFIERS_SCHEMA)
+    return plaintext.cast("string")
+
+
+def unsealed_identifiers_column(sealed: Column, data_key: Column, uuid: Column) -> Column:
+    """The sealed identifiers as a struct of ``IDENTIFIERS_SCHEMA``; null when they do not open."""
+    return F.from_json(opened_identifiers_text(sealed, data_key, uuid), IDENTIFIERS_SCHEMA)
 
 
 def with_identifiers(user: Column, identifiers: Column) -> Column:

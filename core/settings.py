@@ -9,11 +9,14 @@ from __future__ import annotations
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from core.validation import RecordLimits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,10 +167,29 @@ class SpeedLayerSettings(_Section):
     """How long the broker may hold a fetch that finds no new record (Kafka's default: 500 ms). The
     consumer prefetches past the batch it returned; when that was the end of a partition, the next
     batch's first read waited for the parked fetch, up to a second per batch (measured)."""
+
+
+class ProfileSettings(_Section):
+    """What a profile is and how it is counted: the same for the producer and both layers."""
+
     window_duration: str = "1 minute"
-    """Length of the tumbling event-time windows of the real-time aggregates."""
+    """Length of the tumbling event-time windows the aggregates of both layers are kept in."""
     minimum_age: int = 18
-    """Profiles younger than this are excluded: counted in the batch metrics, never stored."""
+    """Profiles younger than this are not counted and not stored (the speed layer's batch metrics
+    count them as under age)."""
+    max_record_bytes: PositiveInt = 262_144
+    """Largest record (Kafka value, in bytes) a profile may take; larger ones are dead letters. A
+    sealed randomuser.me profile is about 2 KB."""
+    max_clock_skew_s: PositiveInt = 600
+    """How far ``fetched_at`` may be after the time the record was written (the Kafka timestamp) before
+    it is refused as in the future."""
+
+    @property
+    def limits(self) -> RecordLimits:
+        """The settings validation depends on."""
+        from core.validation import RecordLimits  # the settings do not pull Spark in
+
+        return RecordLimits(self.max_record_bytes, self.max_clock_skew_s)
 
 
 class BatchLayerSettings(_Section):
@@ -322,6 +344,7 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     mongo: MongoSettings = MongoSettings()
     spark: SparkSettings = SparkSettings()
+    profiles: ProfileSettings = ProfileSettings()
     speed_layer: SpeedLayerSettings = SpeedLayerSettings()
     batch_layer: BatchLayerSettings = BatchLayerSettings()
     retention: RetentionSettings = RetentionSettings()

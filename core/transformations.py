@@ -17,6 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from core.pseudonymization import pseudonym_column, strip_column
+from core.validation import valid_instant
 
 AGE_BANDS: tuple[tuple[str, int, int | None], ...] = (
     ("<18", 0, 18),
@@ -44,7 +45,6 @@ PROFILE_COLUMNS: tuple[str, ...] = (
     "phone_pseudonym",
     "cell_pseudonym",
     "address_pseudonym",
-    "full_name",
     "partition",
     "offset",
 )
@@ -71,13 +71,6 @@ def identifiant(user: Column) -> Column:
     return user.getField("login").getField("uuid").alias("uuid")
 
 
-def full_name(user: Column) -> Column:
-    """``"first last"`` from the name, each part stripped, as column ``full_name``."""
-    name = user.getField("name")
-    first, last = strip_column(name.getField("first")), strip_column(name.getField("last"))
-    return F.concat_ws(" ", first, last).alias("full_name")
-
-
 def email_domain(user: Column) -> Column:
     """The lower-cased part of the e-mail after its last ``@`` (null without one), as ``email_domain``."""
     email = strip_column(user.getField("email"))
@@ -98,9 +91,14 @@ def age_at(birth: Column, on: Column) -> Column:
     return F.year(on) - F.year(born) - F.when(birthday_to_come, 1).otherwise(0)
 
 
+def birth(user: Column) -> Column:
+    """The instant of birth (``dob.date``)."""
+    return valid_instant(user.getField("dob").getField("date"))
+
+
 def age(user: Column, on: Column) -> Column:
     """The exact age in years on the date ``on`` from ``dob.date``, as column ``age``."""
-    return age_at(user.getField("dob").getField("date"), on).alias("age")
+    return age_at(birth(user), on).alias("age")
 
 
 def age_band_column(age_years: Column) -> Column:
@@ -114,7 +112,7 @@ def age_band_column(age_years: Column) -> Column:
 
 def age_band(user: Column, on: Column) -> Column:
     """The age band on the date ``on``, as column ``age_band``."""
-    return age_band_column(age_at(user.getField("dob").getField("date"), on)).alias("age_band")
+    return age_band_column(age_at(birth(user), on)).alias("age_band")
 
 
 def full_address(user: Column) -> Column:
@@ -148,12 +146,17 @@ def gender(user: Column) -> Column:
 
 def registration_date(user: Column) -> Column:
     """The UTC date of ``registered.date``, as column ``registration_date``."""
-    return utc_date(user.getField("registered").getField("date")).alias("registration_date")
+    return utc_date(valid_instant(user.getField("registered").getField("date"))).alias("registration_date")
+
+
+def event_time(envelope: Column) -> Column:
+    """An envelope's ``fetched_at``: the event time both layers window on."""
+    return valid_instant(envelope.getField("fetched_at"))
 
 
 def event_date(envelope: Column) -> Column:
     """The UTC date of an envelope's ``fetched_at``: the date a profile's age is taken at."""
-    return utc_date(envelope.getField("fetched_at"))
+    return utc_date(event_time(envelope))
 
 
 def transform_profiles(
@@ -166,8 +169,7 @@ def transform_profiles(
     ``offset``); a record without an envelope gives a row of nulls but for the carried columns. Ages
     are taken at each profile's event date (``event_date``): the age it had when it was fetched, the
     same in both layers whatever the batching, and the same when a batch is replayed. E-mail, phone,
-    cell and address leave only as pseudonyms; ``full_name`` stays in clear text, and the caller
-    decides which stores may hold it.
+    cell and address leave only as pseudonyms; names are not carried.
     """
     return envelopes.select(*_profile_columns(pseudonymization_key), *carry)
 
@@ -180,7 +182,7 @@ def _profile_columns(pseudonymization_key: bytes) -> tuple[Column, ...]:
     on = event_date(envelope)
     return (
         identifiant(user),
-        envelope.getField("fetched_at").alias("fetched_at"),
+        event_time(envelope).alias("fetched_at"),
         envelope.getField("source").alias("source"),
         gender(user),
         country(user),
@@ -193,7 +195,6 @@ def _profile_columns(pseudonymization_key: bytes) -> tuple[Column, ...]:
         pseudonym_column(user.getField("phone"), pseudonymization_key).alias("phone_pseudonym"),
         pseudonym_column(user.getField("cell"), pseudonymization_key).alias("cell_pseudonym"),
         pseudonym_column(full_address(user), pseudonymization_key).alias("address_pseudonym"),
-        full_name(user),
         F.col("partition"),
         F.col("offset"),
     )

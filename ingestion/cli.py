@@ -119,7 +119,12 @@ def produce(
         subject_key_store(settings) as subject_keys,
     ):
         producer = ProfileProducer(
-            build_source(source, settings, seed), publisher, size, nationalities, subject_keys=subject_keys
+            build_source(source, settings, seed),
+            publisher,
+            size,
+            nationalities,
+            subject_keys=subject_keys,
+            limits=settings.profiles.limits,
         )
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:

@@ -84,10 +84,11 @@ class ProfilePublisher:
         self._lock = threading.Lock()
         self._sent = self._failed = self._dead_lettered = self._bytes_sent = 0
 
-    def publish(self, envelope: ProfileEnvelope) -> None:
-        """Queue one profile; its delivery is counted when the broker acknowledges it."""
-        value = envelope.model_dump_json().encode()
-        key = str(envelope.user["login"]["uuid"]).encode()
+    def publish(self, envelope: ProfileEnvelope, value: bytes | None = None) -> None:
+        """Queue one profile (``value``: its serialized envelope, when the caller has it); its delivery
+        is counted when the broker acknowledges it."""
+        value = envelope.value() if value is None else value
+        key = envelope.uuid.encode()
         future = self._producer.send(self.profiles_topic, key=key, value=value)
         future.add_callback(self._on_sent, len(value))
         future.add_errback(self._on_failed, self.profiles_topic)

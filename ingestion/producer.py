@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from core.profile import DeadLetter, ProfileEnvelope, Source, check_profile, dead_letter, profile_envelope
+from core.profile import (
+    DeadLetter,
+    ProfileEnvelope,
+    Source,
+    dead_letter,
+    profile_envelope,
+    profile_reason,
+    record_uuid,
+)
+from core.validation import RecordLimits, size_reason
 from ingestion.kafka_publisher import DeliveryCounts
 from ingestion.sources import ProfileSource, SourceUnavailableError
 
@@ -30,28 +39,53 @@ class SplitBatch:
     """Each with its key: the record's uuid when it has one."""
 
 
-def record_uuid(record: Any) -> str | None:
-    """``login.uuid`` of a raw record when it has a string one."""
-    if isinstance(record, dict) and isinstance(record.get("login"), dict):
-        uuid = record["login"].get("uuid")
-        return uuid if isinstance(uuid, str) else None
-    return None
-
-
-def split_batch(records: list[Any], source: Source, fetched_at: datetime) -> SplitBatch:
-    """Validate each record: valid ones become envelopes, the others dead letters with the reason.
+def split_batch(
+    records: list[Any],
+    source: Source,
+    fetched_at: datetime,
+    limits: RecordLimits,
+    api_version: str | None = None,
+) -> SplitBatch:
+    """Validate each record with the rules both layers apply (``core.validation``): valid ones become
+    envelopes, the others dead letters with the reason the layers would give.
 
     Both kinds lose their credentials here, before anything leaves the producer.
     """
     envelopes: list[ProfileEnvelope] = []
     dead_letters: list[tuple[str | None, DeadLetter]] = []
     for record in records:
-        reason = check_profile(record)
+        reason = profile_reason(record, source, fetched_at, limits, api_version)
         if reason is None:
-            envelopes.append(profile_envelope(record, source, fetched_at))
+            envelopes.append(profile_envelope(record, source, fetched_at, api_version))
         else:
-            dead_letters.append((record_uuid(record), dead_letter(record, reason, source, fetched_at)))
+            letter = dead_letter(record, reason, source, fetched_at, api_version)
+            dead_letters.append((record_uuid(record), letter))
     return SplitBatch(envelopes, dead_letters)
+
+
+def within_size_limit(
+    envelopes: list[ProfileEnvelope], limits: RecordLimits
+) -> tuple[list[tuple[ProfileEnvelope, bytes]], list[tuple[str | None, DeadLetter]]]:
+    """Each envelope with its message value, and those over ``max_record_bytes`` as dead letters (their
+    identifiers still sealed, when they are): the size the layers check is the published value's."""
+    publishable: list[tuple[ProfileEnvelope, bytes]] = []
+    too_large: list[tuple[str | None, DeadLetter]] = []
+    for envelope in envelopes:
+        value = envelope.value()
+        reason = size_reason(len(value), limits)
+        if reason is None:
+            publishable.append((envelope, value))
+        else:
+            letter = DeadLetter(
+                source=envelope.source,
+                api_version=envelope.api_version,
+                fetched_at=envelope.fetched_at,
+                reason=reason,
+                record=envelope.user,
+                sealed=envelope.sealed,
+            )
+            too_large.append((envelope.uuid, letter))
+    return publishable, too_large
 
 
 def seal_envelopes(
@@ -97,7 +131,7 @@ class SubjectKeys(Protocol):
 class Publisher(Protocol):
     """What the producer needs from the Kafka side (``ingestion.kafka_publisher.ProfilePublisher``)."""
 
-    def publish(self, envelope: ProfileEnvelope) -> None: ...
+    def publish(self, envelope: ProfileEnvelope, value: bytes | None = None) -> None: ...
     def publish_dead_letter(self, letter: DeadLetter, key: str | None) -> None: ...
     def counts(self) -> DeliveryCounts: ...
     def flush(self) -> None: ...
@@ -114,6 +148,7 @@ class AutoSource:
         self._primary = primary
         self._fallback = fallback
         self.name: Source = primary.name
+        self.api_version = primary.api_version
         self.switched_because: str | None = None
 
     def next_batch(self, count: int, nationalities: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -123,6 +158,7 @@ class AutoSource:
             except SourceUnavailableError as error:
                 self.switched_because = str(error)
                 self.name = self._fallback.name
+                self.api_version = self._fallback.api_version
                 logger.warning(
                     "%s is unreachable (%s): producing %s profiles from now on",
                     self._primary.name,
@@ -162,11 +198,13 @@ class ProfileProducer:
         nationalities: tuple[str, ...] = (),
         clock: Callable[[], float] = time.monotonic,
         subject_keys: SubjectKeys | None = None,
+        limits: RecordLimits | None = None,
     ) -> None:
         """With ``subject_keys``, direct identifiers are sealed per subject before publishing (crypto-
         shredding); without, envelopes are published in clear (version 1)."""
         self.source = source
         self.publisher = publisher
+        self.limits = limits or RecordLimits()
         self.subject_keys = subject_keys
         self._refused_erased = 0
         self.batch_size = batch_size
@@ -218,7 +256,7 @@ class ProfileProducer:
     def _produce_batch(self, wanted: int) -> None:
         records = self.source.next_batch(wanted, self.nationalities)
         fetched_at = datetime.now(UTC)
-        split = split_batch(records, self.source.name, fetched_at)
+        split = split_batch(records, self.source.name, fetched_at, self.limits, self.source.api_version)
         envelopes, dead_letters = split.envelopes, split.dead_letters
         if self.subject_keys is not None and records:
             uuids = [envelope.user["login"]["uuid"] for envelope in envelopes]
@@ -229,9 +267,10 @@ class ProfileProducer:
             if erased or erased_letters:
                 logger.info("not publishing %d records of erased subjects", len(erased) + len(erased_letters))
                 self._refused_erased += len(erased) + len(erased_letters)
-        for envelope in envelopes:
-            self.publisher.publish(envelope)
-        for key, letter in dead_letters:
+        publishable, too_large = within_size_limit(envelopes, self.limits)
+        for envelope, value in publishable:
+            self.publisher.publish(envelope, value)
+        for key, letter in dead_letters + too_large:
             logger.warning("dead-lettered a %s record (uuid %s): %s", letter.source, key, letter.reason)
             self.publisher.publish_dead_letter(letter, key)
         self._fetched += len(records)

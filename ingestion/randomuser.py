@@ -1,4 +1,4 @@
-"""The randomuser.me 1.4 client and the profile source built on it.
+"""The randomuser.me client and the profile source built on it.
 
 The client checks its arguments (the API silently ignores bad ones), applies timeouts, retries transient
 failures with exponential backoff and full jitter (tenacity), honours ``Retry-After``, stays under the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ import httpx
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, wait_random_exponential
 
 from core.profile import Source
+from core.schema import API_VERSIONS
 from core.settings import RandomUserSettings
 from ingestion.sources import SourceUnavailableError, check_batch_size, check_nationalities
 
@@ -200,6 +202,24 @@ def _users_in(response: httpx.Response) -> list[dict[str, Any]]:
     return results
 
 
+_VERSIONED_PATH = re.compile(r"/api/(?P<version>[^/]+)/?$")
+
+
+def api_version_of(base_url: str) -> str | None:
+    """The API version of a base URL such as ``https://randomuser.me/api/1.3/`` (None for ``/api/``,
+    the latest); ``ValueError`` for a version whose profiles the platform does not take."""
+    match = _VERSIONED_PATH.search(httpx.URL(base_url).path)
+    if match is None or match["version"] == "api":
+        return None
+    version = match["version"]
+    if version not in API_VERSIONS:
+        raise ValueError(
+            f"randomuser.me API version {version!r} in {base_url} is not one the platform takes: "
+            f"{', '.join(API_VERSIONS)}"
+        )
+    return version
+
+
 def _checked_fields(kind: str, fields: Iterable[str]) -> tuple[str, ...]:
     """Lower-cased, de-duplicated field names for ``inc``/``exc``; ``ValueError`` naming unknown ones."""
     normalized = tuple(dict.fromkeys(name.strip().lower() for name in fields if name.strip()))
@@ -329,6 +349,8 @@ class RandomUserClient:
         rate_limiter: UserRateLimiter | None = None,
     ) -> None:
         self.settings = settings
+        self.api_version = api_version_of(settings.base_url)
+        """The API version the base URL asks for (None when it asks for the latest)."""
         self._owns_http = http is None
         self._http = http or httpx.Client(
             timeout=httpx.Timeout(settings.timeout_s),
@@ -455,6 +477,7 @@ class RandomUserSource:
         if not 1 <= start_page <= MAX_PAGE:
             raise ValueError(f"start_page must be between 1 and {MAX_PAGE}, got {start_page}")
         self._client = client
+        self.api_version = client.api_version
         self.seed = seed
         self.next_page = start_page
         """The page of ``seed`` the next batch comes from (a failed batch does not advance it)."""

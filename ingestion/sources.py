@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from core.profile import NATIONALITIES, Source
+from core.profile import Source
+from core.schema import NATIONALITIES
 
 MAX_RESULTS_PER_REQUEST = 5000
 """The API serves 1..5000 users per request and silently turns anything else into 1."""
@@ -23,6 +24,8 @@ class ProfileSource(Protocol):
     """Anything that yields batches of raw randomuser.me 1.4 user records."""
 
     name: Source
+    api_version: str | None
+    """The randomuser.me API version of the records' shape (``core.schema.API_VERSIONS``)."""
 
     def next_batch(self, count: int, nationalities: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """``count`` users (1..5000) of the given nationalities (any when empty)."""

@@ -1,6 +1,6 @@
 """A synthetic profile source: randomuser.me 1.4 records made from a seed, with no network.
 
-The records copy the API's shape, key order and per-country quirks (``../shared/fixtures/randomuser``):
+The records copy the API's shape, key order and per-country quirks (``tests/fixtures/randomuser``):
 postcodes that are ints or strings, null ids for IR, NZ, TR and UA, string coordinates, the API's
 timezone list, Persian script for IR, junk HETU ids for FI, credentials included. The value
 *distributions* follow the API's generator (RandomAPI/Randomuser.me-Node, ``api/1.4``): uniform
@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 from faker import Faker
 from faker.decode import unidecode
 
-from core.profile import NATIONALITIES, Source
+from core.profile import Source
+from core.schema import NATIONALITIES
 from ingestion.sources import check_batch_size, check_nationalities
 
 # The API draws dates against a fixed instant (its ``constantTime``, 2022-05-23), not the clock.
@@ -504,6 +505,8 @@ class SyntheticSource:
     """A ``ProfileSource`` of made-up randomuser.me 1.4 users: the same seed gives the same batches."""
 
     name: Source = "synthetic"
+    api_version: str | None = "1.4"
+    """The API version whose shape the generated profiles have."""
 
     def __init__(self, seed: int | str = 0, *, now: datetime | None = None) -> None:
         if now is not None:

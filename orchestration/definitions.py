@@ -282,8 +282,7 @@ def batch_totals_match_silver(userpulse: UserPulseResource) -> AssetCheckResult:
         F.max(F.struct("fetched_at", "partition", "offset", "age")).alias("latest")
     )
     expected = latest.where(
-        (F.col("latest.age") >= settings.speed_layer.minimum_age)
-        & (F.col("latest.fetched_at") < F.lit(cutoff))
+        (F.col("latest.age") >= settings.profiles.minimum_age) & (F.col("latest.fetched_at") < F.lit(cutoff))
     ).count()
     return AssetCheckResult(
         passed=view_total == expected == current.profiles,

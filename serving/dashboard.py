@@ -238,7 +238,7 @@ class UserPulseDashboard(pn.viewable.Viewer):
         self.views = views
         self.documents = documents
         self.lookup = None if profiles is None else ProfileLookup(profiles, settings.serving.query_timeout_s)
-        self.window_seconds = window_seconds_of(settings.speed_layer.window_duration)
+        self.window_seconds = window_seconds_of(settings.profiles.window_duration)
         self.status = pn.pane.Markdown("Loading…", sizing_mode="stretch_width")
         self.errors = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.notes = pn.pane.Markdown("", sizing_mode="stretch_width")

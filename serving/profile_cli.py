@@ -26,7 +26,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from core.erasure_cli import forget
-from core.profile import ProfileEnvelope, check_profile, profile_envelope
+from core.profile import ProfileEnvelope, profile_envelope, profile_reason
 from core.sealing import unseal_identifiers
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
@@ -109,9 +109,10 @@ def apply_assignments(user: dict[str, Any], assignments: list[tuple[tuple[str, .
     return edited
 
 
-def validation_problems(user: Any) -> list[str]:
-    """Why ``user`` is not a valid randomuser 1.4 profile, one reason per item (empty when it is)."""
-    reason = check_profile(user)
+def validation_problems(user: Any, settings: Settings) -> list[str]:
+    """Why ``user`` cannot be published, one reason per item (empty when it can): the rules the producer
+    and both layers apply (``core.validation``)."""
+    reason = profile_reason(user, ADMIN_SOURCE, datetime.now(UTC), settings.profiles.limits)
     return [] if reason is None else reason.split("; ")
 
 
@@ -349,9 +350,9 @@ def create(file: FileOption = None) -> None:
         user = read_profile_input(file)
     except ProfileEditError as error:
         fail(str(error))
-    problems = validation_problems(user)
+    problems = validation_problems(user, settings)
     if problems:
-        fail("not a valid randomuser 1.4 profile, nothing was published:", problems)
+        fail("not a valid profile, nothing was published:", problems)
     uuid = profile_uuid(user)
     with subject_key_store(settings, enabled=True) as key_store:
         assert key_store is not None
@@ -408,10 +409,9 @@ def update(
             user = apply_assignments(base, parsed)
         except ProfileEditError as error:
             fail(str(error))
-        problems = validation_problems(user)
+        problems = validation_problems(user, settings)
         if problems:
-            fail("the changed profile is not a valid randomuser 1.4 profile, nothing was published:",
-                 problems)  # fmt: skip
+            fail("the changed profile is not a valid profile, nothing was published:", problems)
         if profile_uuid(user) != uuid:
             fail(f"the profile's login.uuid is {profile_uuid(user)}, not {uuid}: the uuid cannot change")
         publish_profile(settings, user, key_store, "updated")

@@ -26,7 +26,7 @@ from pymongo.collection import Collection
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from core.profile import SUPPORTED_ENVELOPE_VERSIONS
+from core.schema import SUPPORTED_ENVELOPE_VERSIONS
 from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.spark import as_utc, collect_dicts

@@ -190,7 +190,9 @@ class SpeedLayerJob:
             data_keys = self._data_keys(batch)
             keys_frame = F.broadcast(subject_keys_frame(self.spark, data_keys))
             phases.done("read and subject keys")
-            records = self._batch_records(parse_kafka_records(batch, keys_frame))
+            records = self._batch_records(
+                parse_kafka_records(batch, self.settings.profiles.limits, keys_frame)
+            )
             outcome, max_event_time = self._store_batch(
                 records, batch_id, processed_at, started, data_keys, phases
             )
@@ -244,8 +246,8 @@ class SpeedLayerJob:
             self._pseudonymization_key,
             carry=("topic", "raw_value", "kafka_key", "kafka_timestamp", "dead_letter_reason", "usable"),
         )
-        return profiles.drop("full_name").withColumn(  # no store of the speed layer holds it
-            "old_enough", F.col("usable") & old_enough(self.settings.speed_layer.minimum_age)
+        return profiles.withColumn(
+            "old_enough", F.col("usable") & old_enough(self.settings.profiles.minimum_age)
         )
 
     def _store_batch(
@@ -302,7 +304,7 @@ class SpeedLayerJob:
         phases.done("profiles and documents")
         if new_rows:
             partials = window_aggregates(
-                self._aggregated_fields(new_rows), self.settings.speed_layer.window_duration
+                self._aggregated_fields(new_rows), self.settings.profiles.window_duration
             )
             self.cassandra.write_partials([{**row, "batch_id": batch_id} for row in collect_dicts(partials)])
         phases.done("aggregates")

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-FIXTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "randomuser"
-"""Recorded real randomuser.me responses (``../shared`` of the project root; never copied into it)."""
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "randomuser"
+"""Recorded real randomuser.me responses (sources in its ``SOURCES.md``, shapes by version in
+``VERSIONS.md``)."""
 
 API_PATH = "/api/1.4/"
 

@@ -152,13 +152,32 @@ def known_input() -> tuple[
         (uuid, variant(lambda e: e.update(user="a string")), "user not an object"),
         (uuid, variant(lambda e: e.pop("fetched_at")), "no fetched_at"),
         (uuid, variant(lambda e: e["user"].pop("gender")), "no gender"),
+        (uuid, b'{"schema_version": 1, "source": "\xff\xfe"}', "invalid UTF-8"),
+        (uuid, variant(lambda e: e["user"].update(padding="x" * 2_000_000)), "2 MB"),
+        ("not-a-uuid", variant(lambda e: e["user"]["login"].update(uuid="not-a-uuid")), "uuid not a UUID"),
+        (
+            uuid,
+            variant(lambda e: e["user"]["dob"].update(date="2099-01-01T00:00:00.000Z")),
+            "birth in the future",
+        ),
+        (uuid, variant(lambda e: e["user"]["location"].update(postcode={"code": 75001})), "postcode object"),
+        (uuid, variant(lambda e: e["user"].update(dob=None, location={"country": None})), "nested nulls"),
+        (uuid, variant(lambda e: e["user"]["dob"].update(age="old")), "wrong types"),
+        (None, b"{}", "empty object"),
     ]
     return good, envelopes + duplicates, bad
 
 
 def produce_known_input(settings: Settings, topic: str) -> ProducedInput:
     good, _, bad = known_input()
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    # gzip and a large request size: the 2 MB record reaches the topic, as it could from any client.
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        compression_type="gzip",
+        max_request_size=4_000_000,
+    )
     produced = ProducedInput()
     newest_fetch: dict[str, datetime] = {}
     bad_every = len(good) // len(bad)

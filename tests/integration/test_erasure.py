@@ -61,7 +61,7 @@ def case(
         **own_stores_overrides(stack_settings, name, tmp_path),
         # One-second windows: profiles produced over a few seconds land on both sides of the batch
         # cutoff, so the batch views have something to lose.
-        "speed_layer.window_duration": "1 second",
+        "profiles.window_duration": "1 second",
     }
     yield ErasureCase(UserPulseResource(overrides=overrides).settings(), overrides)
     drop_own_stores(stack_settings, name)
@@ -291,7 +291,7 @@ def run_userpulse(settings: Settings, *arguments: str) -> subprocess.CompletedPr
         env=cli_environment(
             settings,
             USERPULSE_PATHS__LAKE_DIR=str(settings.paths.lake_dir),
-            USERPULSE_SPEED_LAYER__WINDOW_DURATION=settings.speed_layer.window_duration,
+            USERPULSE_PROFILES__WINDOW_DURATION=settings.profiles.window_duration,
         ),
         capture_output=True,
         text=True,

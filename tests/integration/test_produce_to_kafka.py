@@ -8,25 +8,25 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime
-from pathlib import Path
+from datetime import UTC, datetime
 
 import pytest
 
-from core.profile import CREDENTIAL_FIELDS, ENVELOPE_SCHEMA_VERSION, check_profile
+from core.profile import CREDENTIAL_FIELDS, ENVELOPE_SCHEMA_VERSION, profile_reason
 from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.subject_keys import subject_key_store
+from core.validation import RecordLimits
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer
 from ingestion.synthetic import SyntheticSource
 from tests.integration.kafka_helpers import TopicRecord, delete_topics, read_topic
 from tests.integration.processes import cli_environment, sigterm_once
-from tests.randomuser_server import Reply, fixture_users, scripted_server
+from tests.randomuser_server import FIXTURES_DIR, Reply, fixture_users, scripted_server
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "randomuser"
+FIXTURES = FIXTURES_DIR
 RECORDED = "codeacademyuz__randomuser_me_project__randomusers.json"
 USERPULSE = [sys.executable, "-m", "userpulse.cli"]
 
@@ -88,14 +88,14 @@ def test_synthetic_profiles_arrive_exactly_once_with_their_keys(
     users = opened_users(stack_settings, records)
     for record in records:
         envelope = record.value
-        assert set(envelope) == {"schema_version", "source", "fetched_at", "user", "sealed"}
+        assert set(envelope) == {"schema_version", "source", "api_version", "fetched_at", "user", "sealed"}
         assert envelope["schema_version"] == ENVELOPE_SCHEMA_VERSION
-        assert envelope["source"] == "synthetic"
+        assert (envelope["source"], envelope["api_version"]) == ("synthetic", "1.4")
         assert record.key == envelope["user"]["login"]["uuid"]
         assert datetime.fromisoformat(envelope["fetched_at"]).tzinfo is not None
         # Direct identifiers leave the producer only sealed, under a key of the subject's own.
         assert "email" not in envelope["user"] and "name" not in envelope["user"]
-        assert check_profile(users[record.key]) is None
+        assert profile_reason(users[record.key], "randomuser", datetime.now(UTC), RecordLimits()) is None
     assert_no_credentials(records)
     assert read_topic(stack_settings, dead_letter_topic) == []
 
@@ -114,6 +114,7 @@ def test_invalid_records_are_dead_lettered_with_reasons(
 
     class RecordedSource:
         name = "randomuser"
+        api_version = "1.4"
 
         def next_batch(self, count: int, nationalities: tuple[str, ...] = ()) -> list[dict]:
             return users[:count]
@@ -130,9 +131,9 @@ def test_invalid_records_are_dead_lettered_with_reasons(
     assert not invalid_uuids & {record.key for record in profiles}
     reasons = {record.key: record.value["reason"] for record in dead_letters}
     assert set(reasons) == {None, *invalid_uuids}
-    assert "login.uuid: Field required" in reasons[None]
-    assert "dob.date" in reasons[users[10]["login"]["uuid"]]
-    assert "email" in reasons[users[20]["login"]["uuid"]]
+    assert reasons[None] == "user.login.uuid: missing"  # the reasons both layers give (core.validation)
+    assert reasons[users[10]["login"]["uuid"]] == "user.dob.date: not an ISO-8601 instant"
+    assert reasons[users[20]["login"]["uuid"]] == "user.email: not an e-mail address"
     assert all(record.value["record"]["name"] for record in dead_letters)  # the record itself is kept
     assert_no_credentials(profiles + dead_letters)
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.profile import CREDENTIAL_FIELDS, DeadLetter, ProfileEnvelope, Source
+from core.profile import CREDENTIAL_FIELDS, DeadLetter, ProfileEnvelope, Source, record_uuid
+from core.validation import RecordLimits
 from ingestion.kafka_publisher import DeliveryCounts
-from ingestion.producer import AutoSource, ProfileProducer, record_uuid, split_batch
+from ingestion.producer import AutoSource, ProfileProducer, split_batch, within_size_limit
 from ingestion.sources import SourceUnavailableError, check_batch_size
+from tests.randomuser_server import FIXTURES_DIR
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "randomuser"
+FIXTURES = FIXTURES_DIR
 FETCHED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
@@ -31,6 +32,7 @@ class ListSource:
     def __init__(self, records: list[Any], name: Source = "synthetic", fail: bool = False) -> None:
         self.records = records
         self.name: Source = name
+        self.api_version: str | None = "1.4"
         self.fail = fail
         self.calls: list[int] = []
 
@@ -50,7 +52,7 @@ class MemoryPublisher:
         self.dead_letters: list[tuple[str | None, DeadLetter]] = []
         self.flushes = 0
 
-    def publish(self, envelope: ProfileEnvelope) -> None:
+    def publish(self, envelope: ProfileEnvelope, value: bytes | None = None) -> None:
         self.envelopes.append(envelope)
 
     def publish_dead_letter(self, letter: DeadLetter, key: str | None) -> None:
@@ -66,7 +68,7 @@ class MemoryPublisher:
 def test_split_batch_publishes_valid_records_without_credentials() -> None:
     users = recorded_users()[:3]
 
-    split = split_batch(users, "randomuser", FETCHED_AT)
+    split = split_batch(users, "randomuser", FETCHED_AT, RecordLimits(), api_version="1.4")
 
     assert [envelope.user["login"]["uuid"] for envelope in split.envelopes] == [
         user["login"]["uuid"] for user in users
@@ -75,6 +77,7 @@ def test_split_batch_publishes_valid_records_without_credentials() -> None:
     for envelope in split.envelopes:
         assert not set(CREDENTIAL_FIELDS) & set(envelope.user["login"])
         assert envelope.fetched_at == FETCHED_AT and envelope.source == "randomuser"
+        assert envelope.api_version == "1.4"
     assert "password" in users[0]["login"]  # the caller's records are not modified
 
 
@@ -82,20 +85,41 @@ def test_split_batch_dead_letters_invalid_records_with_reasons_and_no_credential
     no_uuid, bad_nat, bad_postcode = copy.deepcopy(recorded_users()[:3])
     del no_uuid["login"]["uuid"]
     bad_nat["nat"] = "XX"
-    bad_postcode["location"]["postcode"] = None
 
-    split = split_batch([no_uuid, bad_nat, "not a profile", bad_postcode], "randomuser", FETCHED_AT)
+    bad_postcode["location"]["postcode"] = {"code": 1}
+    records = [no_uuid, bad_nat, "not a profile", bad_postcode]
+
+    split = split_batch(records, "randomuser", FETCHED_AT, RecordLimits())
 
     assert split.envelopes == []
     keys = [key for key, _ in split.dead_letters]
     reasons = [letter.reason for _, letter in split.dead_letters]
     assert keys == [None, bad_nat["login"]["uuid"], None, bad_postcode["login"]["uuid"]]
-    assert "login.uuid: Field required" in reasons[0]
-    assert reasons[1].startswith("nat: Input should be")
-    assert "<record>" in reasons[2]
-    assert "location.postcode" in reasons[3]
+    # The reasons both layers give the same records (core.validation).
+    assert reasons == [
+        "user.login.uuid: missing",
+        "user.nat: not a nationality code of the API",
+        "user: not an object; user.login.uuid: missing",
+        "user.location.postcode: not a text value",
+    ]
     for _, letter in split.dead_letters:
         assert "sha256" not in letter.model_dump_json() and "password" not in letter.model_dump_json()
+
+
+def test_an_envelope_over_the_size_limit_is_a_dead_letter_with_its_identifiers_still_sealed() -> None:
+    small, large = copy.deepcopy(recorded_users()[:2])
+    large["location"]["city"] = "x" * 5_000
+    split = split_batch([small, large], "randomuser", FETCHED_AT, RecordLimits(max_record_bytes=4_000))
+    sealed = [envelope.sealed_with(b"k" * 32) for envelope in split.envelopes]
+
+    publishable, too_large = within_size_limit(sealed, RecordLimits(max_record_bytes=4_000))
+
+    assert [envelope.uuid for envelope, _ in publishable] == [small["login"]["uuid"]]
+    assert [value for _, value in publishable] == [sealed[0].value()]
+    [(key, letter)] = too_large
+    assert key == large["login"]["uuid"]
+    assert letter.reason == "record over the limit of 4000 bytes"
+    assert letter.sealed == sealed[1].sealed and "email" not in letter.record
 
 
 def test_record_uuid_only_for_string_uuids() -> None:

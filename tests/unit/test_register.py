@@ -31,14 +31,16 @@ from core.register_cli import register
 from core.sealing import SEALED_FIELDS, new_data_key
 from core.settings import CassandraSettings, Settings, get_settings
 from core.spark import collect_dicts
+from core.validation import RecordLimits
 from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import seal_dead_letters, seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import dead_letter_document, raw_document
 from speed_layer.stores import mongo_raw_store
+from tests.randomuser_server import FIXTURES_DIR
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "randomuser"
+FIXTURES = FIXTURES_DIR
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 Key = tuple[reg.StoreKind, str]
 
@@ -190,7 +192,7 @@ def sealed_paths(fields: set[str]) -> set[str]:
 def kafka_messages(settings: Settings, users: list[Any]) -> list[dict[str, Any]]:
     """The messages the real producer path (validation, minimization, publisher) sends for ``users``."""
     RecordingKafkaProducer.sent = []
-    batch = split_batch(users, "synthetic", NOW)
+    batch = split_batch(users, "synthetic", NOW, RecordLimits(), api_version="1.4")
     sealed, _ = seal_envelopes(batch.envelopes, DATA_KEYS)
     letters, _ = seal_dead_letters(batch.dead_letters, DATA_KEYS)
     with pytest.MonkeyPatch.context() as patch:
@@ -261,7 +263,7 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
         "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
         "timestampType int",
     )
-    bad_rows = collect_dicts(dead_letter_records(parse_kafka_records(kafka_rows)))
+    bad_rows = collect_dicts(dead_letter_records(parse_kafka_records(kafka_rows, RecordLimits())))
     assert bad_rows
     mongo.insert_dead_letters([dead_letter_document(row, "speed") for row in bad_rows], NOW)
     for name, collection in database.collections.items():

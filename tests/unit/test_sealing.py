@@ -11,18 +11,12 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from pyspark.sql import DataFrame, Row, SparkSession
 
-from core.parsing import (
-    CANNOT_UNSEAL,
-    MISSING_SEALED,
-    SEALED_WITHOUT_KEY,
-    dead_letter_records,
-    erased_records,
-    parse_kafka_records,
-    valid_envelopes,
-)
-from core.profile import SEALED_ENVELOPE_VERSION, dead_letter, profile_envelope, strip_credentials
+from core.parsing import dead_letter_records, erased_records, parse_kafka_records, valid_envelopes
+from core.profile import dead_letter, profile_envelope, strip_credentials
+from core.schema import SEALED_ENVELOPE_VERSION
 from core.sealing import SEALED_FIELDS, new_data_key, seal_identifiers, unseal_identifiers
 from core.spark import collect_dicts
+from core.validation import CANNOT_UNSEAL, MISSING_SEALED, NO_KEY, RecordLimits
 from ingestion.producer import seal_dead_letters, seal_envelopes
 from tests.unit.test_schema_parsing import AU, GB, IR, NL, kafka_frame, uuid_of
 
@@ -111,7 +105,7 @@ def opened(spark: SparkSession) -> dict[int, Row]:
         (uuid_of(au), profile_envelope(au, "randomuser", FETCHED_AT).model_dump_json().encode()),
         (None, sealed_value(au, KEYS[au["login"]["uuid"]])),  # sealed, but no key names its subject
     ]  # fmt: skip
-    parsed = parse_kafka_records(kafka_frame(spark, records), keys_frame(spark, KEYS)).cache()
+    parsed = parse_kafka_records(kafka_frame(spark, records), RecordLimits(), keys_frame(spark, KEYS)).cache()
     return {row["offset"]: row for row in parsed.collect()}
 
 
@@ -145,7 +139,7 @@ def test_tokens_that_do_not_open_are_dead_letters_with_the_reason(opened: dict[i
         CANNOT_UNSEAL,
         CANNOT_UNSEAL,
         MISSING_SEALED,
-        SEALED_WITHOUT_KEY,
+        NO_KEY,
     ]
 
 
@@ -160,7 +154,7 @@ def test_valid_dead_and_erased_records_partition_the_input(spark: SparkSession) 
         (au["login"]["uuid"].encode(), sealed_value(au, KEYS[au["login"]["uuid"]])),
         (au["login"]["uuid"].encode(), b"not json"),
     ]
-    parsed = parse_kafka_records(kafka_frame(spark, records))  # no keys at all: sealed means erased
+    parsed = parse_kafka_records(kafka_frame(spark, records), RecordLimits())  # no keys: sealed = erased
     assert [row["offset"] for row in collect_dicts(valid_envelopes(parsed))] == []
     assert [row["offset"] for row in collect_dicts(dead_letter_records(parsed))] == [1]
     assert [row["offset"] for row in collect_dicts(erased_records(parsed))] == [0]
