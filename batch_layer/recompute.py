@@ -1,50 +1,60 @@
 """The authoritative recomputation: archive -> silver profiles -> batch views in Cassandra.
 
-The silver table holds, per UTC ingestion day (its Delta partition), the cleaned, pseudonymized
-profiles of that day's archive records: the latest version of each uuid within the day. A refresh
-rewrites a range of days (Delta ``replaceWhere``) and leaves the others as they are, so a fix can be
-backfilled day by day. Ages are taken at each profile's event date, as in the speed layer: a day's rows
-depend on that day's records only, so rewriting a day alone gives the same rows as rewriting
-everything.
+The silver table holds, per UTC ingestion day (its Delta partition), every valid copy of a profile in the
+archive, cleaned and pseudonymized: one row per record. A refresh rewrites a range of days (Delta
+``replaceWhere``) and leaves the others as they are, so a fix can be backfilled day by day. The records
+of that range the parse refuses go to the dead-letter store (the speed layer may have put them there
+already: a record's dead letter is stored once, by the layer that met it first).
 
-The batch views are recomputed from every silver day: the latest version of each uuid ACROSS days (a
-profile re-fetched on a later day, or a late copy archived on a later day, is settled here and not in
-silver), the shared aggregate definitions, and a new version of the views. The version becomes current
-in one single-row write, so readers never see a half-written view; then older versions are deleted.
-
-The batch cutoff is the start of the window holding the newest event: every window before it is
-complete in the archive. Serving reads batch windows before the cutoff and speed windows from it on.
+The batch views apply the counting rule (``core.versions``, in Spark: ``core.aggregates``) to the silver
+copies the speed layer has also seen, up to a horizon: the end of the speed layer's last micro-batch whose
+records are all in the archive. Serving adds the speed layer's partials of the later batches, so the
+merged view counts every record once, and the batch view only corrects what the speed layer counted
+(``docs/architecture.md``). A new version becomes current in one single-row write, unless an erasure
+started meanwhile; then older versions are deleted.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from cassandra.cluster import Session
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession, Window
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from core.aggregates import DIMENSIONS, window_aggregates, window_floor, window_seconds_of
-from core.parsing import parse_kafka_records
+from batch_layer.archive import archived_end_offsets
+from batch_layer.view_store import BatchCurrent, BatchViewStore
+from core.aggregates import (
+    COPY_COLUMNS,
+    age_counts,
+    counted_profiles,
+    total_views,
+    window_floor,
+    window_seconds_of,
+    window_views,
+)
+from core.parsing import dead_letter_records, parse_kafka_records
+from core.pseudonymization import hmac_sha256_hex_column
 from core.settings import Settings
-from core.spark import as_utc, collect_dicts
-from core.stores import cassandra_session, execute_in_batches
-from core.subject_keys import stored_subject_keys, subject_keys_frame
-from core.transformations import split_by_minimum_age, transform_profiles, utc_date
+from core.spark import as_utc, collect_dicts, observed
+from core.stores import cassandra_session, mongo_client, mongo_database
+from core.subject_keys import SubjectKeyStore, stored_subject_keys, subject_keys_frame
+from core.transformations import transform_profiles, utc_date
 from core.validation import RecordLimits
 from infra.cassandra_schema import apply_schema
+from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store
 
 logger = logging.getLogger(__name__)
 
-VIEW_NAME = "profiles"
-"""The row of ``batch_current`` this recomputation owns."""
+BATCH_JOB = "batch"
+"""How the dead letters the batch layer stores name their layer."""
 
 SILVER_STATS_COLUMNS: tuple[str, ...] = (
     "fetched_at", "source", "gender", "country", "nationality", "email_domain", "age", "age_band",
@@ -55,167 +65,35 @@ the statistics stay in the transaction log after an erasure deleted the rows (un
 up), and a uuid there would outlive its subject."""
 
 
-def latest_versions(profiles: DataFrame, keys: Sequence[str] = ("uuid",)) -> DataFrame:
-    """The latest version of each profile (per ``keys``): newest ``fetched_at``, then highest Kafka
-    coordinates."""
-    newest_first = Window.partitionBy(*keys).orderBy(
-        F.col("fetched_at").desc(), F.col("partition").desc(), F.col("offset").desc()
-    )
-    return profiles.withColumn("_rank", F.row_number().over(newest_first)).where("_rank = 1").drop("_rank")
-
-
 DayRange = tuple[date, date]
 """First and last UTC ingestion day, both included."""
 
 
-def parsed_envelopes(archive: DataFrame, subject_keys: DataFrame | None, limits: RecordLimits) -> DataFrame:
-    """Archive rows -> valid envelopes (as ``core.parsing.valid_envelopes``) with their ``ingestion_date``
-    (the parser keeps the Kafka columns only; the date is derived again as the archive derives it).
-    Sealed identifiers are opened with ``subject_keys``; the records of erased subjects are left out.
+def parsed_records(archive: DataFrame, subject_keys: DataFrame | None, limits: RecordLimits) -> DataFrame:
+    """Archive rows -> ``core.parsing.parse_kafka_records`` rows with their ``ingestion_date`` (derived
+    again as the archive derives it). Sealed identifiers are opened with ``subject_keys``.
 
-    Why the filter also tests the task id: Spark 4.1 pushes a filter below the projection that
-    computes what it tests, pasting the expression in (SPARK-47672), and then splits the pasted JSON
-    parse into one ``from_json`` per field read. Here that parsed every record some forty times and
-    made the batch layer 2 to 5 times slower (measured). A filter is not pushed below a projection
-    holding a non-deterministic expression such as ``spark_partition_id``, so the JSON is parsed once.
+    Why the task id: Spark 4.1 pushes a filter below the projection that computes what it tests,
+    pasting the expression in (SPARK-47672), and then splits the pasted JSON parse into one
+    ``from_json`` per field read. Here that parsed every record some forty times and made the batch
+    layer 2 to 5 times slower (measured). A filter is not pushed below a projection holding a
+    non-deterministic expression such as ``spark_partition_id``, so the JSON is parsed once; the
+    callers' filters test ``_task``.
     """
     kafka_rows = archive.withColumnRenamed("kafka_timestamp", "timestamp")
     parsed = parse_kafka_records(kafka_rows, limits, subject_keys).withColumn("_task", F.spark_partition_id())
+    return parsed.withColumn("ingestion_date", utc_date(F.col("kafka_timestamp")))
+
+
+def silver_profiles(parsed: DataFrame, pseudonymization_key: bytes) -> DataFrame:
+    """``parsed_records`` -> silver rows: every usable copy, cleaned and pseudonymized, with its
+    ``ingestion_date`` and the keyed pseudonym of its uuid (``subject_pseudonym``: how erasure finds a
+    subject's rows, and the views leave erased subjects out, without a uuid in the Delta log)."""
     envelopes = parsed.where(F.col("envelope").isNotNull() & (F.col("_task") >= 0)).drop("_task")
-    return envelopes.withColumn("ingestion_date", utc_date(F.col("kafka_timestamp")))
-
-
-def silver_profiles(
-    archive: DataFrame, subject_keys: DataFrame | None, pseudonymization_key: bytes, limits: RecordLimits
-) -> DataFrame:
-    """Archive rows -> silver rows: cleaned, pseudonymized, the latest version of each uuid per
-    ``ingestion_date`` (the last column)."""
-    envelopes = parsed_envelopes(archive, subject_keys, limits)
     profiles = transform_profiles(envelopes, pseudonymization_key, carry=("ingestion_date",))
-    return latest_versions(profiles, ("uuid", "ingestion_date"))
-
-
-def current_profiles(silver: DataFrame) -> DataFrame:
-    """The latest version of each uuid across every ingestion day of the silver table."""
-    return latest_versions(silver)
-
-
-def all_time_aggregates(window_rows: DataFrame) -> DataFrame:
-    """Per-window aggregates merged into all-time ones per dimension value (counts and sums add up)."""
-    return window_rows.groupBy("dimension", "value").agg(
-        F.sum("profiles").alias("profiles"),
-        F.sum("age_sum").alias("age_sum"),
-        F.min("age_min").alias("age_min"),
-        F.max("age_max").alias("age_max"),
+    return profiles.withColumn(
+        "subject_pseudonym", hmac_sha256_hex_column(F.col("uuid"), pseudonymization_key)
     )
-
-
-def batch_cutoff(max_event_time: datetime, window_seconds: int) -> datetime:
-    """The start of the window holding ``max_event_time``: the views are complete before it."""
-    return window_floor(max_event_time, window_seconds)
-
-
-@dataclass(frozen=True)
-class BatchViewVersion:
-    """What a recomputation wrote and made current."""
-
-    version: int
-    cutoff: datetime | None
-    profiles: int
-    removed_versions: list[int]
-
-
-class BatchViewStore:
-    """The batch view tables of one keyspace."""
-
-    def __init__(self, session: Session, keyspace: str, concurrency: int, rows_per_batch: int = 5) -> None:
-        self.session = session
-        self.keyspace = keyspace
-        self.concurrency = concurrency
-        self.rows_per_batch = rows_per_batch
-        table = f"{keyspace}."
-        self._insert_aggregate = session.prepare(
-            f"INSERT INTO {table}batch_aggregates "
-            "(version, dimension, value, profiles, age_sum, age_min, age_max) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        )
-        self._insert_window_aggregate = session.prepare(
-            f"INSERT INTO {table}batch_window_aggregates (version, dimension, window_start, value, "
-            "window_end, profiles, age_sum, age_min, age_max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        self._insert_window = session.prepare(
-            f"INSERT INTO {table}batch_windows (version, dimension, window_start) VALUES (?, ?, ?)"
-        )
-
-    def _execute_all(self, statement: Any, parameters: Sequence[Sequence[Any]]) -> None:
-        execute_in_batches(self.session, statement, parameters, self.rows_per_batch, self.concurrency)
-
-    def current(self) -> tuple[int, datetime | None] | None:
-        """The current version and its cutoff, if a view was ever made current."""
-        row = self.session.execute(
-            f"SELECT version, cutoff FROM {self.keyspace}.batch_current WHERE view_name = %s", (VIEW_NAME,)
-        ).one()
-        return (row.version, row.cutoff) if row else None
-
-    def write_version(
-        self, version: int, totals: list[dict[str, Any]], windows: list[dict[str, Any]]
-    ) -> None:
-        self._execute_all(
-            self._insert_window,
-            sorted({(version, w["dimension"], w["window_start"]) for w in windows}),
-        )
-        self._execute_all(
-            self._insert_window_aggregate,
-            [
-                (version, w["dimension"], w["window_start"], w["value"], w["window_end"],
-                 w["profiles"], w["age_sum"], w["age_min"], w["age_max"])
-                for w in windows
-            ],
-        )  # fmt: skip
-        self._execute_all(
-            self._insert_aggregate,
-            [
-                (version, t["dimension"], t["value"], t["profiles"], t["age_sum"], t["age_min"], t["age_max"])
-                for t in totals
-            ],
-        )
-
-    def make_current(self, version: int, cutoff: datetime | None, profiles: int) -> None:
-        """Switch readers to ``version`` in one single-row write."""
-        self.session.execute(
-            f"INSERT INTO {self.keyspace}.batch_current (view_name, version, cutoff, profiles, computed_at) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (VIEW_NAME, version, cutoff, profiles, datetime.now(UTC)),
-        )
-
-    def versions(self) -> set[int]:
-        """Every version that still has rows (one partition per version and dimension)."""
-        rows = self.session.execute(
-            f"SELECT DISTINCT version, dimension FROM {self.keyspace}.batch_aggregates"
-        )
-        return {row.version for row in rows}
-
-    def delete_version(self, version: int) -> None:
-        """Remove a version's rows, partition by partition (found through the window index)."""
-        for dimension in DIMENSIONS:
-            windows = [
-                row.window_start
-                for row in self.session.execute(
-                    f"SELECT window_start FROM {self.keyspace}.batch_windows "
-                    "WHERE version = %s AND dimension = %s",
-                    (version, dimension),
-                )
-            ]
-            for window_start in windows:
-                self.session.execute(
-                    f"DELETE FROM {self.keyspace}.batch_window_aggregates "
-                    "WHERE version = %s AND dimension = %s AND window_start = %s",
-                    (version, dimension, window_start),
-                )
-            for table in ("batch_windows", "batch_aggregates"):
-                self.session.execute(
-                    f"DELETE FROM {self.keyspace}.{table} WHERE version = %s AND dimension = %s",
-                    (version, dimension),
-                )
 
 
 @dataclass(frozen=True)
@@ -223,11 +101,43 @@ class SilverRefresh:
     """What a silver refresh wrote."""
 
     profiles: int
-    """Rows now in the refreshed days (one per uuid and day)."""
+    """Rows now in the refreshed days (one per usable copy)."""
     days: tuple[date, ...]
     """The refreshed days that have profiles."""
     newest_event: datetime | None
     """The newest ``fetched_at`` among them."""
+    dead_letters: int = 0
+    """Records of those days the parse refused (each stored in the dead-letter store once)."""
+
+
+def _store_partition_dead_letters(settings: Settings, rows: Iterable[Any]) -> None:
+    """Store one partition's dead letters (runs in an executor: it connects to MongoDB itself)."""
+    documents = [dead_letter_document(row.asDict(), BATCH_JOB) for row in rows]
+    if not documents:
+        return
+    client = mongo_client(settings)
+    try:
+        mongo_raw_store(mongo_database(client, settings), settings).insert_dead_letters(
+            documents, datetime.now(UTC)
+        )
+    finally:
+        client.close()
+
+
+def store_dead_letters(settings: Settings, parsed: DataFrame) -> None:
+    """Store the refused records of ``parsed_records`` in the dead-letter store, from the executors (each
+    once: a record the speed layer stored already is left as it is)."""
+    letters = dead_letter_records(parsed).where(F.col("_task") >= 0)
+    columns = (
+        "topic",
+        "partition",
+        "offset",
+        "kafka_timestamp",
+        "kafka_key",
+        "raw_value",
+        "dead_letter_reason",
+    )
+    letters.select(*columns).foreachPartition(functools.partial(_store_partition_dead_letters, settings))
 
 
 def _day_predicate(days: DayRange) -> str:
@@ -236,13 +146,15 @@ def _day_predicate(days: DayRange) -> str:
     return f"ingestion_date >= '{first.isoformat()}' AND ingestion_date <= '{last.isoformat()}'"
 
 
-def silver_is_partitioned_by_day(spark: SparkSession, settings: Settings) -> bool:
-    """Whether the silver table exists in the per-day layout (tables written before it had one row per
-    uuid overall and no ``ingestion_date``)."""
+def silver_has_current_layout(spark: SparkSession, settings: Settings) -> bool:
+    """Whether the silver table exists with today's columns and per-day partitions (tables written
+    before held the latest version of each uuid, without ``subject_pseudonym``)."""
     path = str(settings.paths.silver_table)
     if not DeltaTable.isDeltaTable(spark, path):
         return False
-    return DeltaTable.forPath(spark, path).detail().first().partitionColumns == ["ingestion_date"]
+    table = DeltaTable.forPath(spark, path)
+    partitioned = table.detail().first().partitionColumns == ["ingestion_date"]
+    return partitioned and "subject_pseudonym" in table.toDF().columns
 
 
 def refresh_silver_profiles(
@@ -251,23 +163,27 @@ def refresh_silver_profiles(
     days: DayRange | None = None,
     data_keys: Mapping[str, bytes] | None = None,
 ) -> SilverRefresh:
-    """Rewrite the silver days ``days`` (every archived day when None) from the archive.
+    """Rewrite the silver days ``days`` (every archived day when None) from the archive, and store the
+    dead letters of those days.
 
     Sealed identifiers are opened with ``data_keys`` (uuid -> key; read from the key table when None):
     the records of erased subjects have no key and are left out.
 
     Only the selected days' Delta partitions are replaced, in one atomic commit; a selected day without
-    records in the archive becomes empty. A table in the old layout is rebuilt whole, once.
+    records in the archive becomes empty. A table in an older layout is rebuilt whole, once.
     """
     path = str(settings.paths.silver_table)
     if (
         days is not None
         and DeltaTable.isDeltaTable(spark, path)
-        and not silver_is_partitioned_by_day(spark, settings)
+        and not silver_has_current_layout(spark, settings)
     ):
-        logger.warning("silver table %s predates the per-day layout: rebuilding every day", path)
+        logger.warning("silver table %s predates the current layout: rebuilding every day", path)
         days = None
     started = time.perf_counter()
+    if not DeltaTable.isDeltaTable(spark, str(settings.paths.archive_table)):
+        logger.info("silver: no archive yet, nothing to refresh")
+        return SilverRefresh(0, (), None)
     archive = spark.read.format("delta").load(str(settings.paths.archive_table))
     if days is not None:
         archive = archive.where(_day_predicate(days))
@@ -275,9 +191,15 @@ def refresh_silver_profiles(
         data_keys = stored_subject_keys(settings)
     subject_keys = subject_keys_frame(spark, data_keys)
     key = settings.secrets.pseudonymization_key.get_secret_value().encode()
-    # What the write wrote, observed as it writes (reading the rewritten days back took ~4 s per 1M).
+    limits = settings.profiles.limits
+    # What the write wrote, observed as it writes (reading the rewritten days back took ~4 s per 1M), and
+    # whether the parse refused any record (rare: the producer refuses the same records).
+    refused = Observation("silver_refused")
+    parsed = parsed_records(archive, subject_keys, limits).observe(
+        refused, F.count(F.when(F.col("dead_letter_reason").isNotNull(), 1)).alias("dead_letters")
+    )
     written = Observation("silver_written")
-    silver = silver_profiles(archive, subject_keys, key, settings.profiles.limits).observe(
+    silver = silver_profiles(parsed, key).observe(
         written,
         F.count(F.lit(1)).alias("profiles"),
         F.max("fetched_at").alias("newest"),
@@ -294,71 +216,183 @@ def refresh_silver_profiles(
     else:
         writer = writer.option("replaceWhere", _day_predicate(days))
     writer.save(path)
-    observed = written.get
+    written_metrics = observed(written) or {"profiles": 0, "days": [], "newest": None}
+    dead = (observed(refused) or {"dead_letters": 0})["dead_letters"]
+    if dead:  # a second parse, only when some record was refused
+        store_dead_letters(settings, parsed_records(archive, subject_keys, limits))
     result = SilverRefresh(
-        profiles=observed["profiles"],
-        days=tuple(sorted(observed["days"])),
-        newest_event=as_utc(observed["newest"]),
+        profiles=written_metrics["profiles"],
+        days=tuple(sorted(written_metrics["days"])),
+        newest_event=as_utc(written_metrics["newest"]),
+        dead_letters=dead,
     )
     logger.info(
-        "silver: %d rows in days %s; %.1f s",
+        "silver: %d rows in days %s, %d dead letters; %.1f s",
         result.profiles,
         "all" if days is None else f"{days[0]}..{days[1]}",
+        result.dead_letters,
         time.perf_counter() - started,
     )
     return result
 
 
+@dataclass(frozen=True)
+class BatchViewVersion:
+    """What a recomputation wrote, and whether it became current."""
+
+    version: int
+    cutoff: datetime | None
+    profiles: int
+    removed_versions: list[int]
+    speed_batch_id: int | None = None
+    made_current: bool = True
+    note: str | None = None
+    """Why the version did not become current (it was deleted again)."""
+
+
+MAX_ATTEMPTS = 3
+"""Recomputations in a row when erasures keep starting during them (each one makes the view stale)."""
+
+
+def choose_horizon(
+    archived: Mapping[int, int], speed_batches: Iterable[tuple[int, Mapping[int, int]]]
+) -> tuple[int | None, dict[int, int]]:
+    """The speed layer's last batch whose records are all archived, and the offsets after it.
+
+    ``archived``: the next offset to archive per Kafka partition; ``speed_batches``: each batch's id and
+    end offsets, newest first. Without any speed batch the view covers the whole archive (``None``); when
+    no batch is archived yet, it covers nothing (batch id -1: every speed partial counts).
+    """
+    seen_any = False
+    for batch_id, ends in speed_batches:
+        seen_any = True
+        if all(end <= archived.get(partition, 0) for partition, end in ends.items()):
+            return batch_id, dict(ends)
+    return (-1, {}) if seen_any else (None, dict(archived))
+
+
+def within_horizon(copies: DataFrame, horizon: Mapping[int, int]) -> DataFrame:
+    """The copies at offsets before ``horizon`` in their Kafka partition."""
+    condition = F.lit(False)
+    for partition, end in horizon.items():
+        condition = condition | ((F.col("partition") == F.lit(partition)) & (F.col("offset") < F.lit(end)))
+    return copies.where(condition)
+
+
 def recompute_batch_views(
     settings: Settings, spark: SparkSession, version: int | None = None
 ) -> BatchViewVersion:
-    """Batch views from the silver table: a new version, made current, older versions removed."""
-    silver = spark.read.format("delta").load(str(settings.paths.silver_table))
-    window_duration = settings.profiles.window_duration
-    # The newest event is the latest version of its uuid: no need to deduplicate to find it.
-    newest_event = silver.agg(F.max("fetched_at")).first()[0]
-    version = version if version is not None else int(datetime.now(UTC).timestamp() * 1000)
+    """Batch views from the silver table up to the speed layer's horizon: a new version, made current,
+    older versions removed."""
     cluster, session = cassandra_session(settings)
     try:
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
-        store = BatchViewStore(
-            session,
-            settings.cassandra.keyspace,
-            settings.cassandra.concurrency,
-            settings.cassandra.rows_per_batch,
+        cassandra = settings.cassandra
+        store = BatchViewStore(session, cassandra.keyspace, cassandra.concurrency, cassandra.rows_per_batch)
+        speed = CassandraSpeedStore(
+            session, cassandra.keyspace, cassandra.concurrency, cassandra.rows_per_batch
         )
-        if newest_event is None:  # an empty archive: an empty view, no cutoff
-            store.make_current(version, None, 0)
-            return BatchViewVersion(version, None, 0, [])
-        cutoff = batch_cutoff(newest_event.astimezone(UTC), window_seconds_of(window_duration))
-        # Only the columns the views use go through the deduplication's shuffle, once: the result is
-        # kept (memory, else disk) for the aggregates and the count.
-        latest = current_profiles(
-            silver.select("uuid", "fetched_at", "partition", "offset", "age", *DIMENSIONS)
+        keys = SubjectKeyStore(
+            session, cassandra.keyspace, settings.secrets.pseudonymization_key.get_secret_value().encode()
         )
-        adults, _under_age = split_by_minimum_age(latest, settings.profiles.minimum_age)
-        complete = adults.where(F.col("fetched_at") < F.lit(cutoff)).drop("uuid", "partition", "offset")
-        complete = complete.persist(StorageLevel.MEMORY_AND_DISK)
-        window_rows = window_aggregates(complete, window_duration).persist()
-        windows = collect_dicts(window_rows)
-        totals = collect_dicts(all_time_aggregates(window_rows))
-        window_rows.unpersist()
-        profiles = complete.count()
-        complete.unpersist()
-        store.write_version(version, totals, windows)
-        previous = store.current()
-        store.make_current(version, cutoff, profiles)
-        removed = sorted(v for v in store.versions() if v != version)
-        for old in removed:
-            store.delete_version(old)
-        logger.info(
-            "batch views version %d: %d profiles before cutoff %s (previous %s), removed %s",
-            version,
-            profiles,
-            cutoff,
-            previous,
-            removed,
+        for _attempt in range(MAX_ATTEMPTS):
+            result = _recompute_once(settings, spark, store, speed, keys, version)
+            if result.made_current or result.note is not None:
+                return result
+            logger.warning("an erasure started during the recomputation: computing again")
+        raise RuntimeError(
+            f"erasures started during each of {MAX_ATTEMPTS} recomputations: run it again later"
         )
-        return BatchViewVersion(version, cutoff, profiles, removed)
     finally:
         cluster.shutdown()
+
+
+def _recompute_once(
+    settings: Settings,
+    spark: SparkSession,
+    store: BatchViewStore,
+    speed: CassandraSpeedStore,
+    keys: SubjectKeyStore,
+    version: int | None,
+) -> BatchViewVersion:
+    started_at = datetime.now(UTC)
+    # Read before the erased subjects: an erasure logs its subject, then takes its sequence number.
+    erasure_seq = store.erasure_seq()
+    erased = keys.erased_pseudonyms()
+    speed_batch_id, horizon = choose_horizon(
+        archived_end_offsets(spark, settings), speed.batch_end_offsets(settings.speed_layer.job_name)
+    )
+    version = version if version is not None else int(started_at.timestamp() * 1000)
+    silver = (
+        spark.read.format("delta").load(str(settings.paths.silver_table))
+        if _has_silver(spark, settings)
+        else None
+    )
+    window_duration = settings.profiles.window_duration
+    windows: list[dict[str, Any]] = []
+    totals: list[dict[str, Any]] = []
+    newest_event = None
+    profiles = 0
+    if silver is not None:
+        copies = within_horizon(silver, horizon)
+        if erased:
+            gone = spark.createDataFrame([(pseudonym,) for pseudonym in erased], "subject_pseudonym string")
+            copies = copies.join(F.broadcast(gone), "subject_pseudonym", "left_anti")
+        counted = counted_profiles(
+            copies.select(*COPY_COLUMNS), settings.profiles.minimum_age, window_duration
+        )
+        counts = age_counts(counted).persist(StorageLevel.MEMORY_AND_DISK)
+        window_seconds = window_seconds_of(window_duration)
+        windows = [
+            {**row, "window_end": row["window_start"] + timedelta(seconds=window_seconds)}
+            for row in collect_dicts(window_views(counts))
+        ]
+        totals = collect_dicts(total_views(counts))
+        # Every counted profile has exactly one age band.
+        profiles = sum(row["profiles"] for row in totals if row["dimension"] == "age_band")
+        counts.unpersist()
+        newest_event = as_utc(copies.agg(F.max("fetched_at")).first()[0])
+    window_seconds = window_seconds_of(window_duration)
+    cutoff = window_floor(newest_event, window_seconds) if newest_event is not None else None
+    store.write_version(version, totals, windows)
+    view = BatchCurrent(
+        version, cutoff, profiles, datetime.now(UTC), speed_batch_id, horizon, erasures_seen=erasure_seq
+    )
+    waiting = [
+        correction.seq
+        for correction in store.corrections()
+        if correction.seq <= erasure_seq
+        and correction.speed_batch_id is not None
+        and (speed_batch_id is None or correction.speed_batch_id > speed_batch_id)
+    ]
+    if waiting:
+        # The subject's changes in the speed batches after this view's horizon would stay counted.
+        store.delete_version(version)
+        note = (
+            f"not made current: erasures {waiting} happened after speed batch {speed_batch_id}, which the "
+            "archive has not passed yet; archive again, then recompute"
+        )
+        logger.warning("batch views version %d %s", version, note)
+        return BatchViewVersion(version, cutoff, profiles, [], speed_batch_id, made_current=False, note=note)
+    previous = store.current()
+    if not store.make_current(view, erasure_seq):
+        store.delete_version(version)
+        return BatchViewVersion(version, cutoff, profiles, [], speed_batch_id, made_current=False)
+    store.delete_corrections_through(erasure_seq)
+    removed = sorted(v for v in store.versions() if v != version)
+    for old in removed:
+        store.delete_version(old)
+    logger.info(
+        "batch views version %d: %d profiles up to speed batch %s (newest window %s; was %s), removed %s",
+        version,
+        profiles,
+        speed_batch_id,
+        cutoff,
+        previous.version if previous else None,
+        removed,
+    )
+    return BatchViewVersion(version, cutoff, profiles, removed, speed_batch_id)
+
+
+def _has_silver(spark: SparkSession, settings: Settings) -> bool:
+    return DeltaTable.isDeltaTable(spark, str(settings.paths.silver_table))

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from batch_layer.recompute import BatchViewStore
+from batch_layer.view_store import BatchCurrent, BatchViewStore
 from core.aggregates import window_floor
 from core.profile import profile_envelope
 from core.settings import Settings, get_settings
@@ -38,7 +38,7 @@ from serving.profiles import profile_documents
 from serving.snapshot import Filters, take_snapshot
 from serving.views import ServingViews, TimeRange
 from speed_layer.job import raw_document
-from speed_layer.stores import CassandraSpeedStore, mongo_raw_store
+from speed_layer.stores import CassandraSpeedStore, mongo_raw_store, partial_row
 
 WINDOW = timedelta(minutes=1)
 POOL = 5_000
@@ -65,21 +65,25 @@ def profile_pool(now: datetime) -> list[dict[str, Any]]:
 
 def aggregate(
     pool: list[dict[str, Any]], count: int, windows: list[datetime], offset: int = 0
-) -> dict[tuple[str, datetime, str], list[int]]:
-    """(dimension, window, value) -> [profiles, age sum, min, max] for ``count`` profiles over ``windows``."""
-    rows: dict[tuple[str, datetime, str], list[int]] = {}
+) -> dict[tuple[str, datetime, str], Counter[int]]:
+    """(dimension, window, value) -> profiles per age, for ``count`` profiles spread over ``windows``."""
+    rows: dict[tuple[str, datetime, str], Counter[int]] = {}
     per_window: Counter[tuple[int, int]] = Counter(
         ((offset + i) % len(pool), i % len(windows)) for i in range(count)
     )
     for (pool_index, window_index), times in per_window.items():
         entry = pool[pool_index]
         for dimension, value in entry["values"].items():
-            figures = rows.setdefault((dimension, windows[window_index], value), [0, 0, 200, 0])
-            figures[0] += times
-            figures[1] += times * entry["age"]
-            figures[2] = min(figures[2], entry["age"])
-            figures[3] = max(figures[3], entry["age"])
+            rows.setdefault((dimension, windows[window_index], value), Counter())[entry["age"]] += times
     return rows
+
+
+def view_row(ages: Counter[int]) -> dict[str, Any]:
+    """The figures of a batch view row (``core.aggregates.VIEW_COLUMNS``) from its age counts."""
+    return {
+        "profiles": sum(ages.values()), "age_sum": sum(age * n for age, n in ages.items()),
+        "age_min": min(ages), "age_max": max(ages), "ages": dict(ages),
+    }  # fmt: skip
 
 
 def load(
@@ -93,38 +97,31 @@ def load(
     batch_count = profiles * 9 // 10
     cluster, session = cassandra_session(settings)
     try:
-        keyspace = settings.cassandra.keyspace
+        keyspace, concurrency = settings.cassandra.keyspace, settings.cassandra.concurrency
         apply_schema(session, keyspace, settings.cassandra.replication_factor)
         started = time.monotonic()
         batch_rows = aggregate(pool, batch_count, batch_windows)
-        totals: dict[tuple[str, str], list[int]] = {}
-        for (dimension, _window, value), f in batch_rows.items():
-            total = totals.setdefault((dimension, value), [0, 0, 200, 0])
-            total[0], total[1] = total[0] + f[0], total[1] + f[1]
-            total[2], total[3] = min(total[2], f[2]), max(total[3], f[3])
-        batch_store = BatchViewStore(session, keyspace, concurrency=128)
+        totals: dict[tuple[str, str], Counter[int]] = {}
+        for (dimension, _window, value), ages in batch_rows.items():
+            totals.setdefault((dimension, value), Counter()).update(ages)
+        batch_store = BatchViewStore(session, keyspace, concurrency)
         batch_store.write_version(
             1,
-            [{"dimension": d, "value": v, "profiles": f[0], "age_sum": f[1], "age_min": f[2], "age_max": f[3]}
-             for (d, v), f in totals.items()],
-            [{"dimension": d, "window_start": w, "value": v, "window_end": w + WINDOW, "profiles": f[0],
-              "age_sum": f[1], "age_min": f[2], "age_max": f[3]}
-             for (d, w, v), f in batch_rows.items()],
+            [{"dimension": d, "value": v, **view_row(ages)} for (d, v), ages in totals.items()],
+            [{"dimension": d, "window_start": w, "value": v, "window_end": w + WINDOW, **view_row(ages)}
+             for (d, w, v), ages in batch_rows.items()],
         )  # fmt: skip
-        batch_store.make_current(1, cutoff, batch_count)
-        speed_store = CassandraSpeedStore(session, keyspace, concurrency=128)
+        # The view covers no speed batch: serving adds every partial (batch ids from 0 on).
+        current = BatchCurrent(1, cutoff, batch_count, now, -1, {}, 0)
+        batch_store.make_current(current, batch_store.erasure_seq())
+        speed_store = CassandraSpeedStore(session, keyspace, concurrency)
         speed_count = profiles - batch_count
         per_batch = max(1, speed_count // (speed_windows * batches))
         partials = []
         for batch_id in range(speed_windows * batches):
             window = after_cutoff[batch_id // batches]
             rows = aggregate(pool, per_batch, [window], offset=batch_id * per_batch)
-            partials.extend(
-                {"dimension": d, "window_start": w, "value": v, "batch_id": batch_id,
-                 "window_end": w + WINDOW, "profiles": f[0], "age_sum": f[1], "age_min": f[2],
-                 "age_max": f[3]}
-                for (d, w, v), f in rows.items()
-            )  # fmt: skip
+            partials.extend(partial_row(key, ages, batch_id, 0, 60) for key, ages in rows.items())
         speed_store.write_partials(partials)
         print(
             f"cassandra: batch view of {batch_count:,} profiles in {len(batch_rows):,} window rows, "

@@ -1,14 +1,15 @@
-"""Per-dimension profile counts and age statistics in tumbling event-time windows, for both layers.
+"""Per-dimension profile counts and ages in tumbling event-time windows: the views both layers keep.
 
-Each row is additive: partial aggregates of the same (dimension, value, window) from several
-micro-batches, or from the speed and the batch layer, combine by summing ``profiles`` and ``age_sum``
-and taking the min of ``age_min`` and the max of ``age_max``. The average age is therefore not stored:
-it is ``age_sum / profiles``, computed where it is read.
+The counting rule (``core.versions``) in Spark, for the batch layer: from every valid copy of every
+profile, each uuid's first copy (its window) and latest copy (its attributes, counted if old enough),
+then profiles per age for each (dimension, window, value). A view row carries those age counts
+(``ages``) besides the count, age sum, minimum and maximum, so that the speed layer's changes (which can
+remove a profile from a value) combine with it exactly. The average age is not stored: it is
+``age_sum / profiles``, computed where it is read.
 """
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame
@@ -17,51 +18,39 @@ from pyspark.sql import functions as F
 DIMENSIONS: tuple[str, ...] = ("country", "gender", "nationality", "email_domain", "age_band")
 """Profile columns the aggregates are broken down by."""
 
-AGGREGATED_COLUMNS: tuple[str, ...] = ("fetched_at", "age", *DIMENSIONS)
-"""The profile columns ``window_aggregates`` reads."""
+COPY_COLUMNS: tuple[str, ...] = ("uuid", "fetched_at", "partition", "offset", "age", *DIMENSIONS)
+"""The columns of a transformed copy (``core.transformations.transform_profiles``) the rule reads."""
 
-AGGREGATED_SCHEMA = "fetched_at timestamp, age int, " + ", ".join(f"{name} string" for name in DIMENSIONS)
-"""Their types, as a Spark DDL schema (for a frame built from collected rows)."""
-
-AGGREGATE_COLUMNS: tuple[str, ...] = (
-    "dimension",
-    "value",
-    "window_start",
-    "window_end",
-    "profiles",
-    "age_sum",
-    "age_min",
-    "age_max",
-)
-"""Columns of ``window_aggregates``, in order."""
+VIEW_COLUMNS: tuple[str, ...] = ("profiles", "age_sum", "age_min", "age_max", "ages")
+"""The measures of a view row: count, age sum, youngest, oldest, and profiles per age."""
 
 
-def window_aggregates(profiles: DataFrame, window_duration: str = "1 minute") -> DataFrame:
-    """Profile count and age sum, min and max per dimension value and tumbling window of ``fetched_at``.
+def counted_profiles(copies: DataFrame, minimum_age: int, window_duration: str) -> DataFrame:
+    """One row per counted uuid of ``copies`` (every valid copy, ``COPY_COLUMNS``): the window of its
+    first copy (``window_start``), and the age and dimension values of its latest copy.
 
-    Input: profiles of ``core.transformations.transform_profiles`` (``fetched_at``, ``age`` and the
-    ``DIMENSIONS``). Output: ``AGGREGATE_COLUMNS``; average age = ``age_sum / profiles``. A null dimension
-    value (impossible for a valid envelope) is left out of that dimension's counts. A streaming caller
-    sets its watermark on ``fetched_at`` before calling.
+    ``core.versions``' rule: copies ordered by (``fetched_at``, ``partition``, ``offset``); a uuid is
+    counted when its latest copy is at least ``minimum_age``. A max of structs compares their fields in
+    order, so the latest copy's struct carries its attributes along.
     """
-    unpivot, measures, output = _aggregate_columns(window_duration)
-    return (
-        profiles.select(*unpivot)
-        .select("window", "age", "pair.dimension", "pair.value")
-        .where(F.col("value").isNotNull())
-        .groupBy("dimension", "value", "window")
-        .agg(*measures)
-        .select(*output)
+    sighting = F.struct("fetched_at", "partition", "offset")
+    latest = F.struct("fetched_at", "partition", "offset", "age", *DIMENSIONS)
+    per_uuid = copies.groupBy("uuid").agg(F.min(sighting).alias("first"), F.max(latest).alias("latest"))
+    counted = per_uuid.where(F.col("latest.age") >= F.lit(minimum_age))
+    return counted.select(
+        F.window("first.fetched_at", window_duration).getField("start").alias("window_start"),
+        F.col("latest.age").alias("age"),
+        *(F.col("latest").getField(name).alias(name) for name in DIMENSIONS),
     )
 
 
-@functools.cache  # built once per window length and reused on every frame (the speed layer's batches)
-def _aggregate_columns(
-    window_duration: str,
-) -> tuple[tuple[Column, ...], tuple[Column, ...], tuple[Column, ...]]:
-    """The expressions of ``window_aggregates``: the unpivot, the measures, the output columns."""
-    # One row per (profile, dimension): a single groupBy then covers every dimension in one shuffle.
-    by_dimension = F.explode(
+def age_counts(counted: DataFrame) -> DataFrame:
+    """Profiles per (``dimension``, ``window_start``, ``value``, ``age``) of ``counted_profiles``.
+
+    One row per profile and dimension first, so a single group-by covers every dimension in one shuffle.
+    A null value (impossible for a valid envelope) is left out of its dimension.
+    """
+    pairs = F.explode(
         F.array(
             *(
                 F.struct(F.lit(name).alias("dimension"), F.col(name).cast("string").alias("value"))
@@ -69,25 +58,34 @@ def _aggregate_columns(
             )
         )
     )
-    unpivot = (
-        F.window("fetched_at", window_duration).alias("window"),
-        F.col("age"),
-        by_dimension.alias("pair"),
+    return (
+        counted.select("window_start", "age", pairs.alias("pair"))
+        .select("window_start", "age", "pair.dimension", "pair.value")
+        .where(F.col("value").isNotNull())
+        .groupBy("dimension", "window_start", "value", "age")
+        .agg(F.count(F.lit(1)).alias("profiles"))
     )
-    measures = (
-        F.count(F.lit(1)).alias("profiles"),
-        F.sum("age").alias("age_sum"),
+
+
+def _measures() -> tuple[Column, ...]:
+    return (
+        F.sum("profiles").alias("profiles"),
+        F.sum(F.col("age") * F.col("profiles")).alias("age_sum"),
         F.min("age").alias("age_min"),
         F.max("age").alias("age_max"),
+        F.map_from_entries(F.collect_list(F.struct("age", "profiles"))).alias("ages"),
     )
-    output = (
-        F.col("dimension"),
-        F.col("value"),
-        F.col("window.start").alias("window_start"),
-        F.col("window.end").alias("window_end"),
-        *(F.col(name) for name in ("profiles", "age_sum", "age_min", "age_max")),
-    )
-    return unpivot, measures, output
+
+
+def window_views(counts: DataFrame) -> DataFrame:
+    """View rows per (``dimension``, ``window_start``, ``value``) from ``age_counts``."""
+    return counts.groupBy("dimension", "window_start", "value").agg(*_measures())
+
+
+def total_views(counts: DataFrame) -> DataFrame:
+    """All-time view rows per (``dimension``, ``value``) from ``age_counts``."""
+    by_age = counts.groupBy("dimension", "value", "age").agg(F.sum("profiles").alias("profiles"))
+    return by_age.groupBy("dimension", "value").agg(*_measures())
 
 
 def window_seconds_of(window_duration: str) -> int:

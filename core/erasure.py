@@ -5,14 +5,16 @@ Why in ``core/``: like retention, erasure reaches every store of both layers, an
 Order matters, and every step can be run again (a failed erasure is finished by running it again):
 
 1. **Log and shred.** The erasure is logged under the keyed pseudonym of the uuid (never the uuid or any
-   personal data), which is also how the producer recognises a subject not to publish again; then the
-   subject's data key is deleted. From that moment every sealed copy of the subject's profiles in the
-   Kafka topic (and in the archive, until step 4) is unreadable: the topic cannot be rewritten, so this
-   is how the erasure reaches it.
-2. **Speed views.** For each dimension, a correction partial (-1 profile, minus the age) is written
-   under a batch id of its own, derived from the uuid, in the window the speed layer counted the subject
-   in: readers sum partials, so the subject stops counting at once, and a second run overwrites the same
-   row. The min and max ages of that window are not corrected (the next batch recomputation does).
+   personal data), which is also how the producer recognises a subject not to publish again, and how
+   every later batch recomputation leaves the subject out; it takes the next erasure sequence number
+   (a lightweight transaction on ``batch_current``: a recomputation that started before cannot become
+   current after). Then the subject's data key is deleted. From that moment every sealed copy of the
+   subject's profiles in the Kafka topic (and in the archive, until step 4) is unreadable: the topic
+   cannot be rewritten, so this is how the erasure reaches it.
+2. **Merged view.** The subject's contribution as the speed layer counts it (``core.versions``) is
+   recorded as an erasure correction, which serving subtracts until a batch view that leaves the
+   subject out is current; so the subject stops counting at once, its age included in the minimum and
+   maximum.
 3. **Serving stores.** The pseudonymized ``profiles`` row, the MongoDB raw document, its latest-profiles
    copy and the dead letters keyed by the uuid are deleted.
 4. **Lake.** Delta ``DELETE`` of the subject's archive records and silver rows, a ``REORG ... PURGE`` (so
@@ -24,9 +26,8 @@ Order matters, and every step can be run again (a failed erasure is finished by 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
 from pathlib import Path
 
 from cassandra.cluster import Session
@@ -36,12 +37,16 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from core.aggregates import DIMENSIONS, window_floor, window_seconds_of
+from batch_layer.view_store import BatchViewStore, ErasureCorrection
+from core.aggregates import window_seconds_of
 from core.pseudonymization import hmac_sha256_hex_column, pseudonym
 from core.settings import Settings
+from core.spark import row_dict
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.subject_keys import SubjectKeyStore, subject_pseudonym
+from core.versions import ProfileCopy, ProfileState, contribution, fold
 from infra.cassandra_schema import apply_schema
+from speed_layer.stores import CassandraSpeedStore
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +61,6 @@ class ErasureReport:
     removed: dict[str, int] = field(default_factory=dict)
     """Store -> records (rows, documents, keys) removed."""
     notes: list[str] = field(default_factory=list)
-
-
-def correction_batch_id(uuid: str) -> int:
-    """The speed-aggregate batch id of a subject's erasure correction: negative (Spark's batch ids never
-    are) and fixed per uuid, so running the erasure again overwrites the same correction."""
-    return -1 - int(uuid.replace("-", ""), 16) % (1 << 62)
 
 
 def subjects_with_email(
@@ -87,44 +86,51 @@ def subjects_with_email(
     return uuids
 
 
-def correct_speed_views(session: Session, settings: Settings, uuid: str) -> int:
-    """Write the subject's correction partials where the speed layer counted it; the rows written."""
-    keyspace = settings.cassandra.keyspace
-    profile = session.execute(
-        f"SELECT fetched_at, first_batch_id, age, {', '.join(DIMENSIONS)} FROM {keyspace}.profiles "
-        "WHERE uuid = %s",
-        (uuid,),
-    ).one()
-    if profile is None:
-        return 0
+def correct_merged_view(
+    session: Session, spark: SparkSession, settings: Settings, uuid: str, seq: int
+) -> int:
+    """Record what the merged view must stop counting of the subject until a batch view leaves it out,
+    tagged with the erasure's sequence number and the speed layer's last batch: its contribution as the
+    speed layer last had it (``core.versions``), or, when the current batch view covers the archive
+    without the speed layer, as that view counts it (from its silver copies). 1 when it was counted."""
+    keyspace, cassandra = settings.cassandra.keyspace, settings.cassandra
+    speed = CassandraSpeedStore(session, keyspace, cassandra.concurrency)
+    views = BatchViewStore(session, keyspace, cassandra.concurrency)
     window_seconds = window_seconds_of(settings.profiles.window_duration)
-    window_start = window_floor(profile.fetched_at.replace(tzinfo=UTC), window_seconds)
-    counted = session.prepare(
-        f"SELECT profiles FROM {keyspace}.speed_aggregates "
-        "WHERE dimension = ? AND window_start = ? AND value = ? AND batch_id = ?"
+    current = views.current()
+    if current is not None and current.speed_batch_id is None:
+        state = silver_state(spark, settings, uuid, current.horizon)
+    else:
+        stored = speed.states([uuid]).get(uuid)
+        state = stored.state if stored else None
+    counted = contribution(state, window_seconds)
+    if counted is None:
+        return 0
+    last_batch = next(iter(speed.batch_end_offsets(settings.speed_layer.job_name)), (None, {}))[0]
+    views.add_correction(
+        ErasureCorrection(seq, last_batch, counted.window_start, counted.age, dict(counted.values))
     )
-    correct = session.prepare(
-        f"INSERT INTO {keyspace}.speed_aggregates (dimension, window_start, value, batch_id, window_end, "
-        "profiles, age_sum) VALUES (?, ?, ?, ?, ?, -1, ?)"
+    return 1
+
+
+def silver_state(
+    spark: SparkSession, settings: Settings, uuid: str, horizon: Mapping[int, int]
+) -> ProfileState | None:
+    """The subject's state from its silver copies before ``horizon`` (what a batch view counts)."""
+    silver = str(settings.paths.silver_table)
+    if not DeltaTable.isDeltaTable(spark, silver):
+        return None
+    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    rows = (
+        spark.read.format("delta")
+        .load(silver)
+        .where(F.col("subject_pseudonym") == F.lit(subject_pseudonym(uuid, key)))
+        .collect()  # one subject's copies: a handful of rows
     )
-    window_end = window_start + timedelta(seconds=window_seconds)
-    written = 0
-    for dimension in DIMENSIONS:
-        value = getattr(profile, dimension)
-        if value is None:
-            continue
-        # Only where the subject's partial still exists: an expired window (TTL) must not go negative.
-        if (
-            session.execute(counted, (dimension, window_start, str(value), profile.first_batch_id)).one()
-            is None
-        ):
-            continue
-        session.execute(
-            correct,
-            (dimension, window_start, str(value), correction_batch_id(uuid), window_end, -(profile.age or 0)),
-        )
-        written += 1
-    return written
+    copies = [
+        ProfileCopy.from_row(row_dict(row)) for row in rows if row.offset < horizon.get(row.partition, 0)
+    ]
+    return fold(None, copies, settings.profiles.minimum_age)
 
 
 def delete_profile_row(session: Session, settings: Settings, uuid: str) -> int:
@@ -195,9 +201,7 @@ def erase_from_lake(spark: SparkSession, settings: Settings, uuid: str) -> dict[
     )
     if archived is not None:
         removed["Delta archive"] = archived
-    silvered = purge_rows(
-        spark, settings.paths.silver_table, hmac_sha256_hex_column(F.col("uuid"), key) == subject
-    )
+    silvered = purge_rows(spark, settings.paths.silver_table, F.col("subject_pseudonym") == subject)
     if silvered is not None:
         removed["Delta silver"] = silvered
     return removed
@@ -214,9 +218,13 @@ def erase_subject(
     """Erase one subject from every store (see the module docstring for the order and why)."""
     key = settings.secrets.pseudonymization_key.get_secret_value().encode()
     keys = SubjectKeyStore(session, settings.cassandra.keyspace, key)
+    # Logged before its sequence number is taken: a recomputation that sees the number sees the subject.
     report = ErasureReport(keys.log_erasure(uuid, requested_by, {}))
+    seq = BatchViewStore(
+        session, settings.cassandra.keyspace, settings.cassandra.concurrency
+    ).next_erasure_seq()
     report.removed["Cassandra subject_keys"] = int(keys.delete_key(uuid))
-    report.removed["Cassandra speed_aggregates corrections"] = correct_speed_views(session, settings, uuid)
+    report.removed["merged view corrections"] = correct_merged_view(session, spark, settings, uuid, seq)
     report.removed["Cassandra profiles"] = delete_profile_row(session, settings, uuid)
     report.removed.update(erase_from_mongo(database, settings, uuid))
     report.removed.update(erase_from_lake(spark, settings, uuid))

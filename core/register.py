@@ -287,18 +287,25 @@ _CURRENT_VERSION_ONLY = (
 
 CASSANDRA_PROFILES = _table(
     "profiles",
-    "one row per adult profile (the first version received): derived fields and pseudonyms, no name, "
-    "e-mail, phone or street address in clear",
+    "one row per profile the speed layer has seen: where and when its first and latest copies were seen "
+    "and, when it is counted (its latest copy is adult), the latest copy's derived fields and pseudonyms; "
+    "no name, e-mail, phone or street address in clear. Of a minor, only the sightings",
     f"{_RETENTION.profiles_days} days (`retention.profiles_days`): the table's default_time_to_live "
     f"({_RETENTION.profiles_days * 86_400} s, set from the setting by {_JOB}) expires each row that long "
     "after it is written, and the job deletes the rows whose `fetched_at` is older (rows written before "
     "the TTL was set). A profile seen again after it expired is stored and counted as new.",
 )
-SPEED_AGGREGATES = _table(
-    "speed_aggregates",
-    "partial aggregates of one micro-batch per dimension value and 1-minute window; no minimum group "
-    "size, so a value counted once gives away one person's age",
+SPEED_PARTIALS = _table(
+    "speed_partials",
+    "what one task of one micro-batch changed per dimension value and 1-minute window (profiles and "
+    "ages added or removed); no minimum group size, so a value counted once gives away one person's age",
     f"{_SPEED_VIEWS} `window_start`.",
+)
+ERASURE_CORRECTIONS = _table(
+    "erasure_corrections",
+    "per pending erasure, what the merged view subtracts until a batch view leaves the subject out: a "
+    "window, an age and one value per dimension, no identifier",
+    "until a batch view that absorbed the erasure is current (then deleted by the recomputation).",
 )
 SPEED_WINDOWS = _table(
     "speed_windows", "which windows have speed aggregates, per dimension", f"{_SPEED_VIEWS} `window_start`."
@@ -370,10 +377,11 @@ STORES: tuple[Store, ...] = (
     MONGO_LATEST_PROFILES,
     MONGO_DEAD_LETTERS,
     CASSANDRA_PROFILES,
-    SPEED_AGGREGATES,
+    SPEED_PARTIALS,
     SPEED_WINDOWS,
     STREAM_BATCHES,
     BATCH_CURRENT,
+    ERASURE_CORRECTIONS,
     BATCH_AGGREGATES,
     BATCH_WINDOW_AGGREGATES,
     BATCH_WINDOWS,
@@ -510,18 +518,34 @@ def _transformed_profile(store: Store, partition: str, offset: str) -> list[Fiel
     ]
 
 
-def _aggregates(store: Store, keys: dict[str, str]) -> list[FieldDeclaration]:
-    """The fields of ``core.aggregates.window_aggregates`` a view keeps, after its own key fields."""
+_MEASURES: dict[str, tuple[Category, str]] = {
+    "profiles": (_O, "number of profiles with that value"),
+    "age_sum": (_Q, "sum of their ages (the age when profiles = 1)"),
+    "age_min": (_Q, "youngest age among them"),
+    "age_max": (_Q, "oldest age among them"),
+    "added_min": (_Q, "youngest age among the profiles added"),
+    "added_max": (_Q, "oldest age among the profiles added"),
+    "removals": (_O, "number of profiles removed from the value"),
+    "ages": (_Q, "profiles per age (negative for a change that removed them)"),
+}
+
+
+def _aggregates(
+    store: Store,
+    keys: dict[str, str],
+    measures: tuple[str, ...] = ("profiles", "age_sum", "age_min", "age_max", "ages"),
+) -> list[FieldDeclaration]:
+    """The fields of a view row (``core.aggregates``) a view keeps, after its own key fields."""
     aggregated = Protection.AGGREGATED
     return [
         *_technical(store, keys, ANALYTICS),
         _field(
             store, "value", _Q, aggregated, ANALYTICS, "a value of the dimension (a country, a domain...)"
         ),
-        _field(store, "profiles", _O, aggregated, ANALYTICS, "number of profiles with that value"),
-        _field(store, "age_sum", _Q, aggregated, ANALYTICS, "sum of their ages (the age when profiles = 1)"),
-        _field(store, "age_min", _Q, aggregated, ANALYTICS, "youngest age among them"),
-        _field(store, "age_max", _Q, aggregated, ANALYTICS, "oldest age among them"),
+        *(
+            _field(store, name, _MEASURES[name][0], aggregated, ANALYTICS, _MEASURES[name][1])
+            for name in measures
+        ),
     ]
 
 
@@ -617,10 +641,34 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
     ),
     # Cassandra: the speed layer's profiles and views, the batch views.
     *_transformed_profile(CASSANDRA_PROFILES, "kafka_partition", "kafka_offset"),
-    *_technical(CASSANDRA_PROFILES, {"first_batch_id": "micro-batch that first stored the uuid"}),
+    *_technical(
+        CASSANDRA_PROFILES,
+        {
+            "first_fetched_at": "when the first copy was fetched (the window it is counted in)",
+            "first_partition": "Kafka partition of the first copy",
+            "first_offset": "Kafka offset of the first copy",
+            "counted": "whether the latest copy is counted (old enough)",
+            "last_batch_id": "the micro-batch that last changed the row",
+        },
+    ),
+    _field(
+        CASSANDRA_PROFILES,
+        "previous",
+        _Q,
+        Protection.PSEUDONYMIZED,
+        OPERATIONS,
+        "the row's state before its last micro-batch (the same derived fields and pseudonyms), so that a "
+        "replayed batch starts from it",
+    ),
     *_aggregates(
-        SPEED_AGGREGATES,
-        {"dimension": "the dimension (country, gender, ...)", **_WINDOW, "batch_id": "micro-batch id"},
+        SPEED_PARTIALS,
+        {
+            "dimension": "the dimension (country, gender, ...)",
+            **_WINDOW,
+            "batch_id": "micro-batch id",
+            "task": "the task (Kafka partition) of the micro-batch",
+        },
+        measures=("profiles", "age_sum", "added_min", "added_max", "removals", "ages"),
     ),
     *_technical(SPEED_WINDOWS, {"dimension": "the dimension", "window_start": _WINDOW["window_start"]}),
     *_technical(
@@ -639,6 +687,8 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
             "rows_per_s": "processing rate",
             "max_event_time": "newest fetched_at in the batch",
             "kafka_lag": "records behind the topic's end, per partition",
+            "end_offsets": "the Kafka offsets after the batch, per partition",
+            "windows": "the windows its partials changed",
         },
     ),
     *_technical(
@@ -649,7 +699,29 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
             "cutoff": "event time up to which the view is complete",
             "profiles": "profiles counted in the view",
             "computed_at": "when the version was made current",
+            "speed_batch_id": "the last speed micro-batch whose records the view covers",
+            "horizon": "the Kafka offsets the view covers, per partition",
+            "erasures_seen": "the last erasure the view leaves out (sequence number)",
+            "erasure_seq": "the sequence number of the last erasure",
         },
+    ),
+    *_technical(
+        ERASURE_CORRECTIONS,
+        {
+            "view_name": "name of the view",
+            "seq": "the erasure's sequence number",
+            "speed_batch_id": "the speed layer's last micro-batch when the erasure ran",
+            **{"window_start": _WINDOW["window_start"]},
+        },
+    ),
+    _field(ERASURE_CORRECTIONS, "age", _Q, Protection.AGGREGATED, ANALYTICS, "the erased subject's age"),
+    _field(
+        ERASURE_CORRECTIONS,
+        "dimension_values",
+        _Q,
+        Protection.AGGREGATED,
+        ANALYTICS,
+        "the erased subject's value of each dimension (country, gender, ...), no identifier",
     ),
     *_aggregates(BATCH_AGGREGATES, {"version": "view version", "dimension": "the dimension"}),
     *_aggregates(
@@ -706,6 +778,14 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
     ),
     *_transformed_profile(DELTA_SILVER, "partition", "offset"),
     *_technical(DELTA_SILVER, {"ingestion_date": "UTC ingestion day of the archived record (partition)"}),
+    _field(
+        DELTA_SILVER,
+        "subject_pseudonym",
+        _D,
+        Protection.PSEUDONYMIZED,
+        LINKAGE,
+        "keyed pseudonym of the uuid: how erasure finds the subject's rows without a uuid in the Delta log",
+    ),
 )
 """Every stored field of every store, once."""
 

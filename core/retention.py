@@ -13,7 +13,7 @@ is asked to as well:
   reaches them. The broker deletes whole segments, so a record may outlive the setting by up to a
   segment's age.
 - **Cassandra**: ``default_time_to_live`` on the tables whose rows expire a fixed time after they are
-  written (``profiles``; ``speed_aggregates``, ``speed_windows``, ``stream_batches``), taken from the
+  written (``profiles``; ``speed_partials``, ``speed_windows``, ``stream_batches``), taken from the
   settings and altered here when they differ. It is not in a CQL migration: a migration is applied
   once, so a value templated into it would ignore later changes of the setting, and a table's default
   TTL only applies to rows written after it is set. Rows written before (or under a longer TTL) are
@@ -82,10 +82,10 @@ class CassandraTable:
 CASSANDRA_TABLES: tuple[CassandraTable, ...] = (
     CassandraTable("profiles", "profiles_days", "fetched_at", ("uuid",)),
     CassandraTable(
-        "speed_aggregates",
+        "speed_partials",
         "speed_views_days",
         "window_start",
-        ("dimension", "window_start", "value", "batch_id"),
+        ("dimension", "window_start", "value", "batch_id", "task"),
     ),
     CassandraTable("speed_windows", "speed_views_days", "window_start", ("dimension", "window_start")),
     CassandraTable("stream_batches", "speed_views_days", "processed_at", ("job", "batch_id")),

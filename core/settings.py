@@ -124,6 +124,9 @@ class MongoSettings(_Section):
     """The newest raw documents only (a copy), for the dashboard: FerretDB sorts by scanning everything."""
     latest_profiles_kept: int = 200
     """How many documents ``latest_profiles_collection`` keeps (the newest by ``fetched_at``)."""
+    bulk_statements: PositiveInt = 50
+    """Statements per ``bulk_write``: FerretDB holds a connection of its pool (100 per database) per
+    statement until the command ends, and never answers a bulk larger than the pool."""
     server_selection_timeout_s: float = 10.0
     """How long a MongoDB call waits for a reachable server before it fails."""
     username: str | None = None
@@ -149,6 +152,9 @@ class SparkSettings(_Section):
     """Heap of the Spark driver JVM (local mode runs executors inside it)."""
     ui_enabled: bool = False
     """Whether to start the Spark web UI (off for tests and the demo)."""
+    python: str | None = None
+    """Python executable of the executors' Python workers (``spark.pyspark.python``); by default the
+    interpreter that runs the job. On a cluster, one with the project and its dependencies installed."""
     delta_snapshot_partitions: int = 2
     """Partitions Delta rebuilds a table's state from its log in (its default, 50, suits clusters):
     with 50 tasks, every commit and first read of a table took 2.5-4.5 s on two cores, ~0.5 s with 2."""
@@ -224,7 +230,7 @@ class RetentionSettings(_Section):
     """Cassandra ``profiles`` (pseudonymized), by ``fetched_at`` and as the table's default TTL. A
     profile seen again after it expired is counted as new."""
     speed_views_days: PositiveInt = 7
-    """Cassandra ``speed_aggregates``, ``speed_windows`` and ``stream_batches`` rows (by window start
+    """Cassandra ``speed_partials``, ``speed_windows`` and ``stream_batches`` rows (by window start
     or processing time, and as their default TTL): the batch views take over once recomputed."""
     archive_days: PositiveInt = 90
     """Delta archive and silver partitions, by UTC ingestion day: the batch views can be recomputed

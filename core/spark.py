@@ -8,13 +8,16 @@ the artifacts pyspark lacks are passed in ``spark.jars``.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyspark
-from pyspark.sql import DataFrame, Row, SparkSession
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import DataFrame, Observation, Row, SparkSession
 
 from core.settings import Settings
 
@@ -69,6 +72,11 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
     """
     spark = settings.spark
     lake_dir = settings.paths.lake_dir
+    # Python workers run the project's code (the speed layer's writes, the batch layer's dead letters):
+    # they need an interpreter with its packages, this one unless told otherwise. PySpark takes the
+    # workers' interpreter from PYSPARK_PYTHON when the context starts (the setting alone is not read).
+    python = spark.python or sys.executable
+    os.environ["PYSPARK_PYTHON"] = python
     lake_dir.mkdir(parents=True, exist_ok=True)
     builder = (
         SparkSession.builder.appName(app_name)
@@ -92,11 +100,23 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.warehouse.dir", str(lake_dir / "warehouse"))
+        .config("spark.pyspark.python", python)
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
     )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def observed(observation: Observation) -> dict[str, Any] | None:
+    """The metrics of an ``Observation`` once its action ran; None when Spark removed the observed node
+    from the plan because it knew the input was empty (an empty Delta table: no metrics at all)."""
+    try:
+        return dict(observation.get)
+    except Py4JJavaError as error:
+        if "PythonSQLUtils.toPyRow" in str(error):
+            return None
+        raise
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

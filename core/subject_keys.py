@@ -90,6 +90,11 @@ class SubjectKeyStore:
         )  # fmt: skip
         return {by_pseudonym[row.subject_pseudonym] for result in results for row in result.result_or_exc}
 
+    def erased_pseudonyms(self) -> list[str]:
+        """The pseudonym of every erased subject (the erasure log is small: one row per erasure)."""
+        rows = self.session.execute(f"SELECT subject_pseudonym FROM {self.keyspace}.erasures")
+        return [row.subject_pseudonym for row in rows]
+
     def keys_creating_missing(self, uuids: Sequence[str]) -> dict[str, bytes]:
         """The data key of each uuid, created for new subjects; erased subjects get none (left out)."""
         keys = self.keys_for(uuids)

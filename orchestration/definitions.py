@@ -21,7 +21,7 @@ store so that a store that is down does not hold back the others.
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations at definition time.
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -61,7 +61,9 @@ from pyspark.sql import functions as F
 
 from batch_layer.archive import archived_end_offsets, run_archive
 from batch_layer.maintenance import maintain_lake
-from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
+from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles, within_horizon
+from batch_layer.view_store import BatchViewStore
+from core.aggregates import COPY_COLUMNS, counted_profiles
 from core.retention import (
     StoreRetention,
     enforce_cassandra,
@@ -73,6 +75,7 @@ from core.retention import (
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session, mongo_client, mongo_database
+from core.subject_keys import SubjectKeyStore
 
 ingestion_days = DailyPartitionsDefinition(
     start_date=get_settings().batch_layer.partitions_start_date.isoformat(),
@@ -194,16 +197,22 @@ def silver_profiles(context: AssetExecutionContext, userpulse: UserPulseResource
 
 
 @asset(group_name="batch_layer", deps=[silver_profiles])
-def batch_views(userpulse: UserPulseResource) -> MaterializeResult:
-    """Authoritative aggregates per dimension, all-time and per window, up to the batch cutoff (Cassandra)."""
+def batch_views(context: AssetExecutionContext, userpulse: UserPulseResource) -> MaterializeResult:
+    """Authoritative aggregates per dimension, all-time and per window, of the records up to the speed
+    layer's horizon (Cassandra)."""
     settings = userpulse.settings()
     result = recompute_batch_views(settings, userpulse.spark())
+    if result.note:
+        context.log.warning(result.note)
     return MaterializeResult(
         metadata={
             "version": result.version,
+            "made_current": result.made_current,
+            **({"speed_batch_id": result.speed_batch_id} if result.speed_batch_id is not None else {}),
             "cutoff": str(result.cutoff),
-            "profiles_before_cutoff": result.profiles,
+            "profiles": result.profiles,
             "removed_versions": str(result.removed_versions),
+            **({"note": result.note} if result.note else {}),
         }
     )
 
@@ -244,11 +253,14 @@ def archive_holds_every_offset(userpulse: UserPulseResource) -> AssetCheckResult
 
 @asset_check(asset=silver_profiles, blocking=True)
 def silver_has_no_null_uuid(userpulse: UserPulseResource) -> AssetCheckResult:
-    """Every silver profile has a uuid and an ingestion day, and each uuid appears once per day."""
+    """Every silver profile has a uuid, a subject pseudonym and an ingestion day, and each archived
+    record (Kafka partition and offset) is in silver once at most."""
     settings = userpulse.settings()
     silver = userpulse.spark().read.format("delta").load(str(settings.paths.silver_table))
-    nulls = silver.where(F.col("uuid").isNull() | F.col("ingestion_date").isNull()).count()
-    rows, distinct = silver.count(), silver.select("ingestion_date", "uuid").distinct().count()
+    nulls = silver.where(
+        F.col("uuid").isNull() | F.col("subject_pseudonym").isNull() | F.col("ingestion_date").isNull()
+    ).count()
+    rows, distinct = silver.count(), silver.select("partition", "offset").distinct().count()
     return AssetCheckResult(
         passed=nulls == 0 and rows == distinct,
         metadata={"null_uuids": nulls, "rows": rows, "distinct": distinct},
@@ -257,65 +269,59 @@ def silver_has_no_null_uuid(userpulse: UserPulseResource) -> AssetCheckResult:
 
 @asset_check(asset=batch_views)
 def batch_totals_match_silver(userpulse: UserPulseResource) -> AssetCheckResult:
-    """The current view counts exactly the silver profiles whose latest version (across days) is adult
-    and fetched before the cutoff."""
+    """The current view counts exactly the profiles the counting rule counts among the silver copies up
+    to its horizon, erased subjects left out: its all-time rows hold every one of them once."""
     settings = userpulse.settings()
     cluster, session = cassandra_session(settings)
     try:
-        current = session.execute(
-            f"SELECT version, cutoff, profiles FROM {settings.cassandra.keyspace}.batch_current "
-            "WHERE view_name = 'profiles'"
-        ).one()
-        by_gender = session.execute(
-            f"SELECT profiles FROM {settings.cassandra.keyspace}.batch_aggregates "
-            "WHERE version = %s AND dimension = 'gender'",
-            (current.version,),
-        )
-        view_total = sum(row.profiles for row in by_gender)
+        cassandra = settings.cassandra
+        store = BatchViewStore(session, cassandra.keyspace, cassandra.concurrency)
+        current = store.current()
+        key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+        erased = SubjectKeyStore(session, cassandra.keyspace, key).erased_pseudonyms()
+        view_total = sum(row.profiles for row in store.totals(current.version, "gender")) if current else 0
     finally:
         cluster.shutdown()
-    silver = userpulse.spark().read.format("delta").load(str(settings.paths.silver_table))
-    cutoff = current.cutoff.replace(tzinfo=UTC) if current.cutoff else datetime.max.replace(tzinfo=UTC)
-    # Latest version per uuid, computed otherwise than the views do (a max of structs compares fields in
-    # order: the same newest fetch, then highest Kafka coordinates, as a window ranking would).
-    latest = silver.groupBy("uuid").agg(
-        F.max(F.struct("fetched_at", "partition", "offset", "age")).alias("latest")
-    )
-    expected = latest.where(
-        (F.col("latest.age") >= settings.profiles.minimum_age) & (F.col("latest.fetched_at") < F.lit(cutoff))
+    spark = userpulse.spark()
+    silver = spark.read.format("delta").load(str(settings.paths.silver_table))
+    copies = within_horizon(silver, current.horizon if current else {})
+    copies = copies.where(~F.col("subject_pseudonym").isin(erased)) if erased else copies
+    expected = counted_profiles(
+        copies.select(*COPY_COLUMNS), settings.profiles.minimum_age, settings.profiles.window_duration
     ).count()
+    recorded = current.profiles if current else 0
     return AssetCheckResult(
-        passed=view_total == expected == current.profiles,
-        metadata={"view_total": view_total, "silver_before_cutoff": expected, "recorded": current.profiles},
+        passed=view_total == expected == recorded,
+        metadata={"view_total": view_total, "silver_within_horizon": expected, "recorded": recorded},
     )
 
 
 @asset_check(asset=batch_views)
-def cutoff_moves_forward(
+def horizon_moves_forward(
     context: AssetCheckExecutionContext, userpulse: UserPulseResource
 ) -> AssetCheckResult:
-    """The batch cutoff never moves backwards from one materialization to the next."""
+    """The batch view's horizon (the last speed batch it covers) never moves backwards from one
+    materialization to the next: a view never takes back records it covered."""
     settings = userpulse.settings()
     cluster, session = cassandra_session(settings)
     try:
-        current = session.execute(
-            f"SELECT cutoff FROM {settings.cassandra.keyspace}.batch_current WHERE view_name = 'profiles'"
-        ).one()
+        current = BatchViewStore(
+            session, settings.cassandra.keyspace, settings.cassandra.concurrency
+        ).current()
     finally:
         cluster.shutdown()
     history = [
-        record.asset_materialization.metadata.get("cutoff")
+        record.asset_materialization.metadata.get("speed_batch_id")
         for record in context.instance.fetch_materializations(batch_views.key, limit=2).records
         if record.asset_materialization is not None
     ]
     earlier = history[1].value if len(history) > 1 and history[1] is not None else None
-    now = str(current.cutoff.replace(tzinfo=UTC)) if current and current.cutoff else "None"
-    # Same format on both sides ("YYYY-MM-DD HH:MM:SS+00:00"), so text order is time order.
-    passed = earlier in (None, "None") or now >= earlier
+    now = current.speed_batch_id if current else None
+    passed = earlier is None or now is None or now >= earlier
     return AssetCheckResult(
         passed=passed,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"cutoff": now, "previous_cutoff": str(earlier)},
+        metadata={"speed_batch_id": str(now), "previous_speed_batch_id": str(earlier)},
     )
 
 
@@ -464,7 +470,7 @@ defs = Definitions(
         archive_holds_every_offset,
         silver_has_no_null_uuid,
         batch_totals_match_silver,
-        cutoff_moves_forward,
+        horizon_moves_forward,
     ],
     jobs=[archive_job, refresh_job, maintenance_job, retention_job],
     schedules=[every_15_minutes, nightly_maintenance, nightly_retention],

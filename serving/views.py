@@ -1,46 +1,51 @@
-"""The merged Lambda view: batch views up to the batch cutoff plus speed windows from the cutoff on.
+"""The merged Lambda view: the batch view up to its horizon, plus the speed layer's partials after it.
 
-The batch layer's current version is complete for every window that starts before its cutoff (a window
-boundary); the speed layer stores per-micro-batch partial aggregates per window. So for any dimension
+The current batch view covers the records of the speed layer's micro-batches up to one of them (its
+horizon, ``speed_batch_id``), counted by the rule of ``core.versions``; the speed layer's partials of the
+later batches are the changes those records made. So for any dimension
 
-    merged = batch rows of windows < cutoff  +  speed partials of windows >= cutoff
+    merged = batch view rows  +  speed partials of batches after the horizon  -  pending erasures
 
-and no window is counted by both sides or by neither. With no batch view yet, the cutoff is "the
-beginning of time" and the answer is the speed view alone. Averages are ``age_sum / profiles`` of the
-merged sums, never averages of averages.
+and every record is counted by exactly one layer (``docs/architecture.md``). The split is by position
+in Kafka, not by event time: a re-fetch or a late copy may change a window the batch view covers, and
+its partial says so. Without a batch view the answer is the speed partials alone. Averages are
+``age_sum / profiles`` of the merged sums, never averages of averages; the minimum and maximum come
+from profiles per age whenever a profile left a value (a re-fetch, an erasure), since a minimum cannot
+be subtracted.
 
-A query reads the current batch version once and uses it throughout; if a recomputation switched the
-version (and so may have deleted the one being read) before the query finished, the query starts again.
-Every read names its partitions (dimension, window, version): nothing here scans a table.
+A query reads the current batch view once and uses it throughout; if a recomputation made another
+version current (and so may have deleted the one being read) before the query finished, the query
+starts again. Every read names its partitions (dimension, window, version): nothing here scans a table.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from cassandra.cluster import Session
-from cassandra.concurrent import execute_concurrent_with_args
-from cassandra.query import PreparedStatement
 
+from batch_layer.view_store import BatchCurrent, BatchViewStore, ErasureCorrection
 from core.aggregates import DIMENSIONS
+from speed_layer.stores import CassandraSpeedStore, SpeedProgress
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-VIEW_NAME = "profiles"
-"""The row of ``batch_current`` the batch layer keeps (see ``batch_layer.recompute``)."""
+__all__ = ["BatchCurrent", "SpeedProgress"]
 
 TOTAL_DIMENSION = "age_band"
-"""Every stored profile has an age, so this dimension's values sum to all profiles of a window."""
+"""Every counted profile has an age band, so this dimension's values sum to all profiles of a window."""
 
 MAX_VERSION_RETRIES = 3
 """Restarts of a query that raced a batch-version switch before it gives up and says so."""
 
-IN_CHUNK = 100
-"""Window starts per ``IN`` query: large enough to be few queries, small enough for the coordinator."""
+EPOCH = datetime.fromtimestamp(0, UTC)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class ViewChangedError(RuntimeError):
@@ -49,13 +54,17 @@ class ViewChangedError(RuntimeError):
 
 @dataclass(frozen=True)
 class Partial:
-    """One additive aggregate row: a batch row, or one speed micro-batch's partial."""
+    """One additive row of a value: a batch view row, the speed partials of a window, a correction."""
 
     value: str
     profiles: int
     age_sum: int
     age_min: int | None
     age_max: int | None
+    removals: int = 0
+    """Profiles that left the value in it (its minimum and maximum then need the ages)."""
+    ages: Callable[[], Counter[int]] | None = None
+    """Profiles per age, read on demand (only when some profile left the value)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class ValueFigures:
     age_max: int | None
     batch_profiles: int
     speed_profiles: int
+    """The speed layer's net share: its partials after the horizon, less pending erasures."""
 
     @property
     def average_age(self) -> float | None:
@@ -76,29 +86,8 @@ class ValueFigures:
 
 
 @dataclass(frozen=True)
-class BatchCurrent:
-    """The batch view serving uses: its version, cutoff and when it was computed."""
-
-    version: int
-    cutoff: datetime | None
-    profiles: int
-    computed_at: datetime | None
-
-
-@dataclass(frozen=True)
-class SpeedProgress:
-    """The speed layer's latest micro-batch, as its metrics row tells."""
-
-    processed_at: datetime
-    max_event_time: datetime | None
-    kafka_lag: int | None
-    """Records waiting in the topic after that batch (all partitions), if the job could tell."""
-    late_rows_dropped: int
-
-
-@dataclass(frozen=True)
 class Freshness:
-    """How fresh an answer is: where the batch view ends and how far the speed side has got."""
+    """How fresh an answer is: what the batch view covers and how far the speed side has got."""
 
     batch: BatchCurrent | None
     last_speed_window: datetime | None
@@ -151,12 +140,12 @@ class DimensionView:
 
 @dataclass(frozen=True)
 class WindowCount:
-    """Profiles of one event-time window (of one dimension value, or all), and the layer that gave it."""
+    """Profiles of one event-time window (of one dimension value, or all), and the layers that gave it."""
 
     window_start: datetime
     profiles: int
     layer: str
-    """``batch`` for windows before the cutoff, ``speed`` from it on."""
+    """``batch``, ``speed``, or ``batch + speed`` when both have rows for the window."""
 
 
 @dataclass(frozen=True)
@@ -170,155 +159,93 @@ class TimeRange:
     def is_all_time(self) -> bool:
         return self.start is None and self.end is None
 
+    def holds(self, moment: datetime) -> bool:
+        return (self.start is None or moment >= self.start) and (self.end is None or moment < self.end)
+
 
 ALL_TIME = TimeRange()
 """Every window, whenever it started."""
 
 
-@dataclass
-class _Split:
-    """Which windows each layer answers for, given the cutoff and a time range."""
-
-    batch_from: datetime | None
-    batch_until: datetime | None
-    """Exclusive; ``None`` means the batch side answers nothing."""
-    speed_from: datetime | None
-    speed_until: datetime | None
-    batch_all_time: bool = field(default=False)
-    """The batch side's all-time rows can be used as they are (no range narrows them)."""
-
-
-def split_at_cutoff(cutoff: datetime | None, has_batch: bool, time_range: TimeRange) -> _Split:
-    """Batch answers windows in ``[start, min(end, cutoff))``, speed in ``[max(start, cutoff), end)``.
-
-    Without a batch view (or with an empty one) the speed side answers every window.
-    """
-    if not has_batch or cutoff is None:
-        return _Split(None, None, time_range.start, time_range.end)
-    batch_until = cutoff if time_range.end is None else min(cutoff, time_range.end)
-    speed_from = cutoff if time_range.start is None else max(cutoff, time_range.start)
-    batch_is_empty = time_range.start is not None and time_range.start >= batch_until
-    return _Split(
-        batch_from=time_range.start,
-        batch_until=None if batch_is_empty else batch_until,
-        speed_from=speed_from,
-        speed_until=time_range.end,
-        batch_all_time=time_range.start is None and batch_until == cutoff,
-    )
-
-
 def merge_partials(batch_rows: Iterable[Partial], speed_rows: Iterable[Partial]) -> list[ValueFigures]:
-    """Sum the batch rows and speed partials of each value; largest count first, then by value. Values
-    left with no profile (every one of them erased) are left out."""
+    """Sum the batch rows and speed partials (and corrections) of each value; largest count first, then
+    by value. Values left with no profile (every one of them gone) are left out."""
     merged: dict[str, dict[str, Any]] = {}
 
     def add(row: Partial, layer: str) -> None:
         figures = merged.setdefault(
             row.value,
-            {"profiles": 0, "age_sum": 0, "age_min": None, "age_max": None, "batch": 0, "speed": 0},
+            {"profiles": 0, "age_sum": 0, "min": [], "max": [], "batch": 0, "speed": 0, "rows": []},
         )
         figures["profiles"] += row.profiles
         figures["age_sum"] += row.age_sum
         figures[layer] += row.profiles
+        figures["rows"].append(row)
         if row.age_min is not None:
-            figures["age_min"] = (
-                row.age_min if figures["age_min"] is None else min(figures["age_min"], row.age_min)
-            )
+            figures["min"].append(row.age_min)
         if row.age_max is not None:
-            figures["age_max"] = (
-                row.age_max if figures["age_max"] is None else max(figures["age_max"], row.age_max)
-            )
+            figures["max"].append(row.age_max)
 
     for row in batch_rows:
         add(row, "batch")
     for row in speed_rows:
         add(row, "speed")
-    values = [
-        ValueFigures(value, f["profiles"], f["age_sum"], f["age_min"], f["age_max"], f["batch"], f["speed"])
-        for value, f in merged.items()
-        if f["profiles"] > 0  # erasure corrections (negative partials) may leave a value with nobody
-    ]
+    values = []
+    for value, f in merged.items():
+        if f["profiles"] <= 0:
+            continue
+        if any(row.removals for row in f["rows"]):
+            # A profile left the value: only the ages of every row tell the minimum and maximum.
+            ages: Counter[int] = Counter()
+            for row in f["rows"]:
+                ages.update(row.ages() if row.ages is not None else {})
+            present = [age for age, count in ages.items() if count > 0]
+            age_min, age_max = min(present, default=None), max(present, default=None)
+        else:
+            age_min, age_max = min(f["min"], default=None), max(f["max"], default=None)
+        values.append(
+            ValueFigures(value, f["profiles"], f["age_sum"], age_min, age_max, f["batch"], f["speed"])
+        )
     return sorted(values, key=lambda v: (-v.profiles, v.value))
 
 
-def _partial(row: Any) -> Partial:
-    return Partial(row.value, row.profiles or 0, row.age_sum or 0, row.age_min, row.age_max)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """Cassandra's driver returns naive UTC datetimes."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def correction_partials(
+    corrections: Iterable[ErasureCorrection], dimension: str, time_range: TimeRange
+) -> list[tuple[datetime, Partial]]:
+    """What pending erasures take off a dimension: -1 profile of its age, in its window and value."""
+    partials = []
+    for correction in corrections:
+        value = correction.values.get(dimension)
+        if value is None or not time_range.holds(correction.window_start):
+            continue
+        age = correction.age
+        partials.append(
+            (
+                correction.window_start,
+                Partial(value, -1, -age, None, None, removals=1, ages=lambda age=age: Counter({age: -1})),
+            )
+        )
+    return partials
 
 
 class ServingViews:
     """Read side of both layers' Cassandra views: merged breakdowns, timelines and freshness."""
 
     def __init__(self, session: Session, keyspace: str, speed_job: str, concurrency: int = 32) -> None:
-        self.session = session
         self.speed_job = speed_job
-        self.concurrency = concurrency
-        ks = keyspace
-        prepare = session.prepare
-        self._current = prepare(
-            f"SELECT version, cutoff, profiles, computed_at FROM {ks}.batch_current WHERE view_name = ?"
-        )
-        self._batch_totals = prepare(
-            f"SELECT value, profiles, age_sum, age_min, age_max FROM {ks}.batch_aggregates "
-            "WHERE version = ? AND dimension = ?"
-        )
-        self._batch_window_starts = prepare(
-            f"SELECT window_start FROM {ks}.batch_windows WHERE version = ? AND dimension = ? "
-            "AND window_start >= ? AND window_start < ?"
-        )
-        self._batch_windows = prepare(
-            "SELECT window_start, value, profiles, age_sum, age_min, age_max "
-            f"FROM {ks}.batch_window_aggregates "
-            "WHERE version = ? AND dimension = ? AND window_start IN ?"
-        )
-        self._speed_window_starts = prepare(
-            f"SELECT window_start FROM {ks}.speed_windows WHERE dimension = ? "
-            "AND window_start >= ? AND window_start < ?"
-        )
-        self._last_speed_window = prepare(
-            f"SELECT window_start FROM {ks}.speed_windows WHERE dimension = ? LIMIT 1"
-        )
-        # Cassandra sums a window's micro-batch partials itself (GROUP BY a primary-key prefix): one row
-        # per value and window reaches Python instead of one per micro-batch.
-        self._speed_windows = prepare(
-            "SELECT window_start, value, SUM(profiles) AS profiles, SUM(age_sum) AS age_sum, "
-            f"MIN(age_min) AS age_min, MAX(age_max) AS age_max FROM {ks}.speed_aggregates "
-            "WHERE dimension = ? AND window_start IN ? GROUP BY dimension, window_start, value"
-        )
-        self._speed_progress = prepare(
-            f"SELECT processed_at, max_event_time, kafka_lag, late_rows_dropped FROM {ks}.stream_batches "
-            "WHERE job = ? LIMIT 1"
-        )
+        self.batch = BatchViewStore(session, keyspace, concurrency)
+        self.speed = CassandraSpeedStore(session, keyspace, concurrency)
 
     # --- single reads -------------------------------------------------------------------------
 
     def batch_current(self) -> BatchCurrent | None:
-        row = self.session.execute(self._current, (VIEW_NAME,)).one()
-        if row is None:
-            return None
-        return BatchCurrent(row.version, _aware(row.cutoff), row.profiles or 0, _aware(row.computed_at))
+        return self.batch.current()
 
     def speed_progress(self) -> SpeedProgress | None:
-        row = self.session.execute(self._speed_progress, (self.speed_job,)).one()
-        if row is None:
-            return None
-        lag = sum(row.kafka_lag.values()) if row.kafka_lag else None
-        return SpeedProgress(
-            _aware(row.processed_at), _aware(row.max_event_time), lag, row.late_rows_dropped or 0
-        )
+        return self.speed.progress(self.speed_job)
 
     def last_speed_window(self) -> datetime | None:
-        row = self.session.execute(self._last_speed_window, (TOTAL_DIMENSION,)).one()
-        return _aware(row.window_start) if row else None
+        return self.speed.last_window(TOTAL_DIMENSION)
 
     def freshness(self, batch: BatchCurrent | None = None) -> Freshness:
         return Freshness(
@@ -342,11 +269,11 @@ class ServingViews:
 
         def read(batch: BatchCurrent | None) -> list[DimensionView]:
             freshness = self.freshness(batch)
-            views = []
-            for dimension in dimensions:
-                batch_rows, speed_rows = self._rows(dimension, batch, time_range)
-                views.append(DimensionView(dimension, merge_partials(batch_rows, speed_rows), freshness))
-            return views
+            sources = _Sources(self, batch, time_range)
+            return [
+                DimensionView(dimension, merge_partials(*sources.breakdown_rows(dimension)), freshness)
+                for dimension in dimensions
+            ]
 
         return self._consistently(read)
 
@@ -356,30 +283,24 @@ class ServingViews:
         """Profiles per window in ``time_range`` (of one dimension value, or all), oldest first."""
 
         def read(batch: BatchCurrent | None) -> list[WindowCount]:
-            split = split_at_cutoff(batch.cutoff if batch else None, batch is not None, time_range)
             counts: dict[datetime, int] = {}
-            layers: dict[datetime, str] = {}
-            if batch is not None and split.batch_until is not None:
-                for row in self._batch_window_rows(
-                    batch.version, dimension, split.batch_from, split.batch_until
-                ):
-                    if value is None or row.value == value:
-                        start = _aware(row.window_start)
-                        counts[start] = counts.get(start, 0) + (row.profiles or 0)
-                        layers[start] = "batch"
-            for row in self._speed_window_rows(dimension, split.speed_from, split.speed_until):
+            layers: dict[datetime, set[str]] = {}
+            for layer, start, row in _Sources(self, batch, time_range).window_rows(dimension):
                 if value is None or row.value == value:
-                    start = _aware(row.window_start)
-                    counts[start] = counts.get(start, 0) + (row.profiles or 0)
-                    layers[start] = "speed"
-            return [WindowCount(start, counts[start], layers[start]) for start in sorted(counts)]
+                    counts[start] = counts.get(start, 0) + row.profiles
+                    layers.setdefault(start, set()).add(layer)
+            return [
+                WindowCount(start, counts[start], " + ".join(sorted(layers[start])))
+                for start in sorted(counts)
+                if counts[start] > 0
+            ]
 
         return self._consistently(read)
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _consistently(self, read: Any) -> Any:
-        """Run ``read`` against the current batch version; again if the version switched meanwhile."""
+    def _consistently(self, read: Callable[[BatchCurrent | None], T]) -> T:
+        """Run ``read`` against the current batch view; again if another became current meanwhile."""
         for _attempt in range(MAX_VERSION_RETRIES):
             batch = self.batch_current()
             answer = read(batch)
@@ -389,60 +310,112 @@ class ServingViews:
             logger.info("batch version switched during a query (%s -> %s): reading again", batch, after)
         raise ViewChangedError(f"the batch view changed during each of {MAX_VERSION_RETRIES} attempts")
 
-    def _rows(
-        self, dimension: str, batch: BatchCurrent | None, time_range: TimeRange
-    ) -> tuple[list[Partial], list[Partial]]:
-        split = split_at_cutoff(batch.cutoff if batch else None, batch is not None, time_range)
-        batch_rows: list[Partial] = []
-        if batch is not None and split.batch_until is not None:
-            if split.batch_all_time:
-                batch_rows = [
-                    _partial(r) for r in self.session.execute(self._batch_totals, (batch.version, dimension))
-                ]
+
+class _Sources:
+    """The rows one answer merges, for one batch view and time range."""
+
+    def __init__(self, views: ServingViews, batch: BatchCurrent | None, time_range: TimeRange) -> None:
+        self.views = views
+        self.batch = batch
+        self.time_range = time_range
+        # The speed partials that count: those after the view's horizon (all of them without a view;
+        # none for a view computed without a speed layer, which covers the whole archive).
+        self.after_batch: int | None = -1 if batch is None else batch.speed_batch_id
+        pending = views.batch.corrections()
+        seen = batch.erasures_seen if batch is not None else 0
+        self.corrections = [c for c in pending if c.seq > seen]
+        self._speed_windows: dict[str, list[datetime]] = {}
+        self._touched: set[datetime] | None = None
+
+    def speed_windows(self, dimension: str) -> list[datetime]:
+        """The windows in range that speed partials after the horizon touched."""
+        if dimension not in self._speed_windows:
+            if self.after_batch is None:
+                windows: list[datetime] = []
+            elif self.after_batch < 0:
+                start, end = self.time_range.start or EPOCH, self.time_range.end or FAR_FUTURE
+                windows = self.views.speed.window_starts(dimension, start, end)
             else:
-                batch_rows = [
-                    _partial(r)
-                    for r in self._batch_window_rows(
-                        batch.version, dimension, split.batch_from, split.batch_until
-                    )
-                ]
-        speed_rows = [
-            _partial(r) for r in self._speed_window_rows(dimension, split.speed_from, split.speed_until)
+                if self._touched is None:
+                    self._touched = self.views.speed.windows_after(self.views.speed_job, self.after_batch)
+                windows = sorted(w for w in self._touched if self.time_range.holds(w))
+            self._speed_windows[dimension] = windows
+        return self._speed_windows[dimension]
+
+    def speed_rows(self, dimension: str) -> list[tuple[datetime, Partial]]:
+        if self.after_batch is None:
+            return []
+        after = self.after_batch
+        speed = self.views.speed
+        rows = []
+        for window_start, row in speed.partial_sums(dimension, self.speed_windows(dimension), after):
+            # Read only when some row of the value has removals (then every row's ages are needed).
+            ages = lambda w=window_start, v=row.value: speed.partial_ages(dimension, w, v, after)  # noqa: E731
+            rows.append(
+                (
+                    window_start,
+                    Partial(
+                        row.value, row.profiles, row.age_sum, row.added_min, row.added_max, row.removals, ages
+                    ),
+                )
+            )
+        return rows
+
+    def batch_window_rows(self, dimension: str) -> list[tuple[datetime, Partial]]:
+        if self.batch is None:
+            return []
+        version, store = self.batch.version, self.views.batch
+        starts = store.window_starts(
+            version, dimension, self.time_range.start or EPOCH, self.time_range.end or FAR_FUTURE
+        )
+        return [
+            (
+                start,
+                Partial(
+                    row.value,
+                    row.profiles or 0,
+                    row.age_sum or 0,
+                    row.age_min,
+                    row.age_max,
+                    ages=lambda s=start, v=row.value: Counter(store.window_ages(version, dimension, s, v)),
+                ),
+            )
+            for row in store.window_rows(version, dimension, starts)
+            for start in [_aware(row.window_start)]
         ]
+
+    def breakdown_rows(self, dimension: str) -> tuple[list[Partial], list[Partial]]:
+        """The batch rows and the speed rows (partials and corrections) of a dimension's breakdown."""
+        if self.batch is not None and self.time_range.is_all_time:
+            version, store = self.batch.version, self.views.batch
+            batch_rows = [
+                Partial(
+                    row.value,
+                    row.profiles or 0,
+                    row.age_sum or 0,
+                    row.age_min,
+                    row.age_max,
+                    ages=lambda v=row.value: Counter(store.total_ages(version, dimension, [v]).get(v, {})),
+                )
+                for row in store.totals(version, dimension)
+            ]
+        else:
+            batch_rows = [row for _, row in self.batch_window_rows(dimension)]
+        speed_rows = [row for _, row in self.speed_rows(dimension)]
+        speed_rows += [row for _, row in correction_partials(self.corrections, dimension, self.time_range)]
         return batch_rows, speed_rows
 
-    def _batch_window_rows(
-        self, version: int, dimension: str, start: datetime | None, end: datetime
-    ) -> list[Any]:
-        starts = [
-            r.window_start
-            for r in self.session.execute(
-                self._batch_window_starts, (version, dimension, start or datetime.fromtimestamp(0, UTC), end)
-            )
+    def window_rows(self, dimension: str) -> list[tuple[str, datetime, Partial]]:
+        """Every row of a dimension per window, with the layer it comes from."""
+        rows = [("batch", start, row) for start, row in self.batch_window_rows(dimension)]
+        rows += [("speed", start, row) for start, row in self.speed_rows(dimension)]
+        rows += [
+            ("speed", start, row)
+            for start, row in correction_partials(self.corrections, dimension, self.time_range)
         ]
-        return self._in_chunks(self._batch_windows, (version, dimension), starts)
-
-    def _speed_window_rows(self, dimension: str, start: datetime | None, end: datetime | None) -> list[Any]:
-        if start is not None and end is not None and start >= end:
-            return []
-        far_future = datetime(9999, 1, 1, tzinfo=UTC)
-        starts = [
-            r.window_start
-            for r in self.session.execute(
-                self._speed_window_starts,
-                (dimension, start or datetime.fromtimestamp(0, UTC), end or far_future),
-            )
-        ]
-        return self._in_chunks(self._speed_windows, (dimension,), starts)
-
-    def _in_chunks(self, statement: PreparedStatement, key: tuple[Any, ...], starts: list[Any]) -> list[Any]:
-        """Rows of the given window partitions, read concurrently in ``IN`` chunks."""
-        if not starts:
-            return []
-        parameters = [(*key, chunk) for chunk in _chunks(starts)]
-        rows: list[Any] = []
-        for _success, result in execute_concurrent_with_args(
-            self.session, statement, parameters, concurrency=self.concurrency, raise_on_first_error=True
-        ):
-            rows.extend(result)
         return rows
+
+
+def _aware(moment: datetime) -> datetime:
+    """Cassandra's driver returns naive UTC datetimes."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

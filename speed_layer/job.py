@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryProgressEvent
 
-from core.aggregates import AGGREGATED_COLUMNS, AGGREGATED_SCHEMA, window_aggregates
+from core.aggregates import window_seconds_of
 from core.parsing import parse_kafka_records
 from core.sealing import unseal_identifiers
 from core.settings import Settings
@@ -43,9 +42,10 @@ from core.spark import collect_dicts
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.streaming import require_topic, run_until_consumed
 from core.subject_keys import SubjectKeyStore, subject_keys_frame
-from core.transformations import old_enough, transform_profiles
+from core.transformations import transform_profiles
 from infra.cassandra_schema import apply_schema
-from speed_layer.stores import CassandraSpeedStore, MongoRawStore, mongo_raw_store
+from speed_layer.stores import CassandraSpeedStore, MongoRawStore, dead_letter_document, mongo_raw_store
+from speed_layer.task import TaskContext, TaskOutcome, process_records
 
 logger = logging.getLogger(__name__)
 
@@ -63,22 +63,6 @@ class BatchOutcome:
     duration_ms: int
     erased: int = 0
     """Records of subjects erased since they were published: skipped, their identifiers unreadable."""
-
-
-def newest_copies(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The newest copy (latest ``fetched_at``, then highest partition and offset) of each uuid."""
-    newest: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: (r["fetched_at"], r["partition"], r["offset"])):
-        newest[row["uuid"]] = row
-    return newest
-
-
-def first_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The first copy (lowest partition, then offset) of each uuid among a batch's rows."""
-    first: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: (r["partition"], r["offset"])):
-        first.setdefault(row["uuid"], row)
-    return list(first.values())
 
 
 def kafka_lag(end_offsets_json: str | None, latest_offsets_json: str | None) -> dict[int, int]:
@@ -109,21 +93,6 @@ def raw_document(
         "fetched_at": row["fetched_at"],
         "kafka": {"topic": row["topic"], "partition": row["partition"], "offset": row["offset"]},
         "ingested_at": ingested_at,
-    }
-
-
-def dead_letter_document(row: dict[str, Any], job: str) -> dict[str, Any]:
-    """The dead-letter document of a bad record: raw bytes, Kafka coordinates, reason."""
-    return {
-        "_id": f"{row['topic']}:{row['partition']}:{row['offset']}",
-        "job": job,
-        "topic": row["topic"],
-        "partition": row["partition"],
-        "offset": row["offset"],
-        "kafka_timestamp": row["kafka_timestamp"],
-        "key": row["kafka_key"],
-        "raw_value": bytes(row["raw_value"]) if row["raw_value"] is not None else None,
-        "reason": row["dead_letter_reason"],
     }
 
 
@@ -176,7 +145,7 @@ class SpeedLayerJob:
     # -- the micro-batch -------------------------------------------------------------------------------
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> BatchOutcome:
-        """Parse, transform, dedupe and store one micro-batch; idempotent for a given ``batch_id``."""
+        """Parse, transform and apply one micro-batch to the stores; idempotent for a given ``batch_id``."""
         if self.stop_requested.is_set():
             # Under load the next batch starts the moment the last one ends, leaving no gap to stop
             # in. Refusing it before it writes anything fails the query without committing the batch,
@@ -193,28 +162,54 @@ class SpeedLayerJob:
             records = self._batch_records(
                 parse_kafka_records(batch, self.settings.profiles.limits, keys_frame)
             )
-            outcome, max_event_time = self._store_batch(
-                records, batch_id, processed_at, started, data_keys, phases
-            )
+            batch_rows = collect_dicts(records)
+            phases.done("parse and transform")
         finally:
             batch.unpersist()
-        self.cassandra.write_batch_metrics(
-            {
-                "job": self.job_name,
-                "batch_id": batch_id,
-                "processed_at": processed_at,
-                "input_rows": outcome.input_rows,
-                "new_profiles": outcome.new_profiles,
-                "duplicates": outcome.duplicates,
-                "dead_lettered": outcome.dead_lettered,
-                "under_age": outcome.under_age,
-                "late_rows_dropped": 0,  # no watermark: late rows land in their own window
-                "duration_ms": outcome.duration_ms,
-                "max_event_time": max_event_time,
-            }
+        context = self._task_context(batch_id, processed_at, data_keys)
+        totals = TaskOutcome(partition=-1)
+        end_offsets = self.cassandra.end_offsets_before(self.job_name, batch_id)
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        for row in batch_rows:
+            by_partition.setdefault(row["partition"], []).append(row)
+        for partition, rows in sorted(by_partition.items()):
+            task = process_records(partition, rows, context)
+            totals.add(task)
+            end_offsets[partition] = max(end_offsets.get(partition, 0), task.end_offset)
+        if totals.new_profiles or totals.later_copies:
+            self.mongo.trim_latest()
+        phases.done("stores")
+        logger.debug("speed batch %d phases: %s", batch_id, phases)
+        outcome = BatchOutcome(
+            batch_id=batch_id,
+            input_rows=totals.input_rows,
+            new_profiles=totals.new_profiles,
+            duplicates=totals.later_copies,
+            dead_lettered=totals.dead_lettered,
+            under_age=totals.under_age,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            erased=totals.erased,
         )
+        if batch_rows:
+            self.cassandra.write_batch_metrics(
+                {
+                    "job": self.job_name,
+                    "batch_id": batch_id,
+                    "processed_at": processed_at,
+                    "input_rows": outcome.input_rows,
+                    "new_profiles": outcome.new_profiles,
+                    "duplicates": outcome.duplicates,
+                    "dead_lettered": outcome.dead_lettered,
+                    "under_age": outcome.under_age,
+                    "late_rows_dropped": 0,  # no watermark: late rows land in their own window
+                    "duration_ms": outcome.duration_ms,
+                    "max_event_time": totals.max_event_time,
+                    "end_offsets": end_offsets,
+                    "windows": totals.windows,
+                }
+            )
         logger.info(
-            "speed batch %d: %d rows, %d new profiles, %d duplicates, %d dead-lettered, %d under age, "
+            "speed batch %d: %d rows, %d new profiles, %d later copies, %d dead-lettered, %d under age, "
             "%d of erased subjects, %d ms",
             batch_id,
             outcome.input_rows,
@@ -226,6 +221,21 @@ class SpeedLayerJob:
             outcome.duration_ms,
         )
         return outcome
+
+    def _task_context(
+        self, batch_id: int, processed_at: datetime, data_keys: Mapping[str, bytes]
+    ) -> TaskContext:
+        return TaskContext(
+            batch_id=batch_id,
+            processed_at=processed_at,
+            job_name=self.job_name,
+            minimum_age=self.settings.profiles.minimum_age,
+            window_seconds=window_seconds_of(self.settings.profiles.window_duration),
+            cassandra=self.cassandra,
+            mongo=self.mongo,
+            document_of=lambda row: raw_document(row, processed_at, data_keys),
+            dead_letter_of=lambda row: dead_letter_document(row, self.job_name),
+        )
 
     def _data_keys(self, batch: DataFrame) -> dict[str, bytes]:
         """The data keys of the subjects of a batch (the record key is the uuid); erased ones have none."""
@@ -239,92 +249,13 @@ class SpeedLayerJob:
 
     def _batch_records(self, parsed: DataFrame) -> DataFrame:
         """Every record of a batch in one frame: its Kafka columns, dead-letter reason, whether it is
-        usable and old enough, and its transformed profile (nulls when it is not usable)."""
+        usable, and its transformed profile (nulls when it is not usable)."""
         flagged = parsed.withColumn("usable", F.col("envelope").isNotNull())
-        profiles = transform_profiles(
+        return transform_profiles(
             flagged,
             self._pseudonymization_key,
             carry=("topic", "raw_value", "kafka_key", "kafka_timestamp", "dead_letter_reason", "usable"),
         )
-        return profiles.withColumn(
-            "old_enough", F.col("usable") & old_enough(self.settings.profiles.minimum_age)
-        )
-
-    def _store_batch(
-        self,
-        records: DataFrame,
-        batch_id: int,
-        processed_at: datetime,
-        started: float,
-        data_keys: Mapping[str, bytes],
-        phases: PhaseTimer,
-    ) -> tuple[BatchOutcome, datetime | None]:
-        # Two Spark jobs per batch besides the keys (each job costs a fixed few hundred ms on local[2]):
-        # every record parsed and transformed at once, then the aggregates of the new profiles, from a
-        # small frame of their collected fields (cheaper than caching every parsed record to read
-        # them again). Counting, splitting and dedupe happen on the collected rows.
-        batch_rows = collect_dicts(records)
-        if not batch_rows:
-            return BatchOutcome(batch_id, 0, 0, 0, 0, 0, 0), None
-        usable = [row for row in batch_rows if row["usable"]]
-        letters = [row for row in batch_rows if row["dead_letter_reason"] is not None]
-        kept_rows = [row for row in usable if row["old_enough"]]  # under-age profiles are only counted
-        max_event_time = max((row["fetched_at"] for row in usable), default=None)
-        rows = first_copies(kept_rows)
-        newest = newest_copies(kept_rows)  # what the raw documents hold: counted first, shown newest
-        phases.done("parse and transform")
-
-        # 1. Bad records: kept with their raw bytes and reason, never dropped.
-        if letters:
-            self.mongo.insert_dead_letters(
-                [dead_letter_document(row, self.job_name) for row in letters], processed_at
-            )
-        phases.done("dead letters")
-
-        # 2. Dedupe against what earlier batches stored (a replay of this batch counts as new).
-        stored = self.cassandra.first_batch_ids([row["uuid"] for row in rows])
-        new_rows = [row for row in rows if stored.get(row["uuid"], batch_id) == batch_id]
-        later_versions = [row for row in rows if stored.get(row["uuid"], batch_id) != batch_id]
-        phases.done("dedupe")
-
-        # 3. Write: raw documents and pseudonymized profiles (MongoDB and Cassandra at the same time: both
-        #    wait on the network), then this batch's partial aggregates over its new profiles.
-        with ThreadPoolExecutor(max_workers=1) as mongo_writer:
-            documents = mongo_writer.submit(
-                self.mongo.insert_profiles,
-                [raw_document(newest[row["uuid"]], processed_at, data_keys) for row in new_rows],
-            )
-            self.cassandra.write_profiles([profile_row(row, batch_id) for row in new_rows])
-            documents.result()
-        # A later version of a stored profile (an update, a re-fetch) is not counted again, and the
-        # Cassandra row keeps what the views counted; the raw document becomes the newest version.
-        self.mongo.replace_older_profiles(
-            [raw_document(newest[row["uuid"]], processed_at, data_keys) for row in later_versions]
-        )
-        phases.done("profiles and documents")
-        if new_rows:
-            partials = window_aggregates(
-                self._aggregated_fields(new_rows), self.settings.profiles.window_duration
-            )
-            self.cassandra.write_partials([{**row, "batch_id": batch_id} for row in collect_dicts(partials)])
-        phases.done("aggregates")
-        logger.debug("speed batch %d phases: %s", batch_id, phases)
-        outcome = BatchOutcome(
-            batch_id=batch_id,
-            input_rows=len(batch_rows),
-            new_profiles=len(new_rows),
-            duplicates=len(kept_rows) - len(new_rows),
-            dead_lettered=len(letters),
-            under_age=len(usable) - len(kept_rows),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            erased=len(batch_rows) - len(letters) - len(usable),  # neither usable nor a dead letter
-        )
-        return outcome, max_event_time
-
-    def _aggregated_fields(self, rows: list[dict[str, Any]]) -> DataFrame:
-        """A frame of the fields ``window_aggregates`` reads, from collected profile rows."""
-        values = [[row[column] for column in AGGREGATED_COLUMNS] for row in rows]
-        return self.spark.createDataFrame(values, AGGREGATED_SCHEMA)
 
     # -- the query -------------------------------------------------------------------------------------
 
@@ -369,22 +300,6 @@ class SpeedLayerJob:
     @property
     def query_name(self) -> str:
         return f"{self.job_name}_{self.topic}".replace(".", "_")
-
-
-def profile_row(row: dict[str, Any], batch_id: int) -> dict[str, Any]:
-    """The Cassandra ``profiles`` row of a transformed profile (no plaintext identifiers)."""
-    return {
-        **{column: row[column] for column in _PROFILE_FIELDS},
-        "first_batch_id": batch_id,
-        "kafka_partition": row["partition"],
-        "kafka_offset": row["offset"],
-    }
-
-
-_PROFILE_FIELDS = (
-    "uuid", "fetched_at", "source", "gender", "country", "nationality", "email_domain", "age", "age_band",
-    "registration_date", "email_pseudonym", "phone_pseudonym", "cell_pseudonym", "address_pseudonym",
-)  # fmt: skip
 
 
 class BatchProgressListener(StreamingQueryListener):

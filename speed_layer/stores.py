@@ -7,12 +7,15 @@ keyed by what identifies them (uuid; dimension, window, value and batch id).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.util import Date as CassandraDate
 from pymongo import DESCENDING, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -20,51 +23,157 @@ from pymongo.errors import BulkWriteError
 
 from core.settings import Settings
 from core.stores import execute_in_batches
+from core.versions import ATTRIBUTES, PartialKey, ProfileState, Sighting
 
 PROFILE_COLUMNS: tuple[str, ...] = (
-    "uuid", "first_batch_id", "fetched_at", "source", "gender", "country", "nationality", "email_domain",
-    "age", "age_band", "registration_date", "email_pseudonym", "phone_pseudonym", "cell_pseudonym",
-    "address_pseudonym", "kafka_partition", "kafka_offset",
+    "uuid", "first_fetched_at", "first_partition", "first_offset", "fetched_at", "kafka_partition",
+    "kafka_offset", "counted", *ATTRIBUTES, "last_batch_id", "previous",
 )  # fmt: skip
-"""Columns of the Cassandra ``profiles`` table: pseudonyms only, no plaintext identifiers."""
+"""Columns of the Cassandra ``profiles`` table: the state of each uuid (``core.versions``), pseudonyms
+only, no plaintext identifier."""
 
 PARTIAL_COLUMNS: tuple[str, ...] = (
-    "dimension", "window_start", "value", "batch_id", "window_end",
-    "profiles", "age_sum", "age_min", "age_max",
+    "dimension", "window_start", "value", "batch_id", "task", "window_end",
+    "profiles", "age_sum", "added_min", "added_max", "removals", "ages",
 )  # fmt: skip
-"""Columns of ``speed_aggregates``: one partial aggregate of one micro-batch."""
+"""Columns of ``speed_partials``: what one task of one micro-batch changed in a value's window."""
 
 BATCH_METRIC_COLUMNS: tuple[str, ...] = (
     "job", "batch_id", "processed_at", "input_rows", "new_profiles", "duplicates", "dead_lettered",
-    "under_age", "late_rows_dropped", "duration_ms", "max_event_time",
+    "under_age", "late_rows_dropped", "duration_ms", "max_event_time", "end_offsets", "windows",
 )  # fmt: skip
 """Columns of ``stream_batches`` written by the batch itself (rate and lag come from the progress)."""
 
 LOOKUP_CHUNK = 100
-"""uuids per ``IN`` lookup of already stored profiles."""
+"""uuids per ``IN`` lookup of stored states."""
 
 DUPLICATE_KEY = 11000
 """MongoDB's error code for an ``_id`` (or unique key) that is already stored."""
 
 
+@dataclass(frozen=True)
+class StoredState:
+    """A uuid's row of ``profiles``: its state, the batch that last changed it, and the state before."""
+
+    state: ProfileState
+    last_batch_id: int | None
+    previous: ProfileState | None
+
+    def base_for(self, batch_id: int) -> ProfileState | None:
+        """The state batch ``batch_id`` starts from: the one before it when it already ran (a replay)."""
+        return self.previous if self.last_batch_id == batch_id else self.state
+
+
+def state_row(
+    uuid: str, state: ProfileState, batch_id: int, previous: ProfileState | None
+) -> tuple[Any, ...]:
+    """The ``profiles`` row (``PROFILE_COLUMNS``) of a uuid's state."""
+    attributes = state.attributes
+    return (
+        uuid, state.first.fetched_at, state.first.partition, state.first.offset, state.latest.fetched_at,
+        state.latest.partition, state.latest.offset, state.counted,
+        *(attributes.get(name) for name in ATTRIBUTES), batch_id,
+        previous.to_json() if previous is not None else None,
+    )  # fmt: skip
+
+
+def _stored_state(row: Any) -> StoredState:
+    first_at = row.first_fetched_at or row.fetched_at  # rows written before the rule: first = latest
+    latest = Sighting(_aware(row.fetched_at), row.kafka_partition, row.kafka_offset)
+    first = Sighting(
+        _aware(first_at),
+        row.first_partition if row.first_partition is not None else row.kafka_partition,
+        row.first_offset if row.first_offset is not None else row.kafka_offset,
+    )
+    counted = row.counted if row.counted is not None else True
+    attributes = {name: _python_value(getattr(row, name)) for name in ATTRIBUTES} if counted else {}
+    previous = ProfileState.from_json(row.previous) if row.previous else None
+    return StoredState(ProfileState(first, latest, attributes, counted), row.last_batch_id, previous)
+
+
+def _python_value(value: Any) -> Any:
+    """A column value as the transformations give it (the driver reads a CQL date as its own type)."""
+    return value.date() if isinstance(value, CassandraDate) else value
+
+
+def _aware(moment: datetime) -> datetime:
+    """Cassandra's driver returns naive UTC datetimes."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def partial_row(
+    key: PartialKey, ages: Counter[int], batch_id: int, task: int, window_seconds: int
+) -> tuple[Any, ...]:
+    """The ``speed_partials`` row (``PARTIAL_COLUMNS``) of one (dimension, window, value)'s age counts."""
+    dimension, window_start, value = key
+    added = [age for age, count in ages.items() if count > 0]
+    return (
+        dimension, window_start, value, batch_id, task, window_start + timedelta(seconds=window_seconds),
+        sum(ages.values()), sum(age * count for age, count in ages.items()), min(added, default=None),
+        max(added, default=None), -sum(count for count in ages.values() if count < 0),
+        {age: count for age, count in ages.items() if count},
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SpeedProgress:
+    """The speed layer's latest micro-batch, as its metrics row tells."""
+
+    processed_at: datetime
+    max_event_time: datetime | None
+    kafka_lag: int | None
+    """Records waiting in the topic after that batch (all partitions), if the job could tell."""
+    late_rows_dropped: int
+
+
 class CassandraSpeedStore:
-    """The speed layer's Cassandra tables in one keyspace, with prepared statements."""
+    """The speed layer's Cassandra tables in one keyspace, with prepared statements: the writes of the
+    micro-batches, and the reads of serving and the batch layer."""
 
     def __init__(self, session: Session, keyspace: str, concurrency: int, rows_per_batch: int = 5) -> None:
         self.session = session
         self.keyspace = keyspace
         self.concurrency = concurrency
         self.rows_per_batch = rows_per_batch
-        self._first_batch = session.prepare(
-            f"SELECT uuid, first_batch_id FROM {keyspace}.profiles WHERE uuid IN ?"
+        self._states = session.prepare(
+            f"SELECT {', '.join(PROFILE_COLUMNS)} FROM {keyspace}.profiles WHERE uuid IN ?"
         )
         self._insert_profile = self._insert("profiles", PROFILE_COLUMNS)
-        self._insert_partial = self._insert("speed_aggregates", PARTIAL_COLUMNS)
+        self._insert_partial = self._insert("speed_partials", PARTIAL_COLUMNS)
         self._insert_window = self._insert("speed_windows", ("dimension", "window_start"))
         self._insert_metrics = self._insert("stream_batches", BATCH_METRIC_COLUMNS)
+        self._end_offsets = session.prepare(
+            f"SELECT end_offsets FROM {keyspace}.stream_batches WHERE job = ? AND batch_id < ? LIMIT 1"
+        )
         self._update_progress = session.prepare(
             f"UPDATE {keyspace}.stream_batches SET rows_per_s = ?, kafka_lag = ? "
             "WHERE job = ? AND batch_id = ?"
+        )
+        self._progress = session.prepare(
+            "SELECT processed_at, max_event_time, kafka_lag, late_rows_dropped "
+            f"FROM {keyspace}.stream_batches WHERE job = ? LIMIT 1"
+        )
+        self._windows_after = session.prepare(
+            f"SELECT windows FROM {keyspace}.stream_batches WHERE job = ? AND batch_id > ?"
+        )
+        self._window_starts = session.prepare(
+            f"SELECT window_start FROM {keyspace}.speed_windows WHERE dimension = ? "
+            "AND window_start >= ? AND window_start < ?"
+        )
+        self._last_window = session.prepare(
+            f"SELECT window_start FROM {keyspace}.speed_windows WHERE dimension = ? LIMIT 1"
+        )
+        # Cassandra sums a window's partials itself (GROUP BY a primary-key prefix): one row per value
+        # reaches Python instead of one per micro-batch and task. One partition per query.
+        self._partial_sums = session.prepare(
+            "SELECT value, SUM(profiles) AS profiles, SUM(age_sum) AS age_sum, MIN(added_min) AS added_min, "
+            f"MAX(added_max) AS added_max, SUM(removals) AS removals FROM {keyspace}.speed_partials "
+            "WHERE dimension = ? AND window_start = ? AND batch_id > ? "
+            "GROUP BY dimension, window_start, value ALLOW FILTERING"
+        )
+        self._partial_ages = session.prepare(
+            f"SELECT ages FROM {keyspace}.speed_partials WHERE dimension = ? AND window_start = ? "
+            "AND value = ? AND batch_id > ?"
         )
 
     def _insert(self, table: str, columns: Sequence[str]) -> Any:
@@ -77,27 +186,42 @@ class CassandraSpeedStore:
         """Run one prepared statement for many rows, in concurrent batches; the first failure raises."""
         execute_in_batches(self.session, statement, parameters, self.rows_per_batch, self.concurrency)
 
-    def first_batch_ids(self, uuids: Sequence[str]) -> dict[str, int]:
-        """The batch id that first stored each of ``uuids``, for those already stored.
+    def states(self, uuids: Sequence[str]) -> dict[str, StoredState]:
+        """The stored state of those of ``uuids`` that have one.
 
         Asked ``LOOKUP_CHUNK`` uuids at a time (``IN`` on the partition key), concurrently: one request
         per uuid would make the lookup the slowest step of a batch.
         """
-        chunks = [tuple(uuids[i : i + LOOKUP_CHUNK]) for i in range(0, len(uuids), LOOKUP_CHUNK)]
+        distinct = sorted(set(uuids))
+        chunks = [distinct[i : i + LOOKUP_CHUNK] for i in range(0, len(distinct), LOOKUP_CHUNK)]
         results = execute_concurrent_with_args(
-            self.session, self._first_batch, [(list(chunk),) for chunk in chunks],
+            self.session, self._states, [(chunk,) for chunk in chunks],
             concurrency=self.concurrency, raise_on_first_error=True,
         )  # fmt: skip
-        return {row.uuid: row.first_batch_id for _, result in results for row in result}
+        return {row.uuid: _stored_state(row) for _, result in results for row in result}
 
-    def write_profiles(self, profiles: Sequence[Mapping[str, Any]]) -> None:
-        self._execute_all(self._insert_profile, ([p[c] for c in PROFILE_COLUMNS] for p in profiles))
+    def write_states(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Store states (rows of ``state_row``)."""
+        self._execute_all(self._insert_profile, rows)
 
-    def write_partials(self, partials: Sequence[Mapping[str, Any]]) -> None:
-        """Store partial aggregates and index their windows (the index first: readers find no gap)."""
-        windows = {(p["dimension"], p["window_start"]) for p in partials}
-        self._execute_all(self._insert_window, windows)
-        self._execute_all(self._insert_partial, ([p[c] for c in PARTIAL_COLUMNS] for p in partials))
+    def write_partials(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Store partials (rows of ``partial_row``) and index their windows (first: readers find no gap)."""
+        self._execute_all(self._insert_window, {(row[0], row[1]) for row in rows})
+        self._execute_all(self._insert_partial, rows)
+
+    def end_offsets_before(self, job: str, batch_id: int) -> dict[int, int]:
+        """The Kafka offsets after the job's last batch before ``batch_id`` (none before its first)."""
+        row = self.session.execute(self._end_offsets, (job, batch_id)).one()
+        return dict(row.end_offsets or {}) if row else {}
+
+    def batch_end_offsets(self, job: str) -> Iterator[tuple[int, dict[int, int]]]:
+        """Each batch of ``job`` with the Kafka offsets after it, newest first (paged)."""
+        rows = self.session.execute(
+            f"SELECT batch_id, end_offsets FROM {self.keyspace}.stream_batches WHERE job = %s", (job,)
+        )
+        for row in rows:
+            if row.end_offsets is not None:
+                yield row.batch_id, dict(row.end_offsets)
 
     def write_batch_metrics(self, metrics: Mapping[str, Any]) -> None:
         self.session.execute(self._insert_metrics, [metrics[c] for c in BATCH_METRIC_COLUMNS])
@@ -106,6 +230,64 @@ class CassandraSpeedStore:
         self, job: str, batch_id: int, rows_per_s: float, kafka_lag: dict[int, int]
     ) -> None:
         self.session.execute(self._update_progress, (rows_per_s, kafka_lag, job, batch_id))
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def progress(self, job: str) -> SpeedProgress | None:
+        """The job's latest micro-batch."""
+        row = self.session.execute(self._progress, (job,)).one()
+        if row is None:
+            return None
+        lag = sum(row.kafka_lag.values()) if row.kafka_lag else None
+        return SpeedProgress(
+            _aware(row.processed_at),
+            _aware(row.max_event_time) if row.max_event_time else None,
+            lag,
+            row.late_rows_dropped or 0,
+        )
+
+    def last_window(self, dimension: str) -> datetime | None:
+        """The newest window with partials of ``dimension``."""
+        row = self.session.execute(self._last_window, (dimension,)).one()
+        return _aware(row.window_start) if row else None
+
+    def window_starts(self, dimension: str, start: datetime, end: datetime) -> list[datetime]:
+        """The windows in ``[start, end)`` with partials of ``dimension``, newest first."""
+        rows = self.session.execute(self._window_starts, (dimension, start, end))
+        return [_aware(row.window_start) for row in rows]
+
+    def windows_after(self, job: str, batch_id: int) -> set[datetime]:
+        """The windows the partials of the job's batches after ``batch_id`` touched."""
+        rows = self.session.execute(self._windows_after, (job, batch_id))
+        return {_aware(window) for row in rows for window in row.windows or ()}
+
+    def partial_sums(
+        self, dimension: str, window_starts: Sequence[datetime], after_batch: int
+    ) -> list[tuple[datetime, Any]]:
+        """Per window and value, the partials of batches after ``after_batch`` summed: ``value``,
+        ``profiles``, ``age_sum``, ``added_min``, ``added_max``, ``removals``."""
+        results = execute_concurrent_with_args(
+            self.session,
+            self._partial_sums,
+            [(dimension, start, after_batch) for start in window_starts],
+            concurrency=self.concurrency,
+            raise_on_first_error=True,
+        )
+        return [
+            (start, row)
+            for start, (_, result) in zip(window_starts, results, strict=True)
+            for row in result
+            if row.value is not None
+        ]
+
+    def partial_ages(
+        self, dimension: str, window_start: datetime, value: str, after_batch: int
+    ) -> Counter[int]:
+        """Profiles per age a value gained (negative: lost) in a window in batches after ``after_batch``."""
+        ages: Counter[int] = Counter()
+        for row in self.session.execute(self._partial_ages, (dimension, window_start, value, after_batch)):
+            ages.update(row.ages or {})
+        return ages
 
 
 class MongoRawStore:
@@ -117,6 +299,7 @@ class MongoRawStore:
         dead_letters: Collection,
         latest: Collection | None = None,
         latest_kept: int = 200,
+        bulk_statements: int = 50,
     ) -> None:
         self.profiles = profiles
         self.dead_letters = dead_letters
@@ -124,6 +307,7 @@ class MongoRawStore:
         """A small copy of the newest documents: FerretDB's SQLite backend sorts by reading every
         document (no index is used), so "the latest profiles" cannot be asked of the full collection."""
         self.latest_kept = latest_kept
+        self.bulk_statements = bulk_statements
 
     def ensure_indexes(self) -> None:
         """Indexes for "latest profiles" and "profiles of a country" (idempotent)."""
@@ -137,16 +321,37 @@ class MongoRawStore:
         self.dead_letters.create_index([("stored_at", DESCENDING)], name="latest_dead_letters")
 
     def insert_profiles(self, documents: Sequence[Mapping[str, Any]]) -> None:
-        """Insert each document once by ``_id``: a replay, or a later duplicate, changes nothing."""
+        """Insert the documents of profiles seen for the first time, once by ``_id`` (a replay changes
+        nothing), and the newest of them into the latest-profiles copy."""
         _insert_once(self.profiles, documents)
-        self._keep_latest(documents)
+        if self.latest is not None and documents:
+            newest = sorted(documents, key=lambda document: document["fetched_at"], reverse=True)
+            _insert_once(self.latest, newest[: self.latest_kept])
 
-    def _keep_latest(self, documents: Sequence[Mapping[str, Any]]) -> None:
-        """Add the newest of ``documents`` to the latest-profiles copy, then trim it to ``latest_kept``."""
-        if self.latest is None or not documents:
+    def replace_profiles(self, documents: Sequence[Mapping[str, Any]]) -> None:
+        """Store the documents of profiles whose latest copy changed, replacing what is stored (and
+        their latest-profiles copy). Idempotent: the state says which copy is the latest.
+
+        Sent ``bulk_statements`` at a time: FerretDB holds one SQLite connection per statement of a bulk
+        until the command ends, and a bulk larger than its pool (100) never gets an answer.
+        """
+        replacements = [ReplaceOne({"_id": d["_id"]}, dict(d), upsert=True) for d in documents]
+        for collection in (self.profiles, self.latest):
+            for start in range(0, len(replacements), self.bulk_statements):
+                if collection is not None:
+                    collection.bulk_write(replacements[start : start + self.bulk_statements], ordered=False)
+
+    def delete_profiles(self, uuids: Sequence[str]) -> None:
+        """Delete the documents of profiles no longer counted (their latest copy is under age)."""
+        if uuids:
+            for collection in (self.profiles, self.latest):
+                if collection is not None:
+                    collection.delete_many({"_id": {"$in": list(uuids)}})
+
+    def trim_latest(self) -> None:
+        """Keep only the ``latest_kept`` newest documents in the latest-profiles copy."""
+        if self.latest is None:
             return
-        newest = sorted(documents, key=lambda document: document["fetched_at"], reverse=True)
-        _insert_once(self.latest, newest[: self.latest_kept])
         kept = [
             document["_id"]
             for document in self.latest.find({}, {"_id": 1})
@@ -155,24 +360,25 @@ class MongoRawStore:
         ]
         self.latest.delete_many({"_id": {"$nin": kept}})
 
-    def replace_older_profiles(self, documents: Sequence[Mapping[str, Any]]) -> None:
-        """Replace stored documents (and their latest-profiles copy) by the given newer versions; a
-        stored document at least as new stays, a missing one is not created. Idempotent on replay."""
-        if not documents:
-            return
-        replacements = [
-            ReplaceOne(
-                {"_id": document["_id"], "fetched_at": {"$lt": document["fetched_at"]}}, dict(document)
-            )
-            for document in documents
-        ]
-        for collection in (self.profiles, self.latest):
-            if collection is not None:
-                collection.bulk_write(replacements, ordered=False)
-
     def insert_dead_letters(self, letters: Sequence[Mapping[str, Any]], stored_at: datetime) -> None:
         """Insert each dead letter once, keyed by its Kafka coordinates."""
         _insert_once(self.dead_letters, [{**letter, "stored_at": stored_at} for letter in letters])
+
+
+def dead_letter_document(row: Mapping[str, Any], job: str) -> dict[str, Any]:
+    """The dead-letter document of a bad record: raw bytes, Kafka coordinates, reason, and the job (layer)
+    that met it first (``_id`` is the record's coordinates: the other layer's insert changes nothing)."""
+    return {
+        "_id": f"{row['topic']}:{row['partition']}:{row['offset']}",
+        "job": job,
+        "topic": row["topic"],
+        "partition": row["partition"],
+        "offset": row["offset"],
+        "kafka_timestamp": row["kafka_timestamp"],
+        "key": row["kafka_key"],
+        "raw_value": bytes(row["raw_value"]) if row["raw_value"] is not None else None,
+        "reason": row["dead_letter_reason"],
+    }
 
 
 def _insert_once(collection: Collection, documents: Sequence[Mapping[str, Any]]) -> None:
@@ -199,4 +405,5 @@ def mongo_raw_store(database: Database, settings: Settings) -> MongoRawStore:
         database[mongo.dead_letters_collection],
         database[mongo.latest_profiles_collection],
         mongo.latest_profiles_kept,
+        mongo.bulk_statements,
     )

@@ -12,6 +12,7 @@ from infra.cli import demo, stack_app
 from ingestion.cli import produce
 from serving.cli import dashboard
 from serving.profile_cli import profile_app
+from serving.views_cli import views
 from speed_layer.cli import speed
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.command()(register)
 app.command()(retention)
 app.command()(forget)
 app.command()(dashboard)
+app.command()(views)
 app.command()(demo)
 
 if __name__ == "__main__":

@@ -1,43 +1,20 @@
-"""The batch views: an independent recount of the known input, and the stored views read back."""
+"""The batch views read back from Cassandra, and the merged view read through serving."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
 
 from core.settings import Settings
 from core.stores import cassandra_session
-from tests.integration.profiles_input import add, age_when_fetched, dimension_values
+from serving.views import ServingViews
+from tests.integration.profiles_input import AgeCounts
 
-Totals = dict[tuple[str, str], list[int]]
-WindowTotals = dict[tuple[str, datetime, str], list[int]]
-
-
-def batch_recount(envelopes: list[dict[str, Any]]) -> tuple[datetime, WindowTotals, Totals]:
-    """Cutoff, per-window and all-time totals: latest version per uuid, adults, events before the cutoff."""
-    latest: dict[str, dict[str, Any]] = {}
-    for envelope in envelopes:  # in production order: a later copy with a later fetch time wins
-        uuid = envelope["user"]["login"]["uuid"]
-        fetched_at = datetime.fromisoformat(envelope["fetched_at"])
-        if uuid not in latest or fetched_at >= datetime.fromisoformat(latest[uuid]["fetched_at"]):
-            latest[uuid] = envelope
-    newest = max(datetime.fromisoformat(e["fetched_at"]) for e in latest.values())
-    cutoff = newest.replace(second=0, microsecond=0)
-    windows: WindowTotals = {}
-    totals: Totals = {}
-    for envelope in latest.values():
-        user = envelope["user"]
-        fetched_at = datetime.fromisoformat(envelope["fetched_at"])
-        age = age_when_fetched(envelope)
-        if age < 18 or fetched_at >= cutoff:
-            continue
-        for dimension, value in dimension_values(user, age).items():
-            add(windows, (dimension, fetched_at.replace(second=0, microsecond=0), value), age)
-            add(totals, (dimension, value), age)
-    return cutoff, windows, totals
+Totals = dict[tuple[str, str], Counter[int]]
 
 
-def stored_views(settings: Settings) -> tuple[int, datetime, WindowTotals, Totals]:
+def stored_views(settings: Settings) -> tuple[int, datetime | None, AgeCounts, Totals]:
+    """The current batch view: version, cutoff, profiles per age of each window and of all time."""
     keyspace = settings.cassandra.keyspace
     cluster, session = cassandra_session(settings)
     try:
@@ -46,17 +23,12 @@ def stored_views(settings: Settings) -> tuple[int, datetime, WindowTotals, Total
         ).one()
         version = current.version
         windows = {
-            (r.dimension, r.window_start.replace(tzinfo=UTC), r.value): [
-                r.profiles,
-                r.age_sum,
-                r.age_min,
-                r.age_max,
-            ]
+            (r.dimension, r.window_start.replace(tzinfo=UTC), r.value): _checked(r)
             for r in session.execute(f"SELECT * FROM {keyspace}.batch_window_aggregates")
             if r.version == version
         }
         totals = {
-            (r.dimension, r.value): [r.profiles, r.age_sum, r.age_min, r.age_max]
+            (r.dimension, r.value): _checked(r)
             for r in session.execute(f"SELECT * FROM {keyspace}.batch_aggregates")
             if r.version == version
         }
@@ -66,5 +38,35 @@ def stored_views(settings: Settings) -> tuple[int, datetime, WindowTotals, Total
         }
     finally:
         cluster.shutdown()
-    assert versions == {version}, "older versions were not cleaned up"
-    return version, current.cutoff.replace(tzinfo=UTC), windows, totals
+    assert versions <= {version}, "older versions were not cleaned up"
+    cutoff = current.cutoff.replace(tzinfo=UTC) if current.cutoff else None
+    return version, cutoff, windows, totals
+
+
+def _checked(row: object) -> Counter[int]:
+    """A view row's profiles per age, after checking its other measures agree with them."""
+    ages = Counter(dict(row.ages or {}))  # type: ignore[attr-defined]
+    assert row.profiles == sum(ages.values())  # type: ignore[attr-defined]
+    assert row.age_sum == sum(age * n for age, n in ages.items())  # type: ignore[attr-defined]
+    assert (row.age_min, row.age_max) == (min(ages), max(ages))  # type: ignore[attr-defined]
+    return ages
+
+
+def merged_view(settings: Settings) -> dict[tuple[str, str], tuple[int, int, int | None, int | None]]:
+    """What serving answers for every dimension, all time: (dimension, value) -> (profiles, age sum,
+    youngest, oldest)."""
+    cluster, session = cassandra_session(settings)
+    try:
+        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        return {
+            (view.dimension, figures.value): (
+                figures.profiles,
+                figures.age_sum,
+                figures.age_min,
+                figures.age_max,
+            )
+            for view in views.dimensions(("country", "gender", "nationality", "email_domain", "age_band"))
+            for figures in view.values
+        }
+    finally:
+        cluster.shutdown()

@@ -117,3 +117,23 @@ def drop_own_stores(stack_settings: Settings, name: str) -> None:
         client.drop_database(name)
     finally:
         client.close()
+
+
+def own_settings(stack_settings: Settings, name: str, folder: Path, **sections: Any) -> Settings:
+    """``stack_settings`` with the test's own topics, keyspace, MongoDB database, lake and checkpoints
+    (``own_stores_overrides``), and more fields per section (``profiles={"window_duration": ...}``)."""
+    overrides = own_stores_overrides(stack_settings, name, folder)
+    updates: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        section, field = dotted.split(".", 1)
+        updates.setdefault(section, {})[field] = value
+    for section, fields in sections.items():
+        updates.setdefault(section, {}).update(fields)
+    return stack_settings.model_copy(
+        update={
+            section: type(getattr(stack_settings, section)).model_validate(
+                {**getattr(stack_settings, section).model_dump(), **fields}
+            )
+            for section, fields in updates.items()
+        }
+    )

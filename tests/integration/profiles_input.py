@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -52,10 +53,10 @@ def band(age: int) -> str:
 def dimension_values(user: dict[str, Any], age: int) -> dict[str, str]:
     """The value of each aggregate dimension for a user, computed independently of ``core``."""
     return {
-        "country": user["location"]["country"],
+        "country": str(user["location"]["country"]).strip(),
         "gender": user["gender"],
         "nationality": user["nat"],
-        "email_domain": user["email"].rsplit("@", 1)[1].lower(),
+        "email_domain": user["email"].strip().rsplit("@", 1)[1].lower(),
         "age_band": band(age),
     }
 
@@ -69,17 +70,64 @@ def add(totals: dict[Any, list[int]], key: Any, age: int) -> None:
     total[3] = max(total[3], age)
 
 
-def recount(first_copies: list[dict[str, Any]]) -> dict[tuple[str, datetime, str], list[int]]:
-    """(dimension, window start, value) -> [profiles, age sum, age min, age max] over adult first copies."""
-    totals: dict[tuple[str, datetime, str], list[int]] = {}
-    for envelope in first_copies:
-        user = envelope["user"]
-        age = age_when_fetched(envelope)
-        if age < 18:
-            continue
-        window_start = datetime.fromisoformat(envelope["fetched_at"]).replace(second=0, microsecond=0)
-        for dimension, value in dimension_values(user, age).items():
-            add(totals, (dimension, window_start, value), age)
+@dataclass(frozen=True)
+class Copy:
+    """One valid record of a profile as it is on the topic: its envelope and Kafka coordinates."""
+
+    envelope: dict[str, Any]
+    partition: int
+    offset: int
+
+    @property
+    def uuid(self) -> str:
+        return self.envelope["user"]["login"]["uuid"]
+
+    @property
+    def order(self) -> tuple[datetime, int, int]:
+        return (datetime.fromisoformat(self.envelope["fetched_at"]), self.partition, self.offset)
+
+
+AgeCounts = dict[tuple[str, datetime, str], Counter[int]]
+"""(dimension, window start, value) -> profiles per age."""
+
+
+def first_and_latest(copies: list[Copy]) -> dict[str, tuple[Copy, Copy]]:
+    """Each uuid's first and latest copy: by fetch time, then Kafka coordinates."""
+    by_uuid: dict[str, list[Copy]] = {}
+    for item in copies:
+        by_uuid.setdefault(item.uuid, []).append(item)
+    return {
+        uuid: (min(items, key=lambda c: c.order), max(items, key=lambda c: c.order))
+        for uuid, items in by_uuid.items()
+    }
+
+
+def counted(copies: list[Copy], minimum_age: int = 18) -> dict[str, tuple[Copy, Copy]]:
+    """The uuids the rule counts (latest copy old enough), with their first and latest copy."""
+    return {
+        uuid: pair
+        for uuid, pair in first_and_latest(copies).items()
+        if age_when_fetched(pair[1].envelope) >= minimum_age
+    }
+
+
+def recount(copies: list[Copy], minimum_age: int = 18) -> AgeCounts:
+    """The rule, counted independently of ``core``: each uuid once, in the window of its first copy,
+    with the values and age of its latest copy, if that copy is old enough."""
+    totals: AgeCounts = {}
+    for first, latest in counted(copies, minimum_age).values():
+        age = age_when_fetched(latest.envelope)
+        window = datetime.fromisoformat(first.envelope["fetched_at"]).replace(second=0, microsecond=0)
+        for dimension, value in dimension_values(latest.envelope["user"], age).items():
+            totals.setdefault((dimension, window.astimezone(UTC), value), Counter())[age] += 1
+    return totals
+
+
+def all_time(counts: AgeCounts) -> dict[tuple[str, str], Counter[int]]:
+    """Per-window age counts summed over the windows."""
+    totals: dict[tuple[str, str], Counter[int]] = {}
+    for (dimension, _, value), ages in counts.items():
+        totals.setdefault((dimension, value), Counter()).update(ages)
     return totals
 
 
@@ -87,16 +135,23 @@ def recount(first_copies: list[dict[str, Any]]) -> dict[tuple[str, datetime, str
 class ProducedInput:
     """What was produced, in order, with the coordinates Kafka gave each record."""
 
-    first_copies: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """uuid -> envelope of its first copy."""
-    coordinates: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """uuid -> (partition, offset) of its first copy."""
-    newest_coordinates: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """uuid -> (partition, offset) of its newest copy (latest ``fetched_at``, then latest offset): the
-    version the raw document ends up holding."""
-    duplicates: int = 0
+    copies: list[Copy] = field(default_factory=list)
+    """Every good record, in production order."""
     bad: dict[tuple[int, int], str] = field(default_factory=dict)
     """(partition, offset) -> what is wrong with the record."""
+
+    @property
+    def first_copies(self) -> dict[str, dict[str, Any]]:
+        """uuid -> envelope of its first copy (in production order)."""
+        first: dict[str, dict[str, Any]] = {}
+        for item in self.copies:
+            first.setdefault(item.uuid, item.envelope)
+        return first
+
+    @property
+    def duplicates(self) -> int:
+        """Copies of a uuid produced after its first one."""
+        return len(self.copies) - len(self.first_copies)
 
 
 def envelope(user: dict[str, Any], fetched_at: datetime, source: str = "randomuser") -> dict[str, Any]:
@@ -123,11 +178,15 @@ def known_input() -> tuple[
         )
         for index, user in enumerate(users)
     ]
-    # Re-fetched profiles: same uuid, later fetch time; only the first copy counts.
-    duplicates = [
-        {**copy.deepcopy(envelopes[index]), "fetched_at": (EVENT_BASE + timedelta(minutes=50)).isoformat()}
-        for index in range(0, 250, 10)
-    ]
+    # Re-fetched profiles: same uuid, a later fetch time, and for some another country. The profile is
+    # counted once, in the window of its first copy, with its latest copy's country.
+    duplicates = []
+    for index in range(0, 250, 10):
+        refetched = copy.deepcopy(envelopes[index])
+        refetched["fetched_at"] = (EVENT_BASE + timedelta(minutes=50)).isoformat()
+        if index % 20 == 0:
+            refetched["user"]["location"]["country"] = "Atlantis"
+        duplicates.append(refetched)
     good = [(e["user"]["login"]["uuid"], json.dumps(e).encode()) for e in envelopes + duplicates]
 
     sample = envelopes[42]
@@ -179,20 +238,11 @@ def produce_known_input(settings: Settings, topic: str) -> ProducedInput:
         max_request_size=4_000_000,
     )
     produced = ProducedInput()
-    newest_fetch: dict[str, datetime] = {}
     bad_every = len(good) // len(bad)
     try:
         for index, (key, value) in enumerate(good):
             metadata = producer.send(topic, key=key.encode() if key else None, value=value).get(timeout=30)
-            fetched_at = datetime.fromisoformat(json.loads(value)["fetched_at"])
-            if key not in newest_fetch or fetched_at >= newest_fetch[key]:
-                newest_fetch[key] = fetched_at
-                produced.newest_coordinates[key] = (metadata.partition, metadata.offset)
-            if key in produced.first_copies:
-                produced.duplicates += 1
-            else:
-                produced.first_copies[key] = json.loads(value)
-                produced.coordinates[key] = (metadata.partition, metadata.offset)
+            produced.copies.append(Copy(json.loads(value), metadata.partition, metadata.offset))
             if index % bad_every == 0 and index // bad_every < len(bad):
                 bad_key, bad_value, what = bad[index // bad_every]
                 metadata = producer.send(

@@ -13,9 +13,10 @@ from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import Settings
 from core.spark import as_utc
-from tests.integration.batch_views import batch_recount, stored_views
-from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
-from tests.integration.profiles_input import known_input, produce_known_input
+from core.stores import mongo_client
+from tests.integration.batch_views import stored_views
+from tests.integration.kafka_helpers import create_topic, drop_own_stores
+from tests.integration.profiles_input import all_time, counted, produce_known_input, recount
 
 pytestmark = pytest.mark.integration
 
@@ -30,39 +31,37 @@ def batch_settings(
         update={
             "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": name}),
             "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": name}),
+            "mongo": stack_settings.mongo.model_copy(update={"database": name}),
             "paths": stack_settings.paths.model_copy(
                 update={"lake_dir": tmp_path / "lake", "checkpoints_dir": tmp_path / "checkpoints"}
             ),
         }
     )
-    delete_topics(stack_settings, name)
-    drop_keyspace(stack_settings, name)
+    drop_own_stores(stack_settings, name)
 
 
 def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(
     spark: SparkSession, batch_settings: Settings
 ) -> None:
-    produce_known_input(batch_settings, batch_settings.kafka.profiles_topic)
-    _, envelopes, _ = known_input()
-    expected_cutoff, expected_windows, expected_totals = batch_recount(envelopes)
+    # No speed layer: the views cover the whole archive.
+    produced = produce_known_input(batch_settings, batch_settings.kafka.profiles_topic)
+    expected_windows = recount(produced.copies)
+    expected_totals = all_time(expected_windows)
+    newest = max(copy.order[0] for copy in produced.copies)
     run_archive(batch_settings, spark)
 
     refreshed = refresh_silver_profiles(batch_settings, spark)
     first = recompute_batch_views(batch_settings, spark)
 
     version, cutoff, windows, totals = stored_views(batch_settings)
-    assert (version, cutoff) == (first.version, expected_cutoff)
+    assert (version, cutoff) == (first.version, newest.replace(second=0, microsecond=0))
+    assert first.speed_batch_id is None
     assert windows == expected_windows
     assert totals == expected_totals
-    assert first.profiles == sum(
-        count for (dimension, _), (count, *_) in totals.items() if dimension == "gender"
-    )
+    assert first.profiles == len(counted(produced.copies))
     silver = spark.read.format("delta").load(str(batch_settings.paths.silver_table))
-    assert (
-        silver.count()
-        == silver.select("uuid").distinct().count()
-        == len({e["user"]["login"]["uuid"] for e in envelopes})
-    )
+    # Silver holds every usable copy, once.
+    assert silver.count() == silver.select("partition", "offset").distinct().count() == len(produced.copies)
     assert "full_name" not in silver.columns
     # What the refresh reports (observed during its write) is what the table holds.
     per_day = silver.groupBy("ingestion_date").agg(
@@ -72,6 +71,14 @@ def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(
     assert refreshed.profiles == silver.count()
     assert refreshed.days == tuple(sorted(row.ingestion_date for row in rows))
     assert refreshed.newest_event == max(as_utc(row.newest) for row in rows)
+    # The batch layer stores the dead letters it meets (here no speed layer met them first).
+    assert refreshed.dead_letters == len(produced.bad)
+    with mongo_client(batch_settings) as client:
+        letters = list(
+            client[batch_settings.mongo.database][batch_settings.mongo.dead_letters_collection].find()
+        )
+    assert {(letter["partition"], letter["offset"]) for letter in letters} == set(produced.bad)
+    assert {letter["job"] for letter in letters} == {"batch"}
 
     refresh_silver_profiles(batch_settings, spark)
     second = recompute_batch_views(batch_settings, spark)

@@ -1,7 +1,7 @@
 """The served dashboard in a real browser (Debian's Chromium driven by Playwright), on the real stores.
 
 The stores are filled the way the layers fill them (their own store classes and document builders) with
-synthetic profiles: some counted by a batch view before its cutoff, the rest by speed partials after it.
+synthetic profiles: some counted by a batch view, the rest by speed partials after its horizon.
 The expected figures are recounted in plain Python from the profiles themselves. ``userpulse dashboard``
 runs as a subprocess, as users run it.
 """
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,18 +24,18 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from batch_layer.recompute import BatchViewStore
+from batch_layer.view_store import BatchCurrent, BatchViewStore
 from core.aggregates import window_floor
 from core.profile import profile_envelope
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from ingestion.synthetic import SyntheticSource
-from speed_layer.job import dead_letter_document, raw_document
-from speed_layer.stores import CassandraSpeedStore, mongo_raw_store
+from speed_layer.job import raw_document
+from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store, partial_row
 from tests.integration.kafka_helpers import drop_keyspace
 from tests.integration.processes import cli_environment, free_port
-from tests.integration.profiles_input import add, dimension_values, exact_age
+from tests.integration.profiles_input import dimension_values, exact_age
 
 pytestmark = pytest.mark.integration
 
@@ -71,12 +72,14 @@ def synthetic_profiles(seed: int, count: int, first_window: datetime, windows: i
     return profiles
 
 
-def aggregate_rows(profiles: list[Profile]) -> dict[tuple[str, datetime, str], list[int]]:
-    """(dimension, window, value) -> [profiles, age sum, age min, age max], recounted in plain Python."""
-    totals: dict[tuple[str, datetime, str], list[int]] = {}
+def age_counts(profiles: list[Profile]) -> dict[tuple[str, datetime, str], Counter[int]]:
+    """(dimension, window, value) -> profiles per age, recounted in plain Python."""
+    totals: dict[tuple[str, datetime, str], Counter[int]] = {}
     for profile in profiles:
         for dimension, value in profile.values.items():
-            add(totals, (dimension, window_floor(profile.fetched_at, 60), value), profile.age)
+            totals.setdefault((dimension, window_floor(profile.fetched_at, 60), value), Counter())[
+                profile.age
+            ] += 1
     return totals
 
 
@@ -96,7 +99,7 @@ class Stores:
         self.next_batch_id = 0
 
     def speed_batch(self, profiles: list[Profile]) -> None:
-        """What one speed micro-batch writes: raw documents and its partial aggregates."""
+        """What one speed micro-batch writes for new profiles: raw documents, partials, its metrics."""
         batch_id, self.next_batch_id = self.next_batch_id, self.next_batch_id + 1
         self.mongo.insert_profiles(
             [
@@ -108,33 +111,37 @@ class Stores:
                 for index, p in enumerate(profiles)
             ]
         )  # fmt: skip
-        self.speed.write_partials(
-            [
-                {"dimension": dimension, "window_start": window, "value": value, "batch_id": batch_id,
-                 "window_end": window + WINDOW, "profiles": figures[0], "age_sum": figures[1],
-                 "age_min": figures[2], "age_max": figures[3]}
-                for (dimension, window, value), figures in aggregate_rows(profiles).items()
-            ]
+        rows = age_counts(profiles)
+        self.speed.write_partials([partial_row(key, ages, batch_id, 0, 60) for key, ages in rows.items()])
+        self.speed.write_batch_metrics(
+            {"job": "speed", "batch_id": batch_id, "processed_at": datetime.now(UTC),
+             "input_rows": len(profiles), "new_profiles": len(profiles), "duplicates": 0, "dead_lettered": 0,
+             "under_age": 0, "late_rows_dropped": 0, "duration_ms": 100,
+             "max_event_time": max((p.fetched_at for p in profiles), default=None),
+             "end_offsets": {0: batch_id + 1}, "windows": {window for _, window, _ in rows}}
         )  # fmt: skip
 
-    def batch_view(self, profiles: list[Profile], cutoff: datetime) -> None:
-        """What a recomputation writes for ``profiles`` (all before ``cutoff``), made current."""
-        rows = aggregate_rows(profiles)
-        totals: dict[tuple[str, str], list[int]] = {}
-        for (dimension, _window, value), figures in rows.items():
-            total = totals.setdefault((dimension, value), [0, 0, figures[2], figures[3]])
-            total[0] += figures[0]
-            total[1] += figures[1]
-            total[2], total[3] = min(total[2], figures[2]), max(total[3], figures[3])
+    def batch_view(self, profiles: list[Profile], horizon: int) -> None:
+        """What a recomputation writes for ``profiles`` (the records of the speed batches up to
+        ``horizon``), made current."""
+        rows = age_counts(profiles)
+        totals: dict[tuple[str, str], Counter[int]] = {}
+        for (dimension, _window, value), ages in rows.items():
+            totals.setdefault((dimension, value), Counter()).update(ages)
+
+        def measures(ages: Counter[int]) -> dict[str, Any]:
+            return {"profiles": sum(ages.values()), "age_sum": sum(a * n for a, n in ages.items()),
+                    "age_min": min(ages), "age_max": max(ages), "ages": dict(ages)}  # fmt: skip
+
         self.batch.write_version(
             1,
-            [{"dimension": d, "value": v, "profiles": f[0], "age_sum": f[1], "age_min": f[2], "age_max": f[3]}
-             for (d, v), f in totals.items()],
-            [{"dimension": d, "window_start": w, "value": v, "window_end": w + WINDOW, "profiles": f[0],
-              "age_sum": f[1], "age_min": f[2], "age_max": f[3]}
-             for (d, w, v), f in rows.items()],
+            [{"dimension": d, "value": v, **measures(ages)} for (d, v), ages in totals.items()],
+            [{"dimension": d, "window_start": w, "value": v, "window_end": w + WINDOW, **measures(ages)}
+             for (d, w, v), ages in rows.items()],
         )  # fmt: skip
-        self.batch.make_current(1, cutoff, len(profiles))
+        newest = window_floor(max(p.fetched_at for p in profiles), 60)
+        view = BatchCurrent(1, newest, len(profiles), datetime.now(UTC), horizon, {0: horizon + 1}, 0)
+        assert self.batch.make_current(view, self.batch.erasure_seq())
 
     def dead_letters(self, count: int) -> None:
         self.mongo.insert_dead_letters(
@@ -266,12 +273,12 @@ def test_the_dashboard_shows_the_stores_figures_and_refreshes_without_reload(
     now = datetime.now(UTC)
     current = window_floor(now, 60)
     cutoff = current - 3 * WINDOW
-    # 120 profiles before the cutoff (batch view), 60 after it (speed partials, two micro-batches);
-    # a stale speed partial before the cutoff must not be counted again.
+    # 120 profiles in the batch view, 60 after its horizon (speed partials, two micro-batches); the speed
+    # batch the view covers must not be counted again.
     batch_profiles = synthetic_profiles(1, 120, cutoff - 5 * WINDOW, 5)
     speed_profiles = synthetic_profiles(2, 60, cutoff, 3)
-    stores.batch_view(batch_profiles, cutoff)
-    stores.speed_batch(batch_profiles[:10])  # the speed layer saw these too, before the cutoff
+    stores.batch_view(batch_profiles, horizon=0)
+    stores.speed_batch(batch_profiles[:10])  # batch 0: the batch view covers it; not counted again
     stores.speed_batch(speed_profiles[:30])
     stores.speed_batch(speed_profiles[30:])
     stores.dead_letters(3)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ from pyspark.sql import functions as F
 
 from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
-from core.aggregates import DIMENSIONS
 from core.erasure import erase_subjects
 from core.sealing import unseal_identifiers
 from core.settings import Settings
@@ -36,8 +33,11 @@ from ingestion.producer import ProfileProducer, Progress
 from ingestion.synthetic import SyntheticSource
 from orchestration.definitions import UserPulseResource
 from speed_layer.job import speed_layer_job
+from tests.integration.batch_views import merged_view
 from tests.integration.kafka_helpers import drop_own_stores, own_stores_overrides, read_topic
+from tests.integration.pipeline import figures_of
 from tests.integration.processes import cli_environment
+from tests.integration.profiles_input import Copy, all_time, counted, recount
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,7 @@ def case(
     name = unique_name("erasure")
     overrides = {
         **own_stores_overrides(stack_settings, name, tmp_path),
-        # One-second windows: profiles produced over a few seconds land on both sides of the batch
-        # cutoff, so the batch views have something to lose.
+        # One-second windows: profiles produced over a few seconds land in many windows.
         "profiles.window_duration": "1 second",
     }
     yield ErasureCase(UserPulseResource(overrides=overrides).settings(), overrides)
@@ -182,41 +181,18 @@ def search_everywhere(
     return hits
 
 
-def speed_totals(settings: Settings) -> Counter[tuple[str, str]]:
-    """Profiles per (dimension, value) summed over every speed partial (corrections included)."""
-    cluster, session = cassandra_session(settings)
-    try:
-        rows = session.execute(
-            f"SELECT dimension, value, profiles FROM {settings.cassandra.keyspace}.speed_aggregates"
-        )
-        totals: Counter[tuple[str, str]] = Counter()
-        for row in rows:
-            totals[row.dimension, row.value] += row.profiles
-        return totals
-    finally:
-        cluster.shutdown()
-
-
-def batch_view(settings: Settings) -> tuple[datetime, Counter[tuple[str, str]]]:
-    """The current batch view's cutoff (naive UTC, as the driver reads it) and all-time profiles per
-    (dimension, value)."""
-    cluster, session = cassandra_session(settings)
-    try:
-        keyspace = settings.cassandra.keyspace
-        current = session.execute(
-            f"SELECT version, cutoff FROM {keyspace}.batch_current WHERE view_name = 'profiles'"
-        ).one()
-        totals: Counter[tuple[str, str]] = Counter()
-        for dimension in DIMENSIONS:
-            for row in session.execute(
-                f"SELECT value, profiles FROM {keyspace}.batch_aggregates "
-                "WHERE version = %s AND dimension = %s",
-                (current.version, dimension),
-            ):
-                totals[dimension, row.value] += row.profiles
-        return current.cutoff, totals
-    finally:
-        cluster.shutdown()
+def topic_copies(settings: Settings) -> list[Copy]:
+    """Every record of the topic as the layers read it (opened with the subjects' keys)."""
+    records = read_topic(settings, settings.kafka.profiles_topic)
+    with subject_key_store(settings, enabled=True) as store:
+        assert store is not None
+        keys = store.keys_for([record.key for record in records if record.key])
+    copies = []
+    for record in records:
+        envelope = dict(record.value)
+        envelope["user"] = unseal_identifiers(envelope["user"], envelope["sealed"], keys[record.key])
+        copies.append(Copy(envelope, record.partition, record.offset))
+    return copies
 
 
 def stored_profile(settings: Settings, uuid: str) -> dict[str, Any] | None:
@@ -245,23 +221,22 @@ def test_an_erased_subject_is_found_nowhere_and_no_longer_counted(
     settings = case.settings
     assert produce(settings).sent == PROFILES
     run_layers(settings, spark)
-    cutoff, batch_before = batch_view(settings)
-    # A subject the batch views count: fetched before the cutoff.
-    profiles = {uuid: stored_profile(settings, uuid) for uuid in raw_users(settings)}
-    uuid = next(uuid for uuid, row in sorted(profiles.items()) if row and row["fetched_at"] < cutoff)
-    user, profile = raw_users(settings)[uuid], profiles[uuid]
-    assert profile is not None
+    copies = topic_copies(settings)
+    assert merged_view(settings) == figures_of(all_time(recount(copies)))
+    # A subject the batch view counts.
+    uuid = sorted(counted(copies))[0]
+    user = raw_users(settings)[uuid]
     # The search can find: before the erasure the subject is in the serving stores, in clear where
     # the design keeps it (raw documents), and nowhere in the topic's clear part.
     before = search_everywhere(settings, spark, user, uuid)
     assert any(place.startswith("MongoDB") for place in before)
     assert any(place.startswith("Kafka") for place in before)  # readable with the subject's key
-    speed_before = speed_totals(settings)
 
     [report] = erase_subjects(settings, spark, [uuid], "test")
 
     assert report.removed["Cassandra subject_keys"] == 1
     assert report.removed["Cassandra profiles"] == 1
+    assert report.removed["merged view corrections"] == 1
     assert report.removed[f"MongoDB {settings.mongo.raw_profiles_collection}"] == 1
     assert report.removed["Delta archive"] >= 1 and report.removed["Delta silver"] >= 1
     after = search_everywhere(settings, spark, user, uuid)
@@ -271,13 +246,13 @@ def test_an_erased_subject_is_found_nowhere_and_no_longer_counted(
     assert in_topic and all(set(found) <= {uuid, uuid[:32]} for found in in_topic.values())
     assert {place: found for place, found in after.items() if place not in in_topic} == {}
 
-    # The speed views stop counting the subject at once, the batch views at the next run.
-    subject_values = {(dimension, str(profile[dimension])) for dimension in DIMENSIONS}
-    expected_speed = speed_before - Counter(dict.fromkeys(subject_values, 1))
-    assert +speed_totals(settings) == +expected_speed
-    assert batch_view(settings)[1] == batch_before
-    recompute_batch_views(settings, spark)
-    assert batch_view(settings)[1] == +(batch_before - Counter(dict.fromkeys(subject_values, 1)))
+    # The merged view stops counting the subject at once (its age out of the minimum and maximum too),
+    # and a recomputation, which leaves the subject out, absorbs the correction.
+    others = [copy for copy in copies if copy.uuid != uuid]
+    assert merged_view(settings) == figures_of(all_time(recount(others)))
+    recomputed = recompute_batch_views(settings, spark)
+    assert recomputed.made_current
+    assert merged_view(settings) == figures_of(all_time(recount(others)))
 
     # An erased subject stays erased: the same profiles produced again, its own is held back.
     again = produce(settings)

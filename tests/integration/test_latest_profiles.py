@@ -41,9 +41,13 @@ def test_the_copy_keeps_only_the_newest_documents_and_serves_them_newest_first(d
     store = MongoRawStore(database["profiles"], database["dead_letters"], database["latest"], latest_kept=5)
     store.ensure_indexes()
     # Three batches, the second one older than the first (late data) and with a replayed document.
+    # (The speed layer trims the copy once per micro-batch, after its tasks have inserted.)
     store.insert_profiles([document(i, "France") for i in range(10, 14)])
+    store.trim_latest()
     store.insert_profiles([document(i, "Spain") for i in range(0, 4)] + [document(13, "France")])
+    store.trim_latest()
     store.insert_profiles([document(i, "Spain") for i in range(14, 17)])
+    store.trim_latest()
 
     assert database["profiles"].count_documents({}) == 11  # every document once
     assert sorted(d["_id"] for d in database["latest"].find()) == [f"uuid-{i}" for i in range(12, 17)]

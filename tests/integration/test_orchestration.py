@@ -30,16 +30,23 @@ from orchestration.definitions import (
     archive_holds_every_offset,
     batch_totals_match_silver,
     batch_views,
-    cutoff_moves_forward,
+    horizon_moves_forward,
     partition_range_tags,
     profile_archive,
     refresh_appended_days,
     silver_has_no_null_uuid,
     silver_profiles,
 )
-from tests.integration.batch_views import batch_recount, stored_views
-from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
-from tests.integration.profiles_input import EVENT_BASE, envelope, known_input, produce_known_input
+from tests.integration.batch_views import stored_views
+from tests.integration.kafka_helpers import create_topic, drop_own_stores, own_stores_overrides
+from tests.integration.profiles_input import (
+    EVENT_BASE,
+    Copy,
+    all_time,
+    envelope,
+    produce_known_input,
+    recount,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +55,7 @@ CHECKS = [
     archive_holds_every_offset,
     silver_has_no_null_uuid,
     batch_totals_match_silver,
-    cutoff_moves_forward,
+    horizon_moves_forward,
 ]
 
 
@@ -58,27 +65,15 @@ def resource(
 ) -> Iterator[UserPulseResource]:
     name = unique_name("dagster")
     create_topic(stack_settings, name)
-    yield UserPulseResource(
-        overrides={
-            "kafka.profiles_topic": name,
-            "kafka.host": stack_settings.kafka.host,
-            "kafka.port": str(stack_settings.kafka.port),
-            "cassandra.keyspace": name,
-            "cassandra.host": stack_settings.cassandra.host,
-            "cassandra.port": str(stack_settings.cassandra.port),
-            "paths.lake_dir": str(tmp_path / "lake"),
-            "paths.checkpoints_dir": str(tmp_path / "checkpoints"),
-        }
-    )
-    delete_topics(stack_settings, name)
-    drop_keyspace(stack_settings, name)
+    yield UserPulseResource(overrides=own_stores_overrides(stack_settings, name, tmp_path))
+    drop_own_stores(stack_settings, name)
 
 
 def test_the_asset_graph_materializes_with_passing_checks(
     spark: SparkSession, resource: UserPulseResource
 ) -> None:
     settings = resource.settings()
-    produce_known_input(settings, settings.kafka.profiles_topic)
+    produced = produce_known_input(settings, settings.kafka.profiles_topic)
     instance = DagsterInstance.ephemeral()
 
     today = datetime.now(UTC).date()  # the records' ingestion day (yesterday too, should midnight pass)
@@ -95,12 +90,12 @@ def test_the_asset_graph_materializes_with_passing_checks(
         "archive_holds_every_offset": True,
         "silver_has_no_null_uuid": True,
         "batch_totals_match_silver": True,
-        "cutoff_moves_forward": True,
+        "horizon_moves_forward": True,
     }
-    _, envelopes, _ = known_input()
-    expected_cutoff, expected_windows, expected_totals = batch_recount(envelopes)
-    _, cutoff, windows, totals = stored_views(settings)
-    assert (cutoff, windows, totals) == (expected_cutoff, expected_windows, expected_totals)
+    # No speed layer here: the view covers the whole archive.
+    _, _, windows, totals = stored_views(settings)
+    assert windows == recount(produced.copies)
+    assert totals == all_time(recount(produced.copies))
 
     # Records that arrive after the run: the archive check now fails, until the archive runs again.
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
@@ -118,28 +113,30 @@ def test_the_asset_graph_materializes_with_passing_checks(
     assert "1" in str(evaluation.metadata["partitions_behind"].value)
 
 
-def produce_on_days(settings: Settings, records: list[tuple[date, dict[str, Any]]]) -> None:
+def produce_on_days(settings: Settings, records: list[tuple[date, dict[str, Any]]]) -> list[Copy]:
     """Envelopes with a Kafka timestamp at noon (UTC) of the given day, the day the archive files them."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    copies = []
     try:
         for day, value in records:
-            producer.send(
+            metadata = producer.send(
                 settings.kafka.profiles_topic,
                 key=value["user"]["login"]["uuid"].encode(),
                 value=json.dumps(value).encode(),
                 timestamp_ms=int(datetime.combine(day, time(12), UTC).timestamp() * 1000),
-            )
-        producer.flush(timeout=60)
+            ).get(timeout=30)
+            copies.append(Copy(value, metadata.partition, metadata.offset))
     finally:
         producer.close()
+    return copies
 
 
 def three_days_of_profiles(days: tuple[date, date, date]) -> list[tuple[date, dict[str, Any]]]:
     """Profiles ingested over three days, with versions of one profile on different days.
 
-    Day 2 holds a later re-fetch of ten day-1 profiles (it must win across days); day 3 holds late
-    copies of ten day-2 profiles, fetched earlier than the day-2 versions (they must lose). Event times
-    all fall on one date, so every day's ages are taken at the same date as the recount's.
+    Day 2 holds a later re-fetch of ten day-1 profiles (its attributes count, in the day-1 window); day
+    3 holds late copies of ten day-2 profiles, fetched earlier than the day-2 versions (their window
+    counts, with the day-2 attributes).
     """
     users = SyntheticSource(23, now=EVENT_BASE).next_batch(90)
     for user in users[60:63]:  # under age: never counted
@@ -198,7 +195,7 @@ def test_a_backfill_of_a_day_range_rewrites_only_those_days(
     today = datetime.now(UTC).date()
     days = (today - timedelta(days=3), today - timedelta(days=2), today - timedelta(days=1))
     records = three_days_of_profiles(days)
-    produce_on_days(settings, records)
+    copies = produce_on_days(settings, records)
     instance = DagsterInstance.ephemeral()
 
     first = materialize(
@@ -213,10 +210,10 @@ def test_a_backfill_of_a_day_range_rewrites_only_those_days(
     # Day to day, the archive's materialization is what asks for a refresh, of exactly its days.
     request = refresh_appended_days(build_sensor_context(instance=instance))
     assert request.partition_key_range == PartitionKeyRange(str(days[0]), str(days[2]))
-    expected = batch_recount([value for _, value in records])
-    assert stored_views(settings)[1:] == expected
+    expected = (recount(copies), all_time(recount(copies)))
+    assert stored_views(settings)[2:] == expected
     before = silver_by_day(spark, settings)
-    assert [len(before[day][1]) for day in days] == [30, 40, 40]  # latest version per uuid and day
+    assert [len(before[day][1]) for day in days] == [30, 40, 40]  # every copy of the day
     [first_views] = materializations(first, batch_views)
 
     # A fix to backfill (here: a new pseudonymization key), for days 2 and 3 only.
@@ -233,7 +230,7 @@ def test_a_backfill_of_a_day_range_rewrites_only_those_days(
     assert {e.check_name: e.passed for e in backfill.get_asset_check_evaluations()} == {
         "silver_has_no_null_uuid": True,
         "batch_totals_match_silver": True,
-        "cutoff_moves_forward": True,
+        "horizon_moves_forward": True,
     }
     assert {m.partition for m in materializations(backfill, silver_profiles)} == {str(days[1]), str(days[2])}
     after = silver_by_day(spark, settings)
@@ -243,6 +240,6 @@ def test_a_backfill_of_a_day_range_rewrites_only_those_days(
         assert {uuid for uuid, _ in after[day][1]} == {uuid for uuid, _ in before[day][1]}
         assert after[day][1].isdisjoint(before[day][1])  # every pseudonym rewritten with the new key
     # The views were recomputed from every day: a new version, the same counts.
-    version, *views = stored_views(settings)
+    version, _, *views = stored_views(settings)
     assert tuple(views) == expected
     assert version != first_views.metadata["version"].value

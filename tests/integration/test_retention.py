@@ -8,6 +8,8 @@ from it by the real refresh). The Dagster job ``retention`` then runs, as the sc
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,15 +24,16 @@ from batch_layer.recompute import refresh_silver_profiles
 from core.retention import CASSANDRA_TABLES, current_ttls, topic_retention_ms
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client
+from core.versions import ProfileState, Sighting
 from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.definitions import UserPulseResource, retention_job
 from speed_layer.stores import (
     BATCH_METRIC_COLUMNS,
-    PARTIAL_COLUMNS,
-    PROFILE_COLUMNS,
     CassandraSpeedStore,
     mongo_raw_store,
+    partial_row,
+    state_row,
 )
 from tests.integration.kafka_helpers import (
     create_topic,
@@ -95,9 +98,11 @@ def write_mongo(settings: Settings) -> None:
         client.close()
 
 
-def profile_row(uuid: str, fetched_at: datetime) -> dict[str, object]:
-    row: dict[str, object] = dict.fromkeys(PROFILE_COLUMNS)
-    return {**row, "uuid": uuid, "first_batch_id": 1, "fetched_at": fetched_at, "source": "synthetic"}
+def profile_row(uuid: str, fetched_at: datetime) -> tuple[object, ...]:
+    """The ``profiles`` row of a profile first and last seen at ``fetched_at``."""
+    sighting = Sighting(fetched_at, 0, 1)
+    attributes = {"source": "synthetic", "gender": "female", "age": 30}
+    return state_row(uuid, ProfileState(sighting, sighting, attributes, counted=True), 1, None)
 
 
 def write_cassandra(settings: Settings) -> None:
@@ -107,21 +112,13 @@ def write_cassandra(settings: Settings) -> None:
     try:
         apply_schema(session, keyspace, settings.cassandra.replication_factor)
         store = CassandraSpeedStore(session, keyspace, concurrency=8)
-        store.write_profiles(
+        store.write_states(
             [profile_row("old-profile", days_ago(21)), profile_row("recent-profile", days_ago(1))]
         )
         starts = [days_ago(days).replace(second=0, microsecond=0) for days in (4, 1 / 24)]
-        partials = [
-            dict(
-                zip(
-                    PARTIAL_COLUMNS,
-                    ("country", start, "France", 1, start + timedelta(minutes=1), 1, 30, 30, 30),
-                    strict=True,
-                )
-            )
-            for start in starts
-        ]
-        store.write_partials(partials)
+        store.write_partials(
+            [partial_row(("country", start, "France"), Counter({30: 1}), 1, 0, 60) for start in starts]
+        )
         for batch_id, processed_at in ((1, days_ago(4)), (2, NOW)):
             metrics = dict.fromkeys(BATCH_METRIC_COLUMNS, 0)
             store.write_batch_metrics(
@@ -131,6 +128,8 @@ def write_cassandra(settings: Settings) -> None:
                     "batch_id": batch_id,
                     "processed_at": processed_at,
                     "max_event_time": None,
+                    "end_offsets": {},
+                    "windows": set(),
                 }
             )
     finally:
@@ -141,11 +140,12 @@ def write_lake(settings: Settings, spark: SparkSession) -> None:
     """Archive ten records received 42 days ago and ten received yesterday; silver refreshed from it."""
     good, _, _ = known_input()
     rows = [
-        (key.encode() if key else None, value, settings.kafka.profiles_topic, 0, offset, received, 0)
+        (key.encode() if key else None, fetched_at(value, received), settings.kafka.profiles_topic, 0, offset,
+         received, 0)
         for offset, ((key, value), received) in enumerate(
             zip(good[:20], [days_ago(42)] * 10 + [days_ago(1)] * 10, strict=True)
         )
-    ]
+    ]  # fmt: skip
     kafka_rows = spark.createDataFrame(
         rows,
         "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
@@ -155,6 +155,11 @@ def write_lake(settings: Settings, spark: SparkSession) -> None:
         str(settings.paths.archive_table)
     )
     refresh_silver_profiles(settings, spark)
+
+
+def fetched_at(value: bytes, moment: datetime) -> bytes:
+    """The envelope fetched at ``moment`` (a record cannot be fetched after it was written to Kafka)."""
+    return json.dumps({**json.loads(value), "fetched_at": moment.isoformat()}).encode()
 
 
 def lake_days(spark: SparkSession, path: Path) -> dict[str, int]:
@@ -224,16 +229,14 @@ def test_the_retention_job_removes_what_is_older_than_each_store_allows(
             f"SELECT window_start FROM {keyspace}.speed_windows WHERE dimension = 'country'"
         )
         assert [w.window_start.replace(tzinfo=UTC) > days_ago(1) for w in windows] == [True]
-        partials = session.execute(f"SELECT window_start FROM {keyspace}.speed_aggregates")
+        partials = session.execute(f"SELECT window_start FROM {keyspace}.speed_partials")
         assert [p.window_start.replace(tzinfo=UTC) > days_ago(1) for p in partials] == [True]
         assert [b.batch_id for b in session.execute(f"SELECT batch_id FROM {keyspace}.stream_batches")] == [2]
         ttls = current_ttls(session, keyspace)
         for table in CASSANDRA_TABLES:
             assert ttls[table.name] == RETENTION[table.days_setting] * 86_400, table.name
         assert ttls["batch_current"] == 0  # the current batch view never expires
-        CassandraSpeedStore(session, keyspace, concurrency=8).write_profiles(
-            [profile_row("new-profile", NOW)]
-        )
+        CassandraSpeedStore(session, keyspace, concurrency=8).write_states([profile_row("new-profile", NOW)])
         row = session.execute(
             f"SELECT TTL(source) AS ttl FROM {keyspace}.profiles WHERE uuid = 'new-profile'"
         ).one()

@@ -1,14 +1,14 @@
-"""The merged view against the real Cassandra: exact figures around the batch cutoff.
+"""The merged view against the real Cassandra: exact figures around the batch view's horizon.
 
 Each layer's rows are written with that layer's own store class (``CassandraSpeedStore``,
 ``BatchViewStore``), as the jobs write them; the known figures are then read back through
-``ServingViews``. The batch rows deliberately differ from the speed partials of the same windows (the
-batch layer is the authority: it saw late and duplicate records the speed layer could not), so any
-window counted by both sides, or by neither, changes the answer.
+``ServingViews``. The batch rows deliberately differ from the speed partials of the batches they cover
+(the batch layer is the authority), so a partial counted by both sides, or by neither, changes the answer.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,20 +16,12 @@ from typing import Any
 import pytest
 from cassandra.cluster import Session
 
-from batch_layer.recompute import BatchViewStore
+from batch_layer.view_store import BatchCurrent, BatchViewStore, ErasureCorrection
 from core.settings import Settings
 from core.stores import cassandra_session
 from infra.cassandra_schema import apply_schema
-from serving.views import (
-    ALL_TIME,
-    Partial,
-    ServingViews,
-    TimeRange,
-    ValueFigures,
-    WindowCount,
-    merge_partials,
-)
-from speed_layer.stores import CassandraSpeedStore
+from serving.views import ALL_TIME, ServingViews, TimeRange, WindowCount
+from speed_layer.stores import CassandraSpeedStore, partial_row
 from tests.integration.kafka_helpers import drop_keyspace
 
 pytestmark = pytest.mark.integration
@@ -39,81 +31,66 @@ MINUTE = timedelta(minutes=1)
 W = [T0 + i * MINUTE for i in range(5)]
 """Five one-minute windows, 10:00 to 10:04."""
 
-# Speed partials: (window, batch id, value, profiles, age_sum, age_min, age_max). Two micro-batches
-# contribute to window 2, so the reader must sum partials.
-SPEED = [
-    (W[0], 1, "France", 2, 60, 25, 35),
-    (W[1], 1, "France", 1, 40, 40, 40),
-    (W[1], 2, "Spain", 3, 75, 20, 30),
-    (W[2], 2, "France", 1, 20, 20, 20),
-    (W[2], 3, "France", 2, 100, 45, 55),
-    (W[3], 3, "Spain", 1, 66, 66, 66),
-    (W[4], 4, "Spain", 5, 150, 18, 42),
+# Speed partials: (batch id, task, window, value, profiles per age). Batch 3 moves a 20-year-old from
+# France to Spain in window 1 (a re-fetch): France loses its youngest there.
+SPEED: list[tuple[int, int, datetime, str, dict[int, int]]] = [
+    (1, 0, W[0], "France", {25: 1, 35: 1}),
+    (1, 1, W[1], "France", {20: 1, 40: 1}),
+    (2, 0, W[1], "Spain", {20: 1, 25: 1, 30: 1}),
+    (2, 1, W[2], "France", {20: 1}),
+    (3, 0, W[1], "France", {20: -1}),
+    (3, 0, W[1], "Spain", {20: 1}),
+    (3, 1, W[2], "France", {45: 1, 55: 1}),
+    (4, 0, W[3], "Spain", {66: 1}),
+    (4, 1, W[4], "Spain", {18: 2, 42: 1, 50: 2}),
 ]
 
-# Batch version 1: complete before cutoff W[2]; more profiles than the speed side saw (late data).
+# A batch view up to speed batch 2 (more profiles than the speed side saw there: the authority).
 BATCH_V1 = {
-    W[0]: [("France", 3, 90, 25, 35)],
-    W[1]: [("France", 1, 40, 40, 40), ("Spain", 4, 100, 19, 30)],
+    W[0]: {"France": {25: 2, 35: 1}},
+    W[1]: {"France": {20: 1, 40: 1}, "Spain": {19: 1, 25: 2, 30: 1}},
 }
-# Batch version 2: complete before cutoff W[3].
+# A later batch view up to speed batch 3.
 BATCH_V2 = {
-    W[0]: [("France", 3, 90, 25, 35)],
-    W[1]: [("France", 1, 40, 40, 40), ("Spain", 4, 100, 19, 30)],
-    W[2]: [("France", 4, 140, 20, 55)],
+    W[0]: {"France": {25: 2, 35: 1}},
+    W[1]: {"France": {40: 1}, "Spain": {19: 1, 20: 1, 25: 2, 30: 1}},
+    W[2]: {"France": {20: 1, 45: 1, 55: 1}},
 }
 
-
-def speed_partial(window: datetime, batch_id: int, value: str, *figures: int) -> dict[str, Any]:
-    profiles, age_sum, age_min, age_max = figures
-    return {
-        "dimension": "country", "window_start": window, "value": value, "batch_id": batch_id,
-        "window_end": window + MINUTE, "profiles": profiles, "age_sum": age_sum, "age_min": age_min,
-        "age_max": age_max,
-    }  # fmt: skip
+Figures = tuple[int, int, int | None, int | None]
 
 
-def batch_rows(
-    version: dict[datetime, list[tuple[Any, ...]]],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    windows = [
-        {"dimension": "country", "window_start": start, "window_end": start + MINUTE, "value": value,
-         "profiles": profiles, "age_sum": age_sum, "age_min": age_min, "age_max": age_max}
-        for start, rows in version.items()
-        for value, profiles, age_sum, age_min, age_max in rows
-    ]  # fmt: skip
-    totals = merge_partials(
-        [Partial(w["value"], w["profiles"], w["age_sum"], w["age_min"], w["age_max"]) for w in windows], []
-    )
-    return [
-        {"dimension": "country", "value": t.value, "profiles": t.profiles, "age_sum": t.age_sum,
-         "age_min": t.age_min, "age_max": t.age_max}
-        for t in totals
-    ], windows  # fmt: skip
+def figures(ages: Counter[int]) -> Figures:
+    present = [age for age, n in ages.items() if n > 0]
+    return (sum(ages.values()), sum(a * n for a, n in ages.items()), min(present), max(present))
 
 
 def expected(
-    batch: dict[datetime, list[tuple[Any, ...]]], cutoff: datetime | None, time_range: TimeRange = ALL_TIME
-) -> list[ValueFigures]:
-    """The merged answer recounted in plain Python from the rows above."""
+    batch: dict[datetime, dict[str, dict[int, int]]] | None,
+    after_batch: int,
+    time_range: TimeRange = ALL_TIME,
+    erased: list[ErasureCorrection] = (),  # type: ignore[assignment]
+) -> dict[str, Figures]:
+    """The merged answer recounted in plain Python: batch rows, plus speed partials after the horizon."""
+    ages: dict[str, Counter[int]] = {}
+    for window, values in (batch or {}).items():
+        if time_range.holds(window):
+            for value, counts in values.items():
+                ages.setdefault(value, Counter()).update(counts)
+    for batch_id, _, window, value, counts in SPEED:
+        if batch_id > after_batch and time_range.holds(window):
+            ages.setdefault(value, Counter()).update(counts)
+    for correction in erased:
+        if time_range.holds(correction.window_start):
+            ages.setdefault(correction.values["country"], Counter())[correction.age] -= 1
+    return {value: figures(counts) for value, counts in ages.items() if sum(counts.values())}
 
-    def in_range(window: datetime) -> bool:
-        return (time_range.start is None or window >= time_range.start) and (
-            time_range.end is None or window < time_range.end
-        )
 
-    batch_part = [
-        Partial(value, *figures)
-        for window, rows in batch.items()
-        if cutoff is not None and window < cutoff and in_range(window)
-        for value, *figures in rows
-    ]
-    speed_part = [
-        Partial(value, *figures)
-        for window, _batch_id, value, *figures in SPEED
-        if (cutoff is None or window >= cutoff) and in_range(window)
-    ]
-    return merge_partials(batch_part, speed_part)
+def merged(views: ServingViews, time_range: TimeRange = ALL_TIME) -> dict[str, Figures]:
+    return {
+        v.value: (v.profiles, v.age_sum, v.age_min, v.age_max)
+        for v in views.dimension("country", time_range).values
+    }
 
 
 @pytest.fixture
@@ -139,62 +116,111 @@ def session(keyspace_settings: Settings) -> Iterator[Session]:
 Stores = tuple[CassandraSpeedStore, BatchViewStore, ServingViews]
 
 
+def batch_metrics(batch_id: int, windows: set[datetime], **figures: Any) -> dict[str, Any]:
+    return {
+        "job": "speed", "batch_id": batch_id, "processed_at": T0 + batch_id * MINUTE, "input_rows": 1,
+        "new_profiles": 1, "duplicates": 0, "dead_lettered": 0, "under_age": 0, "late_rows_dropped": 0,
+        "duration_ms": 500, "max_event_time": None, "end_offsets": {0: batch_id * 10}, "windows": windows,
+        **figures,
+    }  # fmt: skip
+
+
 @pytest.fixture
 def stores(keyspace_settings: Settings, session: Session) -> Stores:
     keyspace = keyspace_settings.cassandra.keyspace
     speed = CassandraSpeedStore(session, keyspace, concurrency=16)
-    speed.write_partials([speed_partial(*row) for row in SPEED])
+    speed.write_partials(
+        [
+            partial_row(("country", window, value), Counter(ages), batch, task, 60)
+            for batch, task, window, value, ages in SPEED
+        ]
+    )
+    for batch_id in {row[0] for row in SPEED}:
+        speed.write_batch_metrics(batch_metrics(batch_id, {row[2] for row in SPEED if row[0] == batch_id}))
     return speed, BatchViewStore(session, keyspace, concurrency=16), ServingViews(session, keyspace, "speed")
 
 
+def view_rows(
+    version: dict[datetime, dict[str, dict[int, int]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def row(ages: dict[int, int], **key: Any) -> dict[str, Any]:
+        profiles, age_sum, age_min, age_max = figures(Counter(ages))
+        return {
+            **key,
+            "profiles": profiles,
+            "age_sum": age_sum,
+            "age_min": age_min,
+            "age_max": age_max,
+            "ages": ages,
+        }
+
+    windows = [
+        row(ages, dimension="country", window_start=start, window_end=start + MINUTE, value=value)
+        for start, values in version.items()
+        for value, ages in values.items()
+    ]
+    totals: dict[str, Counter[int]] = {}
+    for values in version.values():
+        for value, ages in values.items():
+            totals.setdefault(value, Counter()).update(ages)
+    return [row(dict(ages), dimension="country", value=value) for value, ages in totals.items()], windows
+
+
 def publish(
-    store: BatchViewStore, version: int, rows: dict[datetime, list[tuple[Any, ...]]], cutoff: datetime
+    store: BatchViewStore, version: int, rows: dict[datetime, dict[str, dict[int, int]]], horizon: int
 ) -> None:
     """What a recomputation does: write the version, make it current, delete the older ones."""
-    totals, windows = batch_rows(rows)
+    totals, windows = view_rows(rows)
     store.write_version(version, totals, windows)
-    store.make_current(version, cutoff, sum(t["profiles"] for t in totals))
+    cutoff = max(rows)
+    view = BatchCurrent(
+        version, cutoff, sum(t["profiles"] for t in totals), T0, horizon, {0: horizon * 10}, 0
+    )
+    assert store.make_current(view, store.erasure_seq())
     for old in store.versions() - {version}:
         store.delete_version(old)
 
 
-def test_with_no_batch_view_the_merged_view_is_the_speed_view(stores: Stores) -> None:
+def test_with_no_batch_view_the_merged_view_is_every_speed_partial(stores: Stores) -> None:
     _, _, views = stores
+    assert merged(views) == expected(None, after_batch=-1)
     view = views.dimension("country")
-    assert view.values == expected({}, None)
-    assert (view.profiles, view.batch_profiles, view.speed_profiles) == (15, 0, 15)
+    assert (view.profiles, view.batch_profiles, view.speed_profiles) == (16, 0, 16)
     assert view.freshness.batch is None
     assert views.timeline(TimeRange(W[0]), "country") == [
         WindowCount(W[0], 2, "speed"),
-        WindowCount(W[1], 4, "speed"),
+        WindowCount(W[1], 5, "speed"),
         WindowCount(W[2], 3, "speed"),
         WindowCount(W[3], 1, "speed"),
         WindowCount(W[4], 5, "speed"),
     ]
 
 
-def test_batch_answers_before_the_cutoff_and_speed_from_it(stores: Stores) -> None:
+def test_the_batch_view_plus_the_speed_partials_after_its_horizon(stores: Stores) -> None:
     _, batch_store, views = stores
-    publish(batch_store, 1, BATCH_V1, cutoff=W[2])
+    publish(batch_store, 1, BATCH_V1, horizon=2)
+    assert merged(views) == expected(BATCH_V1, after_batch=2)
     view = views.dimension("country")
-    assert view.values == expected(BATCH_V1, W[2])
-    # batch: France 4, Spain 4; speed from W[2]: France 3, Spain 6 -- nothing of W[0], W[1] from speed
+    # batch: France 5, Spain 4; speed batches 3 and 4: France +1 (-1 +2), Spain +7
     assert [(v.value, v.profiles, v.batch_profiles, v.speed_profiles) for v in view.values] == [
-        ("Spain", 10, 4, 6),
-        ("France", 7, 4, 3),
+        ("Spain", 11, 4, 7),
+        ("France", 6, 5, 1),
     ]
+    # France's only 20-year-old left with batch 3: the batch row's minimum (20) no longer holds; the ages
+    # of every row say the youngest left is 25.
     france = view.value("France")
-    assert france is not None and (france.age_sum, france.age_min, france.age_max) == (250, 20, 55)
-    assert view.freshness.batch_cutoff == W[2]
+    assert france is not None and (france.age_min, france.age_max) == (25, 55)
+    assert view.freshness.batch is not None and view.freshness.batch.speed_batch_id == 2
     assert views.timeline(TimeRange(W[0]), "country") == [
         WindowCount(W[0], 3, "batch"),
-        WindowCount(W[1], 5, "batch"),
-        WindowCount(W[2], 3, "speed"),
+        WindowCount(W[1], 6, "batch + speed"),
+        WindowCount(W[2], 2, "speed"),
         WindowCount(W[3], 1, "speed"),
         WindowCount(W[4], 5, "speed"),
     ]
-    # one value only: Spain has no speed partial in W[2], so that window does not appear
-    assert views.timeline(TimeRange(W[1], W[3]), "country", "Spain") == [WindowCount(W[1], 4, "batch")]
+    assert views.timeline(TimeRange(W[1], W[3]), "country", "Spain") == [
+        WindowCount(W[1], 5, "batch + speed")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -206,24 +232,19 @@ def test_batch_answers_before_the_cutoff_and_speed_from_it(stores: Stores) -> No
         TimeRange(W[3], W[4]),
         TimeRange(W[0], W[1]),
     ],
-    ids=["from-before-cutoff", "across-cutoff", "ending-at-cutoff", "after-cutoff", "before-cutoff"],
+    ids=["from-1", "1-to-3", "until-2", "3-to-4", "0-to-1"],
 )
-def test_a_time_range_takes_each_window_from_exactly_one_side(stores: Stores, time_range: TimeRange) -> None:
+def test_every_time_range_takes_each_layer_once(stores: Stores, time_range: TimeRange) -> None:
     _, batch_store, views = stores
-    publish(batch_store, 1, BATCH_V1, cutoff=W[2])
-    assert views.dimension("country", time_range).values == expected(BATCH_V1, W[2], time_range)
+    publish(batch_store, 1, BATCH_V1, horizon=2)
+    assert merged(views, time_range) == expected(BATCH_V1, after_batch=2, time_range=time_range)
 
 
-def test_a_new_batch_version_moves_the_boundary_without_double_counting(stores: Stores) -> None:
+def test_a_new_batch_view_moves_the_horizon_without_double_counting(stores: Stores) -> None:
     _, batch_store, views = stores
-    publish(batch_store, 1, BATCH_V1, cutoff=W[2])
-    publish(batch_store, 2, BATCH_V2, cutoff=W[3])
-    view = views.dimension("country")
-    assert view.values == expected(BATCH_V2, W[3])
-    assert [(v.value, v.batch_profiles, v.speed_profiles) for v in view.values] == [
-        ("Spain", 4, 6),
-        ("France", 8, 0),
-    ]
+    publish(batch_store, 1, BATCH_V1, horizon=2)
+    publish(batch_store, 2, BATCH_V2, horizon=3)
+    assert merged(views) == expected(BATCH_V2, after_batch=3)
     assert batch_store.versions() == {2}
 
 
@@ -232,33 +253,65 @@ def test_a_version_switch_during_a_query_is_read_again_from_the_new_version(
 ) -> None:
     """The worst moment: the reader has the old version, then a recomputation switches and deletes it."""
     _, batch_store, views = stores
-    publish(batch_store, 1, BATCH_V1, cutoff=W[2])
-    read_rows = views._rows
+    publish(batch_store, 1, BATCH_V1, horizon=2)
+    read_totals = views.batch.totals
     switched: list[int] = []
 
-    def rows_then_switch(*args: Any) -> Any:
-        answer = read_rows(*args)
+    def totals_then_switch(*args: Any) -> Any:
+        answer = read_totals(*args)
         if not switched:
-            publish(batch_store, 2, BATCH_V2, cutoff=W[3])  # after this attempt has read version 1
+            publish(batch_store, 2, BATCH_V2, horizon=3)  # after this attempt has read version 1
             switched.append(2)
         return answer
 
-    monkeypatch.setattr(views, "_rows", rows_then_switch)
+    monkeypatch.setattr(views.batch, "totals", totals_then_switch)
     view = views.dimension("country")
     assert switched == [2]
-    assert view.values == expected(BATCH_V2, W[3])
-    assert view.freshness.batch_cutoff == W[3]
+    assert {v.value: (v.profiles, v.age_sum, v.age_min, v.age_max) for v in view.values} == expected(
+        BATCH_V2, after_batch=3
+    )
+    assert view.freshness.batch is not None and view.freshness.batch.version == 2
+
+
+def test_pending_erasures_come_off_until_a_view_absorbs_them(stores: Stores) -> None:
+    _, batch_store, views = stores
+    publish(batch_store, 1, BATCH_V1, horizon=2)
+    seq = batch_store.next_erasure_seq()
+    erased = ErasureCorrection(seq, 4, W[0], 35, {"country": "France", "gender": "male"})
+    batch_store.add_correction(erased)
+    assert merged(views) == expected(BATCH_V1, after_batch=2, erased=[erased])
+    assert merged(views)["France"][3] == 55  # the 35-year-old was not France's oldest
+    # A view computed after the erasure leaves the subject out (here: its rows say so) and absorbs it.
+    totals, windows = view_rows(BATCH_V2)
+    batch_store.write_version(3, totals, windows)
+    absorbed = BatchCurrent(3, W[2], 0, T0, 4, {0: 40}, erasures_seen=seq)
+    assert batch_store.make_current(absorbed, batch_store.erasure_seq())
+    assert merged(views) == expected(BATCH_V2, after_batch=4)
+
+
+def test_a_view_computed_before_an_erasure_cannot_become_current(stores: Stores) -> None:
+    _, batch_store, _ = stores
+    seen = batch_store.erasure_seq()
+    batch_store.next_erasure_seq()  # an erasure starts while the view is being computed
+    totals, windows = view_rows(BATCH_V1)
+    batch_store.write_version(1, totals, windows)
+    assert not batch_store.make_current(BatchCurrent(1, W[1], 9, T0, 2, {0: 20}, seen), seen)
+    assert batch_store.current() is None
 
 
 def test_freshness_reports_the_speed_progress(stores: Stores) -> None:
     speed_store, _, views = stores
     processed_at = datetime.now(UTC).replace(microsecond=0)
     speed_store.write_batch_metrics(
-        {"job": "speed", "batch_id": 4, "processed_at": processed_at, "input_rows": 5, "new_profiles": 5,
-         "duplicates": 0, "dead_lettered": 0, "under_age": 0, "late_rows_dropped": 2, "duration_ms": 900,
-         "max_event_time": W[4] + timedelta(seconds=30)}
-    )  # fmt: skip
-    speed_store.write_batch_progress("speed", 4, 120.0, {0: 3, 1: 4})
+        batch_metrics(
+            5,
+            set(),
+            processed_at=processed_at,
+            late_rows_dropped=2,
+            max_event_time=W[4] + timedelta(seconds=30),
+        )
+    )
+    speed_store.write_batch_progress("speed", 5, 120.0, {0: 3, 1: 4})
     freshness = views.freshness()
     assert freshness.speed is not None
     assert (freshness.speed.processed_at, freshness.speed.kafka_lag, freshness.speed.late_rows_dropped) == (

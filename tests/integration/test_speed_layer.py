@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ from speed_layer.job import speed_layer_job
 from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, sigterm_once
 from tests.integration.profiles_input import (
+    AgeCounts,
     ProducedInput,
-    age_when_fetched,
+    counted,
+    first_and_latest,
     produce_known_input,
     recount,
 )
@@ -79,8 +82,10 @@ def speed_settings(
 
 @dataclass(frozen=True)
 class StoredState:
-    aggregates: dict[tuple[str, datetime, str], list[int]]
+    aggregates: AgeCounts
+    """Profiles per age of each (dimension, window, value): the speed partials summed."""
     profiles: dict[str, dict[str, Any]]
+    """The counted uuids' rows of ``profiles``."""
     documents: dict[str, dict[str, Any]]
     dead_letters: dict[tuple[int, int], dict[str, Any]]
     batches: list[dict[str, Any]]
@@ -90,15 +95,16 @@ def stored_state(settings: Settings) -> StoredState:
     keyspace = settings.cassandra.keyspace
     cluster, session = cassandra_session(settings)
     try:
-        aggregates: dict[tuple[str, datetime, str], list[int]] = {}
-        for row in session.execute(f"SELECT * FROM {keyspace}.speed_aggregates"):
+        aggregates: AgeCounts = {}
+        for row in session.execute(f"SELECT * FROM {keyspace}.speed_partials"):
             key = (row.dimension, row.window_start.replace(tzinfo=UTC), row.value)
-            total = aggregates.setdefault(key, [0, 0, row.age_min, row.age_max])
-            total[0] += row.profiles
-            total[1] += row.age_sum
-            total[2] = min(total[2], row.age_min)
-            total[3] = max(total[3], row.age_max)
-        profiles = {row.uuid: row._asdict() for row in session.execute(f"SELECT * FROM {keyspace}.profiles")}
+            aggregates.setdefault(key, Counter()).update(dict(row.ages or {}))
+        aggregates = {key: +ages for key, ages in aggregates.items() if +ages}
+        profiles = {
+            row.uuid: row._asdict()
+            for row in session.execute(f"SELECT * FROM {keyspace}.profiles")
+            if row.counted
+        }
         batches = [row._asdict() for row in session.execute(f"SELECT * FROM {keyspace}.stream_batches")]
     finally:
         cluster.shutdown()
@@ -125,20 +131,23 @@ def run_until_consumed(spark: SparkSession, settings: Settings) -> None:
 
 
 def assert_matches_input(state: StoredState, produced: ProducedInput) -> None:
-    adults = {uuid: e for uuid, e in produced.first_copies.items() if age_when_fetched(e) >= 18}
-    assert state.aggregates == recount(list(produced.first_copies.values()))
+    adults = counted(produced.copies)
+    assert state.aggregates == recount(produced.copies)
     assert set(state.profiles) == set(adults)
     assert set(state.documents) == set(adults)
     for uuid, document in state.documents.items():
-        assert document["user"] == adults[uuid]["user"]
-        # counted at its first copy, the raw document holds its newest (a re-fetch replaces it)
-        assert (document["kafka"]["partition"], document["kafka"]["offset"]) == produced.newest_coordinates[
-            uuid
-        ]
+        # counted at its first copy, the raw document holds its latest
+        _, latest = adults[uuid]
+        assert document["user"] == latest.envelope["user"]
+        assert (document["kafka"]["partition"], document["kafka"]["offset"]) == (
+            latest.partition,
+            latest.offset,
+        )
     assert set(state.dead_letters) == set(produced.bad)
     assert all(letter["reason"] for letter in state.dead_letters.values())
+    seen = first_and_latest(produced.copies)
     assert sum(b["new_profiles"] for b in state.batches) == len(adults)
-    assert sum(b["under_age"] for b in state.batches) == len(produced.first_copies) - len(adults)
+    assert sum(b["under_age"] for b in state.batches) == len(seen) - len(adults)
     assert sum(b["dead_lettered"] for b in state.batches) == len(produced.bad)
     assert sum(b["duplicates"] for b in state.batches) == produced.duplicates
 
@@ -154,12 +163,30 @@ def test_speed_layer_stores_exactly_the_recount(spark: SparkSession, speed_setti
     reasons = {
         produced.bad[coordinates]: letter["reason"] for coordinates, letter in state.dead_letters.items()
     }
-    assert reasons["not JSON"].startswith("not JSON")
-    assert "uuid" in reasons["no login.uuid"]
-    assert "schema_version" in reasons["unknown schema version"]
-    assert "dob.date" in reasons["dob not a date"]
-    assert "nat" in reasons["no nationality"]
-    assert "key" in reasons["key differs from login.uuid"]
+    # The kinds of bad records, each with the reason the producer would have given (core.validation).
+    assert reasons == {
+        "not JSON": "not JSON",
+        "JSON array": "not JSON: a JSON value that is not an object",
+        "empty value": "empty value",
+        "JSON null": "not JSON: a JSON value that is not an object",
+        "truncated JSON": "not JSON",
+        "no login.uuid": "user.login.uuid: missing",
+        "unknown schema version": "unsupported schema_version 99",
+        "dob not a date": "user.dob.date: not an ISO-8601 instant",
+        "no nationality": "user.nat: missing",
+        "key differs from login.uuid": "the Kafka key is not the profile's login.uuid",
+        "user not an object": "user: not an object; user.login.uuid: missing",
+        "no fetched_at": "fetched_at: missing",
+        "no gender": "user.gender: missing",
+        "invalid UTF-8": "not UTF-8",
+        "2 MB": "record over the limit of 262144 bytes",
+        "uuid not a UUID": "user.login.uuid: not a UUID",
+        "birth in the future": "user.dob.date: after fetched_at (in the future when fetched)",
+        "postcode object": "user.location.postcode: not a text value",
+        "nested nulls": "user.location.country: missing; user.dob.date: missing",
+        "wrong types": "user.dob.age: not an integer",
+        "empty object": "missing or invalid schema_version",
+    }
     assert state.dead_letters[next(c for c, w in produced.bad.items() if w == "not JSON")]["raw_value"] == (
         b"not json at all"
     )

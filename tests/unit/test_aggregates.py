@@ -1,125 +1,131 @@
-"""Per-dimension window aggregates: one row per (dimension, value, window), additive counts and ages."""
+"""The counting rule in Spark (``core.aggregates``, the batch layer) gives what it gives in Python
+(``core.versions``, the speed layer and the recount): the same uuids counted, in the same windows, with
+the same values and ages."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
-from core.aggregates import AGGREGATE_COLUMNS, DIMENSIONS, window_aggregates
-from core.transformations import age_band_of
-
-PROFILE_SCHEMA_DDL = (
-    "uuid string, fetched_at timestamp, country string, gender string, nationality string, "
-    "email_domain string, age int, age_band string"
+from core.aggregates import (
+    COPY_COLUMNS,
+    DIMENSIONS,
+    VIEW_COLUMNS,
+    age_counts,
+    counted_profiles,
+    total_views,
+    window_seconds_of,
+    window_views,
 )
+from core.transformations import age_band_of
+from core.versions import ATTRIBUTES, AgeFigures, ProfileCopy, Sighting, recount
+
+COPY_SCHEMA = (
+    "uuid string, fetched_at timestamp, partition int, offset long, age int, country string, gender string, "
+    "nationality string, email_domain string, age_band string"
+)
+BASE = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def at(minute: int, second: int = 0) -> datetime:
-    return datetime(2026, 11, 23, 12, minute, second, tzinfo=UTC)
+def copy_row(uuid: str, minute: float, offset: int, age: int, country: str, partition: int = 0) -> tuple:
+    fetched_at = BASE + timedelta(minutes=minute)
+    return (
+        uuid,
+        fetched_at,
+        partition,
+        offset,
+        age,
+        country,
+        "female",
+        "FR",
+        "example.com",
+        age_band_of(age),
+    )
 
 
-def profile(
-    uuid: str, fetched_at: datetime, country: str, gender: str, nat: str, domain: str | None, age: int
-) -> tuple:
-    return (uuid, fetched_at, country, gender, nat, domain, age, age_band_of(age))
+def as_copy(row: tuple) -> ProfileCopy:
+    values = dict(zip(COPY_COLUMNS, row, strict=True))
+    attributes = {name: values.get(name) for name in ATTRIBUTES}
+    return ProfileCopy(
+        values["uuid"], Sighting(values["fetched_at"], values["partition"], values["offset"]), attributes
+    )
 
 
-# Two profiles in 12:00-12:01 (one at its very start), two in 12:01-12:02 (one at 12:01:00 exactly).
-PROFILES = [
-    profile("a", at(0, 0), "Iran", "female", "IR", "example.com", 29),
-    profile("b", at(0, 59), "Iran", "male", "IR", "example.com", 17),
-    profile("c", at(1, 0), "Brazil", "female", "BR", "example.com", 82),
-    profile("d", at(1, 30), "Iran", "female", "IR", None, 34),
-]
+def spark_counts(spark: SparkSession, rows: list[tuple], minimum_age: int = 18) -> dict[tuple, Counter[int]]:
+    frame: DataFrame = spark.createDataFrame(rows, COPY_SCHEMA)
+    counts = age_counts(counted_profiles(frame, minimum_age, "1 minute"))
+    result: dict[tuple, Counter[int]] = {}
+    for row in counts.collect():
+        key = (row.dimension, row.window_start.astimezone(UTC), row.value)
+        result.setdefault(key, Counter())[row.age] += row.profiles
+    return result
 
 
-def utc(row: dict[str, Any]) -> dict[str, Any]:
-    """A collected row with its window bounds back in UTC (collected naive, in the local zone)."""
-    return row | {
-        "window_start": row["window_start"].astimezone(UTC),
-        "window_end": row["window_end"].astimezone(UTC),
+def test_first_window_latest_attributes_and_late_copies(spark: SparkSession) -> None:
+    rows = [
+        copy_row("a", 0.5, 0, 30, "France"),  # first copy: window 12:00
+        copy_row("a", 5.5, 7, 31, "Spain"),  # re-fetched: counted in 12:00 as Spain, 31
+        copy_row("b", 3.2, 3, 40, "Iran"),
+        copy_row("b", 1.1, 9, 40, "Iran"),  # a late copy fetched earlier: b moves to 12:01
+        copy_row("c", 2.0, 4, 17, "Chile"),  # under age: not counted
+        copy_row("d", 2.0, 5, 17, "Peru"),
+        copy_row("d", 4.0, 6, 18, "Peru"),  # latest copy adult: counted in its first window, 12:02
+    ]
+    counted = spark_counts(spark, rows)
+    assert counted[("country", BASE, "Spain")] == Counter({31: 1})
+    assert ("country", BASE, "France") not in counted
+    assert counted[("country", BASE + timedelta(minutes=1), "Iran")] == Counter({40: 1})
+    assert counted[("country", BASE + timedelta(minutes=2), "Peru")] == Counter({18: 1})
+    assert not any(key[2] == "Chile" for key in counted)
+    assert counted == recount([as_copy(row) for row in rows], 18, 60)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_spark_and_python_agree_on_random_copies(spark: SparkSession, seed: int) -> None:
+    rand = random.Random(seed)
+    rows = [
+        copy_row(
+            f"u{rand.randrange(25)}",
+            rand.uniform(0, 6),
+            offset,
+            rand.randrange(14, 70),
+            rand.choice(["France", "Spain", "Iran"]),
+            partition=0,
+        )
+        for offset in range(120)
+    ]
+    assert spark_counts(spark, rows) == recount([as_copy(row) for row in rows], 18, 60)
+
+
+def test_view_rows_carry_counts_age_extremes_and_profiles_per_age(spark: SparkSession) -> None:
+    rows = [
+        copy_row("a", 0.1, 0, 30, "France"),
+        copy_row("b", 0.2, 1, 50, "France"),
+        copy_row("c", 0.3, 2, 30, "France"),
+        copy_row("d", 1.3, 3, 44, "France"),
+    ]
+    counts = age_counts(counted_profiles(spark.createDataFrame(rows, COPY_SCHEMA), 18, "1 minute"))
+    windows = {
+        (row.window_start.astimezone(UTC), row.value): row
+        for row in window_views(counts).where("dimension = 'country'").collect()
     }
+    first = windows[(BASE, "France")]
+    assert (first.profiles, first.age_sum, first.age_min, first.age_max) == (3, 110, 30, 50)
+    assert first.ages == {30: 2, 50: 1}
+    [total] = total_views(counts).where("dimension = 'country'").collect()
+    assert (total.profiles, total.age_sum, total.age_min, total.age_max) == (4, 154, 30, 50)
+    assert total.ages == {30: 2, 50: 1, 44: 1}
+    assert AgeFigures.of(total.ages) == AgeFigures(4, 154, 30, 50)
+    assert set(VIEW_COLUMNS) <= set(total.asDict())
+    assert {row.dimension for row in counts.collect()} == set(DIMENSIONS)
 
 
-def collected(aggregates: DataFrame) -> set[tuple]:
-    return {tuple(utc(row.asDict()).values()) for row in aggregates.collect()}
-
-
-@pytest.fixture(scope="module")
-def profiles(spark: SparkSession) -> DataFrame:
-    return spark.createDataFrame(PROFILES, PROFILE_SCHEMA_DDL)
-
-
-def test_columns_and_dimensions(profiles: DataFrame) -> None:
-    aggregates = window_aggregates(profiles)
-    assert tuple(aggregates.columns) == AGGREGATE_COLUMNS
-    assert dict(aggregates.dtypes) == {
-        "dimension": "string",
-        "value": "string",
-        "window_start": "timestamp",
-        "window_end": "timestamp",
-        "profiles": "bigint",
-        "age_sum": "bigint",
-        "age_min": "int",
-        "age_max": "int",
-    }
-    assert DIMENSIONS == ("country", "gender", "nationality", "email_domain", "age_band")
-
-
-def test_one_minute_windows(profiles: DataFrame) -> None:
-    first, second = (at(0), at(1)), (at(1), at(2))
-    expected = {
-        ("country", "Iran", *first, 2, 46, 17, 29),
-        ("country", "Iran", *second, 1, 34, 34, 34),
-        ("country", "Brazil", *second, 1, 82, 82, 82),
-        ("gender", "female", *first, 1, 29, 29, 29),
-        ("gender", "male", *first, 1, 17, 17, 17),
-        ("gender", "female", *second, 2, 116, 34, 82),
-        ("nationality", "IR", *first, 2, 46, 17, 29),
-        ("nationality", "IR", *second, 1, 34, 34, 34),
-        ("nationality", "BR", *second, 1, 82, 82, 82),
-        ("email_domain", "example.com", *first, 2, 46, 17, 29),
-        ("email_domain", "example.com", *second, 1, 82, 82, 82),  # d has no domain: not counted there
-        ("age_band", "25-34", *first, 1, 29, 29, 29),
-        ("age_band", "<18", *first, 1, 17, 17, 17),
-        ("age_band", "65+", *second, 1, 82, 82, 82),
-        ("age_band", "25-34", *second, 1, 34, 34, 34),
-    }
-    assert collected(window_aggregates(profiles)) == expected
-
-
-def test_window_duration(profiles: DataFrame) -> None:
-    window = (at(0), at(10))
-    aggregates = window_aggregates(profiles, "10 minutes").where(F.col("dimension").isin("country", "gender"))
-    assert collected(aggregates) == {
-        ("country", "Iran", *window, 3, 80, 17, 34),
-        ("country", "Brazil", *window, 1, 82, 82, 82),
-        ("gender", "female", *window, 3, 145, 29, 82),
-        ("gender", "male", *window, 1, 17, 17, 17),
-    }
-
-
-def test_each_dimension_counts_every_profile_once(profiles: DataFrame) -> None:
-    totals = {
-        row["dimension"]: row["total"]
-        for row in window_aggregates(profiles, "1 hour")
-        .groupBy("dimension")
-        .agg(F.sum("profiles").alias("total"))
-        .collect()
-    }
-    assert totals == {"country": 4, "gender": 4, "nationality": 4, "email_domain": 3, "age_band": 4}
-
-
-def test_aggregates_work_on_a_stream(spark: SparkSession) -> None:
-    stream = spark.readStream.format("rate").load()
-    profiles = stream.select(
-        F.col("value").cast("string").alias("uuid"),
-        F.col("timestamp").alias("fetched_at"),
-        *(F.lit("x").alias(name) for name in DIMENSIONS),
-        F.lit(30).alias("age"),
-    ).withWatermark("fetched_at", "1 minute")
-    assert window_aggregates(profiles).isStreaming
+@pytest.mark.parametrize(
+    ("duration", "seconds"), [("1 minute", 60), ("30 seconds", 30), ("2 hours", 7200), ("1 day", 86400)]
+)
+def test_window_seconds_of_spark_intervals(duration: str, seconds: int) -> None:
+    assert window_seconds_of(duration) == seconds

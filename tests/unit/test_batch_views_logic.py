@@ -1,57 +1,37 @@
+"""Pure logic of the batch views: the horizon a recomputation covers, window boundaries."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-from pyspark.sql import SparkSession
-
-from batch_layer.recompute import all_time_aggregates, batch_cutoff, latest_versions
-from core.aggregates import window_seconds_of
+from batch_layer.recompute import choose_horizon
+from core.aggregates import window_floor
 
 
-@pytest.mark.parametrize(
-    ("duration", "seconds"), [("1 minute", 60), ("30 seconds", 30), ("2 hours", 7200), ("1 day", 86400)]
-)
-def test_window_seconds_of_spark_intervals(duration: str, seconds: int) -> None:
-    assert window_seconds_of(duration) == seconds
+def test_the_horizon_is_the_last_speed_batch_whose_records_are_all_archived() -> None:
+    archived = {0: 120, 1: 80, 2: 0}
+    speed_batches = [(9, {0: 130, 1: 80}), (8, {0: 120, 1: 75}), (7, {0: 100, 1: 50})]  # newest first
+
+    assert choose_horizon(archived, speed_batches) == (8, {0: 120, 1: 75})
 
 
-def test_the_cutoff_is_the_start_of_the_newest_events_window() -> None:
+def test_a_partition_the_archive_has_not_reached_holds_the_horizon_back() -> None:
+    assert choose_horizon({0: 10}, [(3, {0: 5, 1: 1}), (2, {0: 5})]) == (2, {0: 5})
+
+
+def test_without_speed_batches_the_view_covers_the_whole_archive() -> None:
+    assert choose_horizon({0: 7, 1: 3}, []) == (None, {0: 7, 1: 3})
+
+
+def test_when_no_speed_batch_is_archived_yet_the_view_covers_nothing() -> None:
+    assert choose_horizon({}, [(0, {0: 4})]) == (-1, {})
+
+
+def test_window_floor_is_the_start_of_the_window_holding_an_instant() -> None:
     newest = datetime(2026, 11, 23, 10, 50, 42, 500_000, tzinfo=UTC)
 
-    assert batch_cutoff(newest, 60) == datetime(2026, 11, 23, 10, 50, tzinfo=UTC)
-    assert batch_cutoff(newest, 300) == datetime(2026, 11, 23, 10, 50, tzinfo=UTC)
-    assert batch_cutoff(datetime(2026, 11, 23, 10, 50, tzinfo=UTC), 60) == datetime(
+    assert window_floor(newest, 60) == datetime(2026, 11, 23, 10, 50, tzinfo=UTC)
+    assert window_floor(newest, 300) == datetime(2026, 11, 23, 10, 50, tzinfo=UTC)
+    assert window_floor(datetime(2026, 11, 23, 10, 50, tzinfo=UTC), 60) == datetime(
         2026, 11, 23, 10, 50, tzinfo=UTC
     )
-
-
-def test_latest_versions_keep_the_newest_fetch_then_the_highest_offset(spark: SparkSession) -> None:
-    profiles = spark.createDataFrame(
-        [
-            ("a", datetime(2026, 1, 1, 10, 0), 0, 5, "old"),
-            ("a", datetime(2026, 1, 1, 11, 0), 1, 2, "new"),
-            ("b", datetime(2026, 1, 1, 9, 0), 2, 1, "lower offset"),
-            ("b", datetime(2026, 1, 1, 9, 0), 2, 7, "higher offset"),
-        ],
-        "uuid string, fetched_at timestamp, partition int, offset long, note string",
-    )
-
-    kept = {row.uuid: row.note for row in latest_versions(profiles).collect()}
-
-    assert kept == {"a": "new", "b": "higher offset"}
-
-
-def test_all_time_aggregates_merge_windows(spark: SparkSession) -> None:
-    windows = spark.createDataFrame(
-        [
-            ("country", "France", 2, 70, 30, 40),
-            ("country", "France", 1, 25, 25, 25),
-            ("country", "Iran", 1, 50, 50, 50),
-        ],
-        "dimension string, value string, profiles long, age_sum long, age_min int, age_max int",
-    )
-
-    merged = {(r.dimension, r.value): tuple(r)[2:] for r in all_time_aggregates(windows).collect()}
-
-    assert merged == {("country", "France"): (3, 95, 25, 40), ("country", "Iran"): (1, 50, 50, 50)}

@@ -58,6 +58,34 @@ def flatten(document: dict[str, Any], prefix: str = "") -> set[str]:
     return paths
 
 
+def schema_columns(statements: list[str]) -> dict[str, set[str]]:
+    """The columns of each table once ``statements`` have run: ``CREATE TABLE``, ``ALTER TABLE ... ADD``
+    and ``DROP`` (a column or a table)."""
+    tables: dict[str, set[str]] = {}
+    for statement in statements:
+        created = cql_table_columns(statement)
+        if created is not None:
+            tables.setdefault(created[0], set()).update(created[1])
+            continue
+        altered = re.match(
+            r"\s*ALTER\s+TABLE\s+([\w.]+)\s+(ADD|DROP)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?\(?(.*?)\)?\s*$",
+            statement,
+            re.I | re.S,
+        )
+        if altered is not None:
+            table, verb, items = altered.groups()
+            names = {item.split()[0] for item in re.split(r",(?![^<]*>)", items) if item.strip()}
+            if verb.upper() == "ADD":
+                tables.setdefault(table, set()).update(names)
+            else:
+                tables.setdefault(table, set()).difference_update(names)
+            continue
+        dropped = re.match(r"\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?([\w.]+)", statement, re.I)
+        if dropped is not None:
+            tables.pop(dropped.group(1), None)
+    return tables
+
+
 def cql_table_columns(statement: str) -> tuple[str, list[str]] | None:
     """(table, columns) of a ``CREATE TABLE`` statement, None for any other statement."""
     header = re.match(r"\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w.]+)\s*\(", statement, re.I)
@@ -275,15 +303,14 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
     session = RecordingSession()
     keyspace = CassandraSettings().keyspace
     apply_schema(session, keyspace)  # type: ignore[arg-type]
-    for statement in session.statements:
-        table = cql_table_columns(statement)
-        if table is not None:
-            fields[reg.StoreKind.CASSANDRA_TABLE, table[0]] = set(table[1])
+    for table, columns in schema_columns(session.statements).items():
+        fields[reg.StoreKind.CASSANDRA_TABLE, table] = columns
 
     # Delta: the archive as archive_records writes it, the silver table as the refresh writes it.
-    archive_records(kafka_rows).write.format("delta").partitionBy("ingestion_date").save(
-        str(settings.paths.archive_table)
-    )
+    # The archive of the valid messages (the batch layer would store the bad one's dead letter in MongoDB).
+    archive_records(kafka_rows.where("topic != 't'")).write.format("delta").partitionBy(
+        "ingestion_date"
+    ).save(str(settings.paths.archive_table))
     refresh_silver_profiles(settings, spark, data_keys=DATA_KEYS)
     archive = spark.read.format("delta").load(str(settings.paths.archive_table))
     silver = spark.read.format("delta").load(str(settings.paths.silver_table))

@@ -60,7 +60,7 @@ def test_ttls_follow_the_settings_and_cover_only_the_tables_under_retention() ->
 
     assert table_ttls(retention) == {
         "profiles": 2 * 86_400,
-        "speed_aggregates": 86_400,
+        "speed_partials": 86_400,
         "speed_windows": 86_400,
         "stream_batches": 86_400,
     }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from batch_layer.view_store import ErasureCorrection
 from serving.dashboard import breakdown_frame, format_count, headline_html
 from serving.profiles import latest_profiles_filter, mask_email, mask_name, mask_phone, profile_row
 from serving.snapshot import Filters, Headline, headline_of, per_minute, time_range_of
@@ -16,60 +19,12 @@ from serving.views import (
     TimeRange,
     ValueFigures,
     WindowCount,
+    correction_partials,
     merge_partials,
-    split_at_cutoff,
 )
 
 CUTOFF = datetime(2026, 1, 1, 10, 2, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
-
-
-def test_without_a_batch_view_the_speed_side_answers_every_window() -> None:
-    split = split_at_cutoff(None, has_batch=False, time_range=TimeRange())
-    assert (split.batch_until, split.speed_from, split.speed_until) == (None, None, None)
-
-
-def test_a_batch_view_without_cutoff_leaves_every_window_to_the_speed_side() -> None:
-    split = split_at_cutoff(None, has_batch=True, time_range=TimeRange(start=CUTOFF))
-    assert (split.batch_until, split.speed_from) == (None, CUTOFF)
-
-
-def test_all_time_uses_the_batch_totals_before_the_cutoff_and_speed_from_it() -> None:
-    split = split_at_cutoff(CUTOFF, has_batch=True, time_range=TimeRange())
-    assert split.batch_all_time
-    assert (split.batch_from, split.batch_until, split.speed_from, split.speed_until) == (
-        None,
-        CUTOFF,
-        CUTOFF,
-        None,
-    )
-
-
-@pytest.mark.parametrize(
-    ("time_range", "batch", "speed"),
-    [
-        # a range across the cutoff: each side takes its part, the boundary window goes to speed
-        (
-            TimeRange(CUTOFF - 2 * MINUTE, CUTOFF + 2 * MINUTE),
-            (CUTOFF - 2 * MINUTE, CUTOFF),
-            (CUTOFF, CUTOFF + 2 * MINUTE),
-        ),
-        # a range wholly before the cutoff: batch only
-        (TimeRange(CUTOFF - 3 * MINUTE, CUTOFF - MINUTE), (CUTOFF - 3 * MINUTE, CUTOFF - MINUTE), None),
-        # a range starting at the cutoff: speed only
-        (TimeRange(CUTOFF, None), None, (CUTOFF, None)),
-    ],
-)
-def test_a_time_range_is_split_at_the_cutoff(
-    time_range: TimeRange,
-    batch: tuple[datetime, datetime] | None,
-    speed: tuple[datetime, datetime | None] | None,
-) -> None:
-    split = split_at_cutoff(CUTOFF, has_batch=True, time_range=time_range)
-    assert not split.batch_all_time
-    assert (None if split.batch_until is None else (split.batch_from, split.batch_until)) == batch
-    speed_is_empty = split.speed_until is not None and split.speed_from >= split.speed_until
-    assert (None if speed_is_empty else (split.speed_from, split.speed_until)) == speed
 
 
 def test_merge_sums_counts_and_ages_and_keeps_extremes_per_value() -> None:
@@ -89,13 +44,48 @@ def test_merge_of_nothing_is_empty_and_has_no_average() -> None:
     assert ValueFigures("x", 0, 0, None, None, 0, 0).average_age is None
 
 
-def test_erasure_corrections_subtract_and_a_value_left_with_nobody_disappears() -> None:
-    speed = [Partial("FR", 2, 70, 30, 40), Partial("FR", -1, -30, None, None), Partial("ES", 1, 50, 50, 50)]
-    correction = [Partial("ES", -1, -50, None, None)]
+def ages(counts: dict[int, int]) -> Callable[[], Counter[int]]:
+    return lambda: Counter(counts)
 
-    merged = merge_partials([], speed + correction)
 
-    assert [(v.value, v.profiles, v.age_sum) for v in merged] == [("FR", 1, 40)]
+def test_when_a_profile_left_a_value_its_extremes_come_from_the_ages() -> None:
+    # The batch view counts FR aged 20, 30 and 40; the speed layer moved the 20-year-old to ES, and an
+    # erasure took the 40-year-old: FR is left with one profile of 30.
+    batch = [Partial("FR", 3, 90, 20, 40, ages=ages({20: 1, 30: 1, 40: 1}))]
+    moved = [
+        Partial("FR", -1, -20, None, None, removals=1, ages=ages({20: -1})),
+        Partial("ES", 1, 20, 20, 20),
+    ]
+    erased = ErasureCorrection(1, 5, CUTOFF, 40, {"country": "FR", "gender": "male"})
+    corrections = [row for _, row in correction_partials([erased], "country", TimeRange())]
+
+    merged = merge_partials(batch, moved + corrections)
+
+    assert merged == [
+        ValueFigures("ES", 1, 20, 20, 20, batch_profiles=0, speed_profiles=1),
+        ValueFigures("FR", 1, 30, 30, 30, batch_profiles=3, speed_profiles=-2),
+    ]
+
+
+def test_a_value_left_with_nobody_disappears() -> None:
+    speed = [Partial("ES", 1, 50, 50, 50)]
+    erased = ErasureCorrection(1, 5, CUTOFF, 50, {"country": "ES"})
+
+    merged = merge_partials(
+        [], speed + [row for _, row in correction_partials([erased], "country", TimeRange())]
+    )
+
+    assert merged == []
+
+
+def test_corrections_apply_to_their_dimension_and_time_range_only() -> None:
+    erased = ErasureCorrection(1, 5, CUTOFF, 50, {"country": "ES"})
+
+    assert correction_partials([erased], "gender", TimeRange()) == []
+    assert correction_partials([erased], "country", TimeRange(start=CUTOFF + MINUTE)) == []
+    assert [
+        start for start, _ in correction_partials([erased], "country", TimeRange(end=CUTOFF + MINUTE))
+    ] == [CUTOFF]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime
 
 from infra.cassandra_schema import cql_statements, migration_files
-from speed_layer.job import dead_letter_document, first_copies, kafka_lag, newest_copies, raw_document
+from speed_layer.job import kafka_lag, raw_document
+from speed_layer.stores import dead_letter_document
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -70,30 +71,4 @@ def test_every_schema_file_is_versioned_and_idempotent() -> None:
     assert files and [f.name[:3] for f in files] == [f"{n:03d}" for n in range(1, len(files) + 1)]
     for path in files:
         for statement in cql_statements(path.read_text()):
-            assert "IF NOT EXISTS" in statement, statement
-
-
-def test_first_copies_keep_the_lowest_partition_then_offset_per_uuid() -> None:
-    rows = [
-        {"uuid": "a", "partition": 1, "offset": 9},
-        {"uuid": "b", "partition": 0, "offset": 4},
-        {"uuid": "a", "partition": 1, "offset": 3},
-        {"uuid": "a", "partition": 2, "offset": 0},
-    ]
-
-    assert sorted(first_copies(rows), key=lambda r: r["uuid"]) == [
-        {"uuid": "a", "partition": 1, "offset": 3},
-        {"uuid": "b", "partition": 0, "offset": 4},
-    ]
-
-
-def test_newest_copies_take_the_latest_fetch_then_the_highest_offset_per_uuid() -> None:
-    early, late = datetime(2026, 11, 23, 9, 0, tzinfo=UTC), datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-    rows = [
-        {"uuid": "a", "fetched_at": late, "partition": 1, "offset": 3},
-        {"uuid": "a", "fetched_at": early, "partition": 1, "offset": 9},  # replayed out of order: older
-        {"uuid": "b", "fetched_at": early, "partition": 0, "offset": 4},
-        {"uuid": "b", "fetched_at": early, "partition": 0, "offset": 7},
-    ]
-
-    assert newest_copies(rows) == {"a": rows[0], "b": rows[3]}
+            assert "IF NOT EXISTS" in statement or "IF EXISTS" in statement, statement
