@@ -25,6 +25,7 @@ console = Console(stderr=True)
 def archive() -> None:
     """Append the profiles topic's new records to the Delta archive (each offset exactly once)."""
     settings = get_settings()
+    settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     spark = build_spark_session(settings, app_name="userpulse-archive")
     try:
         result = run_archive(settings, spark)
@@ -64,6 +65,7 @@ def recompute(
             console.print(f"[red]--from {days[0]} is after --to {days[1]}[/red]")
             raise typer.Exit(2)
     settings = get_settings()
+    settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     spark = build_spark_session(settings, app_name="userpulse-recompute")
     try:
         silver = refresh_silver_profiles(settings, spark, days)
@@ -88,6 +90,7 @@ def maintain(
     """OPTIMIZE (compact small files) and VACUUM (delete files no version within the retention needs)
     the archive and the silver table."""
     settings = get_settings()
+    settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     spark = build_spark_session(settings, app_name="userpulse-maintain")
     try:
         results = maintain_lake(settings, spark, retention_hours)

@@ -190,7 +190,7 @@ def refresh_silver_profiles(
     if data_keys is None:
         data_keys = stored_subject_keys(settings)
     subject_keys = subject_keys_frame(spark, data_keys)
-    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    key = settings.secrets.pseudonymization_key_bytes()
     limits = settings.profiles.limits
     # What the write wrote, observed as it writes (reading the rewritten days back took ~4 s per 1M), and
     # whether the parse refused any record (rare: the producer refuses the same records).
@@ -292,9 +292,7 @@ def recompute_batch_views(
         speed = CassandraSpeedStore(
             session, cassandra.keyspace, cassandra.concurrency, cassandra.rows_per_batch
         )
-        keys = SubjectKeyStore(
-            session, cassandra.keyspace, settings.secrets.pseudonymization_key.get_secret_value().encode()
-        )
+        keys = SubjectKeyStore(session, cassandra.keyspace, settings.secrets.pseudonymization_key_bytes())
         for _attempt in range(MAX_ATTEMPTS):
             result = _recompute_once(settings, spark, store, speed, keys, version)
             if result.made_current or result.note is not None:

@@ -34,6 +34,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -296,6 +297,8 @@ def report(settings: Settings, results: list[Timings]) -> None:
 
 
 def main() -> None:
+    # Synthetic data on throwaway stores: the public default secrets are fine (see SecretSettings).
+    os.environ.setdefault("USERPULSE_SECRETS__DEVELOPMENT_MODE", "true")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("batch_layer").setLevel(logging.INFO)  # the silver refresh's phases
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

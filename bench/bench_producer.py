@@ -10,6 +10,7 @@ each stage on its own (generation, validation + minimization + envelope) to show
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -52,6 +53,8 @@ def stage_rates(batch_size: int, batches: int) -> tuple[float, float, float]:
 
 
 def main() -> None:
+    # Synthetic data on throwaway stores: the public default secrets are fine (see SecretSettings).
+    os.environ.setdefault("USERPULSE_SECRETS__DEVELOPMENT_MODE", "true")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=5000)

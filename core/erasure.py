@@ -68,7 +68,7 @@ def subjects_with_email(
 ) -> set[str]:
     """The uuids of the profiles with this e-mail, found through its keyed pseudonym (Cassandra, silver)
     and, in clear, in the raw documents."""
-    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    key = settings.secrets.pseudonymization_key_bytes()
     email_pseudonym = pseudonym(email, key, "email")
     if email_pseudonym is None:
         return set()
@@ -120,7 +120,7 @@ def silver_state(
     silver = str(settings.paths.silver_table)
     if not DeltaTable.isDeltaTable(spark, silver):
         return None
-    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    key = settings.secrets.pseudonymization_key_bytes()
     rows = (
         spark.read.format("delta")
         .load(silver)
@@ -193,7 +193,7 @@ def erase_from_lake(spark: SparkSession, settings: Settings, uuid: str) -> dict[
     The rows are matched by the keyed pseudonym of their uuid, not by the uuid: Delta keeps a DELETE's
     predicate in its transaction log, which would otherwise hold the erased uuid in clear.
     """
-    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    key = settings.secrets.pseudonymization_key_bytes()
     subject = F.lit(subject_pseudonym(uuid, key))
     removed = {}
     archived = purge_rows(
@@ -216,7 +216,7 @@ def erase_subject(
     requested_by: str,
 ) -> ErasureReport:
     """Erase one subject from every store (see the module docstring for the order and why)."""
-    key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+    key = settings.secrets.pseudonymization_key_bytes()
     keys = SubjectKeyStore(session, settings.cassandra.keyspace, key)
     # Logged before its sequence number is taken: a recomputation that sees the number sees the subject.
     report = ErasureReport(keys.log_erasure(uuid, requested_by, {}))

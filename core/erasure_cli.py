@@ -67,6 +67,7 @@ def forget(
         raise typer.BadParameter("give either a uuid or --email")
     logging.basicConfig(level=logging.WARNING)
     settings = get_settings()
+    settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     spark = build_spark_session(settings, app_name="userpulse-forget")
     try:
         uuids = {_check_uuid(uuid)} if uuid is not None else _uuids_with_email(settings, spark, email or "")

@@ -6,19 +6,29 @@ and its field, e.g. ``USERPULSE_KAFKA__PORT=19092`` or ``USERPULSE_MONGO__DATABA
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote_plus
 
-from pydantic import BaseModel, ConfigDict, PositiveInt, SecretStr
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from core.validation import RecordLimits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+DEVELOPMENT_PSEUDONYMIZATION_KEY = "local-development-only-pseudonymization-key"
+DEVELOPMENT_COOKIE_SECRET = "local-development-only-dashboard-cookie-secret"
+_warned_defaults: set[str] = set()
+
+
+class InsecureSettingsError(ValueError):
+    """A secret is still at its public default where that is not allowed."""
 
 
 class _Section(BaseModel):
@@ -98,8 +108,13 @@ class CassandraSettings(_Section):
     """Data centre the driver's load-balancing policy treats as local."""
     replication_factor: int = 1
     """Replication factor of the keyspaces we create (1 on a single node)."""
-    request_timeout_s: float = 20.0
+    request_timeout_s: PositiveFloat = 20.0
     """Client-side timeout of one CQL request (schema changes on a busy 2-core node can be slow)."""
+    connect_timeout_s: PositiveFloat = 5.0
+    """How long opening a connection to a node may take."""
+    reconnect_max_delay_s: PositiveFloat = 10.0
+    """Longest wait between the driver's attempts to reconnect to a node it saw go down (the driver's
+    default grows to 10 minutes, far past the end of a short outage)."""
     rows_per_batch: int = 5
     """Rows per unlogged batch of the bulk writes (``core.stores.execute_in_batches``). Cassandra warns
     above 5 KiB per batch (``batch_size_warn_threshold``): five profile rows are ~3.4 KiB, ten ~6.8."""
@@ -127,8 +142,13 @@ class MongoSettings(_Section):
     bulk_statements: PositiveInt = 50
     """Statements per ``bulk_write``: FerretDB holds a connection of its pool (100 per database) per
     statement until the command ends, and never answers a bulk larger than the pool."""
-    server_selection_timeout_s: float = 10.0
+    server_selection_timeout_s: PositiveFloat = 10.0
     """How long a MongoDB call waits for a reachable server before it fails."""
+    connect_timeout_s: PositiveFloat = 5.0
+    """How long opening a connection to the server may take."""
+    socket_timeout_s: PositiveFloat = 30.0
+    """How long a command may wait for its reply: a server that stops answering fails the call (and the
+    micro-batch is retried) instead of hanging it forever."""
     username: str | None = None
     """User to authenticate as (against ``admin``); none for the local FerretDB."""
     password: SecretStr | None = None
@@ -310,8 +330,9 @@ class ServingSettings(_Section):
     """With a password, the dashboard asks for this user (HTTP basic auth) before it shows anything."""
     basic_auth_password: SecretStr | None = None
     """Password of ``basic_auth_username``."""
-    cookie_secret: SecretStr = SecretStr("local-development-only-dashboard-cookie-secret")
-    """Signs the login cookie when basic auth is on; set your own where the dashboard is exposed."""
+    cookie_secret: SecretStr = SecretStr(DEVELOPMENT_COOKIE_SECRET)
+    """Signs the login cookie when basic auth is on. The default is public: with basic auth on, the
+    dashboard refuses to start until it is set (anyone could forge a login cookie)."""
 
 
 class DemoSettings(_Section):
@@ -328,9 +349,43 @@ class DemoSettings(_Section):
 
 
 class SecretSettings(_Section):
-    pseudonymization_key: SecretStr = SecretStr("local-development-only-pseudonymization-key")
-    """HMAC key for keyed pseudonymization of PII. The default is for local runs only: set
-    ``USERPULSE_SECRETS__PSEUDONYMIZATION_KEY`` anywhere real data flows."""
+    pseudonymization_key: SecretStr = SecretStr(DEVELOPMENT_PSEUDONYMIZATION_KEY)
+    """HMAC key for keyed pseudonymization of PII. The default is public (it is in this file): it is
+    refused outside ``development_mode``; set ``USERPULSE_SECRETS__PSEUDONYMIZATION_KEY``."""
+    development_mode: bool = False
+    """Allows the public default secrets, with a warning: local runs, ``make demo`` and the tests.
+    Outside it, a command that pseudonymizes refuses to start with the default key."""
+
+    def pseudonymization_key_bytes(self) -> bytes:
+        """The pseudonymization key, refused when it is the public default outside development mode."""
+        key = self.pseudonymization_key.get_secret_value()
+        if not key:
+            raise InsecureSettingsError(
+                "the pseudonymization key is empty: set USERPULSE_SECRETS__PSEUDONYMIZATION_KEY"
+            )
+        if key == DEVELOPMENT_PSEUDONYMIZATION_KEY:
+            if not self.development_mode:
+                raise InsecureSettingsError(
+                    "the pseudonymization key is the public default, which makes every pseudonym reversible: "
+                    "set USERPULSE_SECRETS__PSEUDONYMIZATION_KEY to a secret of your own (e.g. `openssl rand "
+                    "-hex 32`), or USERPULSE_SECRETS__DEVELOPMENT_MODE=true for a local trial"
+                )
+            if "pseudonymization_key" not in _warned_defaults:
+                _warned_defaults.add("pseudonymization_key")
+                logging.getLogger(__name__).warning(
+                    "development mode: pseudonyms use the public default key (not for real data)"
+                )
+        return key.encode()
+
+
+class ReliabilitySettings(_Section):
+    outage_tolerance_s: PositiveFloat = 120.0
+    """How long a job retries a unit of work (a micro-batch) while a store does not answer, with backoff,
+    before it stops with one line naming the store and the checkpoint it resumes from."""
+    retry_initial_delay_s: PositiveFloat = 1.0
+    """First wait between two attempts; each later wait doubles, up to ``retry_max_delay_s``."""
+    retry_max_delay_s: PositiveFloat = 15.0
+    """Longest wait between two attempts."""
 
 
 class Settings(BaseSettings):
@@ -359,6 +414,7 @@ class Settings(BaseSettings):
     local_stack: LocalStackSettings = LocalStackSettings()
     paths: PathSettings = PathSettings()
     secrets: SecretSettings = SecretSettings()
+    reliability: ReliabilitySettings = ReliabilitySettings()
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.concurrent import execute_concurrent
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -31,6 +31,8 @@ def cassandra_cluster(settings: Settings) -> Cluster:
         port=cassandra.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,
+        connect_timeout=cassandra.connect_timeout_s,
+        reconnection_policy=ExponentialReconnectionPolicy(1.0, cassandra.reconnect_max_delay_s),
     )
 
 
@@ -89,8 +91,14 @@ def batches_by_replicas(
 
 def mongo_client(settings: Settings) -> MongoClient:
     """A pymongo client for the configured server (FerretDB locally, MongoDB elsewhere)."""
-    timeout_ms = int(settings.mongo.server_selection_timeout_s * 1000)
-    return MongoClient(settings.mongo.uri, serverSelectionTimeoutMS=timeout_ms, tz_aware=True)
+    mongo = settings.mongo
+    return MongoClient(
+        mongo.uri,
+        serverSelectionTimeoutMS=int(mongo.server_selection_timeout_s * 1000),
+        connectTimeoutMS=int(mongo.connect_timeout_s * 1000),
+        socketTimeoutMS=int(mongo.socket_timeout_s * 1000),
+        tz_aware=True,
+    )
 
 
 def mongo_database(client: MongoClient, settings: Settings) -> Database:

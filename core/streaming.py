@@ -16,6 +16,16 @@ MAX_REPLAY_RESTARTS = 3
 """Restarts allowed after SPARK-55271 (see ``is_replay_metrics_failure``); each follows a committed batch."""
 
 
+def failure_line(error: BaseException) -> str:
+    """What to tell the operator about a failed query: the store outage's own line when a micro-batch
+    gave up on a store (Spark wraps it in the Python traceback of the batch function), else the error."""
+    text = str(error)
+    marker = "StoreUnavailableError: "
+    if marker in text:
+        return text.split(marker, 1)[1].splitlines()[0]
+    return text
+
+
 def is_replay_metrics_failure(error: BaseException) -> bool:
     """Whether a query died of SPARK-55271 (Spark 4.1.1): after a restart that replays an uncommitted
     batch, the Kafka source's progress metrics throw a NullPointerException.

@@ -145,7 +145,7 @@ def subject_key_store(settings: Settings, enabled: bool | None = None) -> Iterat
         keyspace = settings.cassandra.keyspace
         apply_schema(session, keyspace, settings.cassandra.replication_factor)
         yield SubjectKeyStore(
-            session, keyspace, settings.secrets.pseudonymization_key.get_secret_value().encode()
+            session, keyspace, settings.secrets.pseudonymization_key_bytes(), settings.cassandra.concurrency
         )
     finally:
         cluster.shutdown()

@@ -54,7 +54,7 @@ class DemoProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.extra_env},
+            env={**os.environ, **DEMO_ENVIRONMENT, **self.extra_env},
             start_new_session=True,  # its own process group: a stop reaches its children too
         )
 
@@ -96,6 +96,11 @@ class DemoProcess:
     def failure(self) -> DemoError:
         code = self.process.returncode if self.process else None
         return DemoError(f"{self.name} exited (code {code}); end of {self.log_path}:\n{tail(self.log_path)}")
+
+
+DEMO_ENVIRONMENT = {"USERPULSE_SECRETS__DEVELOPMENT_MODE": "true"}
+"""The demo is a local trial on synthetic or public data: its processes accept the default secrets
+(with a warning) unless the user set their own."""
 
 
 def _signal_group(pid: int, signum: signal.Signals) -> None:

@@ -15,10 +15,11 @@ from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
+from core.outages import StoreUnavailableError
 from core.settings import Settings, get_settings
 from core.subject_keys import subject_key_store
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
-from ingestion.producer import AutoSource, ProfileProducer, Progress
+from ingestion.producer import AutoSource, PatientSubjectKeys, ProfileProducer, Progress
 from ingestion.randomuser import RandomUserClient, RandomUserSource
 from ingestion.sources import ProfileSource, SourceUnavailableError, check_batch_size, check_nationalities
 from ingestion.synthetic import SyntheticSource
@@ -101,6 +102,7 @@ def produce(
     for our_package in ("ingestion", "core"):
         logging.getLogger(our_package).setLevel(log_level.upper())
     settings = get_settings()
+    settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     try:
         nationalities = check_nationalities(nat.split(","))
         size = check_batch_size(batch_size or settings.producer.batch_size)
@@ -123,7 +125,7 @@ def produce(
             publisher,
             size,
             nationalities,
-            subject_keys=subject_keys,
+            subject_keys=PatientSubjectKeys(subject_keys, settings) if subject_keys else None,
             limits=settings.profiles.limits,
         )
 
@@ -139,6 +141,9 @@ def produce(
         except SourceUnavailableError as error:
             console.print(f"[red]gave up:[/red] {error}")
             raise typer.Exit(2) from error
+        except StoreUnavailableError as error:
+            console.print(f"[red]stopped:[/red] {error}")
+            raise typer.Exit(1) from error
     if not console.is_terminal:
         console.print()  # a non-terminal gets the last progress frame without its line break
     final = producer.progress()  # after close(): every delivery is acknowledged or failed

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from core.outages import ride_out
 from core.profile import (
     DeadLetter,
     ProfileEnvelope,
@@ -23,6 +24,7 @@ from core.profile import (
     profile_reason,
     record_uuid,
 )
+from core.settings import Settings
 from core.validation import RecordLimits, size_reason
 from ingestion.kafka_publisher import DeliveryCounts
 from ingestion.sources import ProfileSource, SourceUnavailableError
@@ -126,6 +128,24 @@ class SubjectKeys(Protocol):
     """What the producer needs from the key store (``core.subject_keys.SubjectKeyStore``)."""
 
     def keys_creating_missing(self, uuids: Sequence[str]) -> dict[str, bytes]: ...
+
+
+@dataclass(frozen=True)
+class PatientSubjectKeys:
+    """Subject keys that wait out a key-store outage: a batch is sealed only once its keys are read, so
+    nothing is published unsealed; while Cassandra does not answer, the producer backs off (up to the
+    outage tolerance), then stops with one line and nothing of that batch published."""
+
+    keys: SubjectKeys
+    settings: Settings
+
+    def keys_creating_missing(self, uuids: Sequence[str]) -> dict[str, bytes]:
+        return ride_out(
+            lambda: self.keys.keys_creating_missing(uuids),
+            f"sealing a batch of {len(uuids)} profiles",
+            "nothing of that batch was published",
+            self.settings,
+        )
 
 
 class Publisher(Protocol):

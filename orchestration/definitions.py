@@ -277,7 +277,7 @@ def batch_totals_match_silver(userpulse: UserPulseResource) -> AssetCheckResult:
         cassandra = settings.cassandra
         store = BatchViewStore(session, cassandra.keyspace, cassandra.concurrency)
         current = store.current()
-        key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+        key = settings.secrets.pseudonymization_key_bytes()
         erased = SubjectKeyStore(session, cassandra.keyspace, key).erased_pseudonyms()
         view_total = sum(row.profiles for row in store.totals(current.version, "gender")) if current else 0
     finally:

@@ -13,7 +13,7 @@ import panel as pn
 import typer
 from rich.console import Console
 
-from core.settings import Settings, get_settings
+from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from serving.dashboard import UserPulseDashboard
@@ -64,6 +64,12 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
     serving = settings.serving
     auth: dict[str, object] = {}
     if serving.basic_auth_username and serving.basic_auth_password:
+        if serving.cookie_secret.get_secret_value() in ("", DEVELOPMENT_COOKIE_SECRET):
+            # Anyone can sign a login cookie with the public default: basic auth would be a facade.
+            raise InsecureSettingsError(
+                "basic auth needs a cookie secret of your own: set USERPULSE_SERVING__COOKIE_SECRET "
+                "(e.g. `openssl rand -hex 32`)"
+            )
         auth = {
             "basic_auth": {serving.basic_auth_username: serving.basic_auth_password.get_secret_value()},
             "cookie_secret": serving.cookie_secret.get_secret_value(),

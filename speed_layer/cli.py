@@ -13,12 +13,13 @@ from pyspark.errors import StreamingQueryException
 from rich.console import Console
 from rich.logging import RichHandler
 
+from core.outages import STORE_UNAVAILABLE, first_line, store_name
 from core.settings import get_settings
 from core.spark import build_spark_session
-from core.streaming import MAX_REPLAY_RESTARTS, MissingTopicError, is_replay_metrics_failure
+from core.streaming import MAX_REPLAY_RESTARTS, MissingTopicError, failure_line, is_replay_metrics_failure
 from speed_layer.job import SpeedLayerJob, StopRequestedError, speed_layer_job
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one event, one line: logs stay greppable
 
 
 def run_until_stopped(job: SpeedLayerJob, stop_requested: threading.Event) -> None:
@@ -44,7 +45,7 @@ def run_until_stopped(job: SpeedLayerJob, stop_requested: threading.Event) -> No
             console.print("stopped at a batch boundary: the refused batch is read again by the next run")
             return
         if not is_replay_metrics_failure(error) or restarts >= MAX_REPLAY_RESTARTS:
-            console.print(f"[red]speed layer failed:[/red] {error}")
+            console.print(f"[red]speed layer failed:[/red] {failure_line(error)}")
             raise typer.Exit(1)
         restarts += 1
         query = job.start()
@@ -65,6 +66,7 @@ def speed(
     )
     logging.getLogger("speed_layer").setLevel(log_level.upper())
     settings = get_settings()
+    settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     spark = build_spark_session(settings, app_name="userpulse-speed")
     stop_requested = threading.Event()
 
@@ -83,6 +85,13 @@ def speed(
                 run_until_stopped(job, stop_requested)
     except MissingTopicError as error:
         console.print(f"[red]speed layer failed:[/red] {error}")
+        raise typer.Exit(1) from error
+    except StreamingQueryException as error:
+        console.print(f"[red]speed layer failed:[/red] {failure_line(error)}")
+        raise typer.Exit(1) from error
+    except STORE_UNAVAILABLE as error:  # while starting: say which store, without a traceback
+        console.print(f"[red]speed layer failed:[/red] {store_name(error, settings)} does not answer "
+                      f"({type(error).__name__}: {first_line(error)})")  # fmt: skip
         raise typer.Exit(1) from error
     finally:
         spark.stop()

@@ -7,11 +7,15 @@ it started it. Unit tests never request these fixtures, so they never start a se
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -19,12 +23,21 @@ from pyspark.sql import SparkSession
 
 from core.settings import CassandraSettings, KafkaSettings, MongoSettings, Settings, get_settings
 from core.spark import build_spark_session
-from infra.stack import LocalStack
+from infra.stack import CassandraService, FerretDBService, KafkaService, LocalStack
+from tests.integration.kafka_helpers import drop_own_stores, own_settings
+
+# The tests run on synthetic and recorded public data: the public default secrets are allowed (with a
+# warning), in this process, its Spark workers and the ``userpulse`` commands the tests start.
+os.environ.setdefault("USERPULSE_SECRETS__DEVELOPMENT_MODE", "true")
 
 # testcontainers' Kafka module drives Confluent's image (Apache Kafka 3.9 in KRaft mode).
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
 CASSANDRA_IMAGE = "cassandra:5.0"
 MONGO_IMAGE = "mongo:7.0"
+
+
+_CONTAINERS: dict[str, Any] = {}
+"""The containers of the stack, by service ("kafka", "cassandra", "mongo"), when testcontainers runs it."""
 
 
 def docker_engine_answers() -> bool:
@@ -48,6 +61,7 @@ def _containers_settings(base: Settings, resources: ExitStack) -> Settings:
     kafka = resources.enter_context(kafka_container)
     cassandra = resources.enter_context(CassandraContainer(CASSANDRA_IMAGE))
     mongo = resources.enter_context(MongoDbContainer(MONGO_IMAGE))
+    _CONTAINERS.update(kafka=kafka, cassandra=cassandra, mongo=mongo)
     kafka_host, kafka_port = kafka.get_bootstrap_server().rsplit(":", 1)
     [(cassandra_host, cassandra_port)] = cassandra.get_contact_points()
     return base.model_copy(
@@ -97,6 +111,34 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     session.stop()
 
 
+@contextlib.contextmanager
+def _frozen(settings: Settings, service: str) -> Iterator[None]:
+    if service in _CONTAINERS:
+        container = _CONTAINERS[service].get_wrapped_container()
+        container.pause()
+        try:
+            yield
+        finally:
+            container.unpause()
+        return
+    services = {"kafka": KafkaService, "cassandra": CassandraService, "mongo": FerretDBService}
+    pid = services[service](settings).pid()
+    assert pid is not None, f"{service} of the local stack is not running"
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def freeze(stack_settings: Settings) -> Callable[[str], AbstractContextManager[None]]:
+    """``with freeze("mongo"): ...`` stops a service of the stack without closing anything (SIGSTOP of
+    the local process group, or ``docker pause``): its sockets stay open and nothing answers, as when a
+    server hangs. It runs again when the block ends."""
+    return lambda service: _frozen(stack_settings, service)
+
+
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Names for topics, keyspaces and collections that no other test (or earlier run) uses.
@@ -117,3 +159,22 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     folder = Path(__file__).resolve().parents[1] / "test-output" / request.node.name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture
+def own_stores(
+    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> Iterator[Callable[..., Settings]]:
+    """A factory of settings with a topic, keyspace, MongoDB database, lake and checkpoints of their
+    own on the running stack (``own_settings``, more fields per section as keyword arguments), all
+    removed when the test ends."""
+    names: list[str] = []
+
+    def make(prefix: str, **sections: dict[str, Any]) -> Settings:
+        name = unique_name(prefix)
+        names.append(name)
+        return own_settings(stack_settings, name, tmp_path / name, **sections)
+
+    yield make
+    for name in names:
+        drop_own_stores(stack_settings, name)

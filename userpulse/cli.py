@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from rich.console import Console
 
 from batch_layer.cli import batch_app
 from core.erasure_cli import forget
 from core.register_cli import register
 from core.retention_cli import retention
+from core.settings import InsecureSettingsError
 from infra.cli import demo, stack_app
 from ingestion.cli import produce
 from serving.cli import dashboard
@@ -32,5 +36,15 @@ app.command()(dashboard)
 app.command()(views)
 app.command()(demo)
 
+
+def main() -> None:
+    """The ``userpulse`` entry point: settings refused for safety end in one line, not a traceback."""
+    try:
+        app()
+    except InsecureSettingsError as error:
+        Console(stderr=True).print(f"[red]refused:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()
