@@ -12,7 +12,7 @@ TOOLS := .tools
 STAMPS := $(TOOLS)/stamps
 JVM_POMS := $(wildcard infra/jvm/pom.xml infra/jvm/*/pom.xml) infra/jvm/settings.xml
 
-.PHONY: help install lint format unit integration test demo clean
+.PHONY: help install lint format unit integration test faults demo clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,13 +52,16 @@ format: $(STAMPS)/python  ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 unit: $(STAMPS)/python  ## Unit tests only (no services)
-	$(BIN)/pytest -m 'not integration'
+	$(BIN)/pytest -m 'not integration and not faults'
 
 integration: install $(STAMPS)/chromium  ## Integration tests against the real services (and a browser)
 	$(BIN)/pytest -m integration
 
-test: install $(STAMPS)/chromium lint  ## Install everything, lint, run the whole test suite
-	$(BIN)/pytest
+test: install $(STAMPS)/chromium lint  ## Install everything, lint, run the unit and integration tests
+	$(BIN)/pytest -m 'not faults'
+
+faults: install  ## Fault injection against the real services (frozen stores, large version batches)
+	$(BIN)/pytest -m faults tests/faults
 
 demo: install  ## Install everything and run the whole pipeline (URLs printed; Ctrl-C stops it all)
 	$(BIN)/userpulse demo

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 import uuid
@@ -37,8 +38,7 @@ from ingestion.synthetic import SyntheticSource
 from serving.profiles import profile_documents
 from serving.snapshot import Filters, take_snapshot
 from serving.views import ServingViews, TimeRange
-from speed_layer.job import raw_document
-from speed_layer.stores import CassandraSpeedStore, mongo_raw_store, partial_row
+from speed_layer.stores import CassandraSpeedStore, mongo_raw_store, partial_row, raw_document
 
 WINDOW = timedelta(minutes=1)
 POOL = 5_000
@@ -202,6 +202,8 @@ def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    # Synthetic data on throwaway stores: the public default secrets are fine (see SecretSettings).
+    os.environ.setdefault("USERPULSE_SECRETS__DEVELOPMENT_MODE", "true")
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

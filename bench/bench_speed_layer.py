@@ -2,12 +2,17 @@
 
     .venv/bin/python bench/bench_speed_layer.py [--profiles 100000] [--rate 1000] [--seconds 30]
 
-1. Throughput: ``--profiles`` synthetic profiles are produced to a fresh topic first, then the job
-   consumes them (``availableNow``, batches of ``max_offsets_per_trigger``) into fresh stores; the figure
-   is profiles per second of wall time through the whole job (parse, transform, dedupe, both stores).
-2. Latency: the job runs continuously while another process produces profiles at a steady ``--rate``;
+1. Throughput, plain and sealed envelopes: ``--profiles`` synthetic profiles are produced to a fresh
+   topic first, then the job consumes them (``availableNow``, batches of ``max_offsets_per_trigger``)
+   into fresh stores; the figure is profiles per second of wall time through the whole job (keys,
+   parse, transform, version rule, both stores).
+2. The fixed cost: the median duration of a warm 100-record micro-batch (``stream_batches``).
+3. Latency: the job runs continuously while another process produces profiles at a steady ``--rate``;
    for one profile of every produced batch, the time from send to its row being readable in Cassandra
    is taken.
+
+The last line sums it up: ``speed layer: <N> profiles/s sustained, 100-record batch <M> ms, p95 <P> s
+at <rate>/s`` (N: plain envelopes).
 
 Starts the local stack if it is not running (and stops it after); everything it creates is removed.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import statistics
 import threading
 import time
@@ -29,10 +35,11 @@ from kafka import KafkaAdminClient
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session, mongo_client
+from core.subject_keys import SubjectKeyStore, subject_key_store
 from core.validation import RecordLimits
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
-from ingestion.producer import split_batch
+from ingestion.producer import seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import speed_layer_job
 
@@ -58,35 +65,79 @@ def isolated_settings(base: Settings, name: str, checkpoints: str) -> Settings:
 
 
 def publish(
-    settings: Settings, publisher: ProfilePublisher, source: SyntheticSource, count: int
+    publisher: ProfilePublisher, source: SyntheticSource, count: int, keys: SubjectKeyStore | None = None
 ) -> list[str]:
-    """Publish ``count`` synthetic profiles now; returns their uuids."""
+    """Publish ``count`` synthetic profiles now (sealed under their subjects' keys with ``keys``), as
+    the producer does; returns their uuids."""
     split = split_batch(source.next_batch(count), "synthetic", datetime.now(UTC), RecordLimits(), "1.4")
-    for envelope in split.envelopes:
-        publisher.publish(envelope)
-    return [envelope.user["login"]["uuid"] for envelope in split.envelopes]
+    uuids = [envelope.user["login"]["uuid"] for envelope in split.envelopes]
+    if keys is None:
+        for envelope in split.envelopes:
+            publisher.publish(envelope)
+        return uuids
+    sealed, _ = seal_envelopes(split.envelopes, keys.keys_creating_missing(uuids))
+    for envelope in sealed:
+        publisher.publish(envelope, envelope.value())
+    return uuids
 
 
-def throughput(base: Settings, profiles: int) -> None:
+def throughput(base: Settings, profiles: int, sealed: bool) -> float:
+    """Profiles per second of wall time through the whole job, on a topic filled beforehand."""
     name = f"bench_speed_{uuid.uuid4().hex[:8]}"
     settings = isolated_settings(base, name, f"bench/{name}")
     ensure_topics(settings, {name: settings.kafka.topic_partitions, f"{name}.dlq": 1})
     source = SyntheticSource(5)
-    with ProfilePublisher(settings, name, f"{name}.dlq") as publisher:
+    with (
+        ProfilePublisher(settings, name, f"{name}.dlq") as publisher,
+        subject_key_store(settings, enabled=sealed) as keys,
+    ):
         for _ in range(0, profiles, 5000):
-            publish(settings, publisher, source, 5000)
+            publish(publisher, source, 5000, keys)
     spark = build_spark_session(settings, "userpulse-bench")
     try:
         with speed_layer_job(settings, spark) as job:
             started = time.perf_counter()
             job.run_until_consumed()
             elapsed = time.perf_counter() - started
+        rate = profiles / elapsed
         print(
-            f"throughput: {profiles:,} profiles through the speed layer in {elapsed:.1f} s = "
-            f"{profiles / elapsed:,.0f} profiles/s (batches of up to "
+            f"throughput ({'sealed' if sealed else 'plain'}): {profiles:,} profiles through the speed layer "
+            f"in {elapsed:.1f} s = {rate:,.0f} profiles/s (batches of up to "
             f"{settings.speed_layer.max_offsets_per_trigger:,}, Spark {settings.spark.master})"
         )
+        return rate
     finally:
+        cleanup(settings)
+
+
+def small_batches(base: Settings, batches: int = 12) -> float:
+    """Median duration (ms) of a 100-record micro-batch of a warm job (its first batch left out)."""
+    name = f"bench_small_{uuid.uuid4().hex[:8]}"
+    settings = isolated_settings(base, name, f"bench/{name}")
+    settings = settings.model_copy(
+        update={"speed_layer": settings.speed_layer.model_copy(update={"max_offsets_per_trigger": 100})}
+    )
+    ensure_topics(settings, {name: settings.kafka.topic_partitions, f"{name}.dlq": 1})
+    with ProfilePublisher(settings, name, f"{name}.dlq") as publisher:
+        publish(publisher, SyntheticSource(8), 100 * batches)
+    spark = build_spark_session(settings, "userpulse-bench")
+    cluster, session = cassandra_session(settings)
+    try:
+        with speed_layer_job(settings, spark) as job:
+            job.run_until_consumed()
+        durations = sorted(
+            row.duration_ms
+            for row in session.execute(f"SELECT batch_id, duration_ms FROM {name}.stream_batches")
+            if row.batch_id > 0
+        )
+        median = statistics.median(durations)
+        print(
+            f"micro-batch of 100 records: p50 {median:.0f} ms, max {durations[-1]} ms "
+            f"({len(durations)} batches after the first)"
+        )
+        return median
+    finally:
+        cluster.shutdown()
         cleanup(settings)
 
 
@@ -104,14 +155,15 @@ def produce_steadily(settings: Settings, rate: int, seconds: int, sent: Connecti
         started = time.monotonic()
         for tick in range(seconds * batches_per_s):
             time.sleep(max(0.0, started + tick / batches_per_s - time.monotonic()))
-            uuids = publish(settings, publisher, source, rate // batches_per_s)
+            uuids = publish(publisher, source, rate // batches_per_s)
             publisher.flush()
             sent.send((uuids[-1], time.monotonic()))
     sent.send(None)
     sent.close()
 
 
-def latency(base: Settings, rate: int, seconds: int) -> None:
+def latency(base: Settings, rate: int, seconds: int) -> float:
+    """p95 seconds from a profile's publication to its row being readable in Cassandra."""
     name = f"bench_latency_{uuid.uuid4().hex[:8]}"
     settings = isolated_settings(base, name, f"bench/{name}")
     settings = settings.model_copy(
@@ -157,6 +209,7 @@ def latency(base: Settings, rate: int, seconds: int) -> None:
             f"latency at {rate:,} profiles/s for {seconds} s: produced -> readable in Cassandra "
             f"p50 {p50:.2f} s, p95 {p95:.2f} s, max {latencies[-1]:.2f} s ({len(latencies)} samples)"
         )
+        return p95
     finally:
         cluster.shutdown()
         cleanup(settings)
@@ -176,6 +229,8 @@ def cleanup(settings: Settings) -> None:
 
 
 def main() -> None:
+    # Synthetic data on throwaway stores: the public default secrets are fine (see SecretSettings).
+    os.environ.setdefault("USERPULSE_SECRETS__DEVELOPMENT_MODE", "true")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("speed_layer").setLevel(logging.DEBUG)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -189,8 +244,14 @@ def main() -> None:
     if started_stack:
         stack.up()
     try:
-        throughput(settings, args.profiles)
-        latency(settings, args.rate, args.seconds)
+        plain = throughput(settings, args.profiles, sealed=False)
+        throughput(settings, args.profiles, sealed=True)
+        batch_ms = small_batches(settings)
+        p95 = latency(settings, args.rate, args.seconds)
+        print(
+            f"speed layer: {plain:,.0f} profiles/s sustained, 100-record batch {batch_ms:.0f} ms, "
+            f"p95 {p95:.1f} s at {args.rate}/s"
+        )
     finally:
         if started_stack:
             stack.down()

@@ -56,7 +56,10 @@ DATA_KEY_COLUMN = "data_key"
 
 
 def parse_kafka_records(
-    kafka_rows: DataFrame, limits: RecordLimits, subject_keys: DataFrame | None = None
+    kafka_rows: DataFrame,
+    limits: RecordLimits,
+    subject_keys: DataFrame | None = None,
+    keep_identifiers_text: bool = False,
 ) -> DataFrame:
     """Kafka records of the profiles topic with their parsed (and unsealed) envelope, or the reason it is
     unusable.
@@ -66,7 +69,9 @@ def parse_kafka_records(
     of (``uuid``, ``data_key``) to join by the record key (``core.subject_keys.subject_keys_frame``).
     Without either, every sealed record counts as erased. Output: ``OUTPUT_COLUMNS``: ``envelope`` (a
     struct of ``ENVELOPE_READ_SCHEMA``, identifiers unsealed) is set for a usable record,
-    ``dead_letter_reason`` for a bad one, and neither for an erased subject's.
+    ``dead_letter_reason`` for a bad one, and neither for an erased subject's. With
+    ``keep_identifiers_text``, an ``identifiers_text`` column follows: the JSON text of the opened
+    sealed identifiers (null for a plain envelope), for whoever rebuilds the user as received.
     """
     has_key_column = DATA_KEY_COLUMN in kafka_rows.columns
     records = kafka_rows.select(*_record_columns(has_key_column))
@@ -80,7 +85,7 @@ def parse_kafka_records(
     parsed = records
     for step in (_parsed_columns, _identifiers_columns, _opened_columns, _problem_columns, _reason_columns):
         parsed = parsed.select(*step(limits))
-    return parsed.select(*_output_columns())
+    return parsed.select(*_output_columns(keep_identifiers_text))
 
 
 # The expressions of each step are built once per process (functools.cache) and reused on every frame:
@@ -191,7 +196,7 @@ def _reason_columns(limits: RecordLimits) -> tuple[Column, ...]:
 
 
 @functools.cache
-def _output_columns() -> tuple[Column, ...]:
+def _output_columns(keep_identifiers_text: bool) -> tuple[Column, ...]:
     parsed = F.col("_parsed")
     # A plain envelope is kept as it is, without rebuilding its struct.
     opened = F.when(
@@ -199,7 +204,12 @@ def _output_columns() -> tuple[Column, ...]:
         parsed.withField("user", with_identifiers(parsed.getField("user"), F.col("_identifiers"))),
     ).otherwise(parsed)
     usable = F.col("dead_letter_reason").isNull() & ~_erased(parsed, F.col("_data_key"))
-    return (*_carried(), F.when(usable, opened).alias("envelope"), F.col("dead_letter_reason"))
+    extra = (
+        (F.when(usable, F.col("_identifiers_text")).alias("identifiers_text"),)
+        if keep_identifiers_text
+        else ()
+    )
+    return (*_carried(), F.when(usable, opened).alias("envelope"), F.col("dead_letter_reason"), *extra)
 
 
 def _erased(envelope: Column, data_key: Column) -> Column:

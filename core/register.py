@@ -245,7 +245,7 @@ KAFKA_DEAD_LETTERS = Store(
 MONGO_PROFILES = Store(
     StoreKind.MONGODB_COLLECTION,
     f"{_MONGO.database}.{_MONGO.raw_profiles_collection}",
-    "speed_layer/stores.py (speed_layer/job.py raw_document)",
+    "speed_layer/stores.py (raw_document)",
     "one document per adult profile (_id = uuid): the newest version received, as received (identifiers "
     "unsealed), with its Kafka coordinates; under-age profiles are not stored here",
     f"{_RETENTION.raw_documents_days} days after `fetched_at` (`retention.raw_documents_days`): {_JOB} "
@@ -550,7 +550,7 @@ def _aggregates(
 
 
 def _raw_document(store: Store) -> list[FieldDeclaration]:
-    """The fields of ``speed_layer.job.raw_document``: the user as received, its envelope and coordinates."""
+    """The fields of ``speed_layer.stores.raw_document``: the user as received, envelope, coordinates."""
     return [
         _field(store, "_id", _D, Protection.NONE, LINKAGE, "login.uuid, in clear"),
         *_user_as_received(store, "user."),

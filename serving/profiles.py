@@ -59,7 +59,7 @@ class ProfileRow:
 
 
 def profile_row(document: dict[str, Any]) -> ProfileRow:
-    """A raw MongoDB document (see ``speed_layer.job.raw_document``) -> its masked table row."""
+    """A raw MongoDB document (see ``speed_layer.stores.raw_document``) -> its masked table row."""
     user = document.get("user") or {}
     name = user.get("name") or {}
     location = user.get("location") or {}

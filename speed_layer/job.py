@@ -1,16 +1,16 @@
 """The speed layer: Kafka -> parse, validate, transform, pseudonymize -> MongoDB raw documents and
 Cassandra real-time views, exactly-once in effect.
 
-Each micro-batch runs in ``foreachBatch``:
+Each micro-batch (``foreachBatch``) is one Spark pass, and no record reaches the driver:
 
-1. parse the Kafka records with the shared schema; bad ones go to the dead-letter store;
-2. transform and pseudonymize (``core.transformations``), drop under-age profiles (counted only),
-   keep the first copy of each uuid within the batch;
-3. dedupe against the Cassandra profile table, which remembers the batch that first stored each uuid:
-   a replay of that batch (after a crash) recognises its own writes and counts them again, a later
-   duplicate is not counted;
-4. write raw documents, profiles and this batch's partial aggregates, keyed by the batch id that Spark
-   keeps stable on replay. Readers sum the partials of a window.
+1. in the executors, each Kafka partition's records get their subjects' data keys
+   (``speed_layer.executor.with_data_keys``);
+2. the JVM parses and validates them and opens the sealed identifiers (``core.parsing``), then
+   transforms and pseudonymizes them (``core.transformations``);
+3. in the executors again, each Kafka partition's records are applied to the stores by the version rule
+   (``speed_layer.task``: states, partials keyed by batch id and partition, raw documents, dead
+   letters), which a replay of the batch after a crash repeats identically;
+4. the driver collects one summary row per Kafka partition and writes the batch's metrics row.
 
 No stateful Spark operator is involved, so nothing waits for a watermark: a batch's rows are visible
 as soon as it commits, and late rows are added to their own (older) window instead of being dropped.
@@ -18,11 +18,12 @@ as soon as it commits, and late rows are added to their own (older) window inste
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,19 +34,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryProgressEvent
+from pyspark.sql.types import BinaryType, StructField, StructType
 
-from core.aggregates import window_seconds_of
-from core.parsing import parse_kafka_records
-from core.sealing import unseal_identifiers
+from core.outages import ride_out
+from core.parsing import DATA_KEY_COLUMN, parse_kafka_records
 from core.settings import Settings
-from core.spark import collect_dicts
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.streaming import require_topic, run_until_consumed
-from core.subject_keys import SubjectKeyStore, subject_keys_frame
 from core.transformations import transform_profiles
 from infra.cassandra_schema import apply_schema
-from speed_layer.stores import CassandraSpeedStore, MongoRawStore, dead_letter_document, mongo_raw_store
-from speed_layer.task import TaskContext, TaskOutcome, process_records
+from speed_layer.executor import SUMMARY_SCHEMA, BatchContext, apply_records, outcome_of, with_data_keys
+from speed_layer.stores import CassandraSpeedStore, MongoRawStore, mongo_raw_store
+from speed_layer.task import TaskOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -77,43 +77,19 @@ def kafka_lag(end_offsets_json: str | None, latest_offsets_json: str | None) -> 
     }
 
 
-def raw_document(
-    row: dict[str, Any], ingested_at: datetime, data_keys: Mapping[str, bytes] | None = None
-) -> dict[str, Any]:
-    """The MongoDB document of a profile: the user as received (its sealed identifiers opened with the
-    subject's key from ``data_keys``), its envelope fields and Kafka coordinates."""
-    envelope = json.loads(bytes(row["raw_value"]))
-    user = envelope["user"]
-    if envelope.get("sealed"):
-        user = unseal_identifiers(user, envelope["sealed"], (data_keys or {})[row["uuid"]])
-    return {
-        "_id": row["uuid"],
-        "user": user,
-        "source": envelope["source"],
-        "fetched_at": row["fetched_at"],
-        "kafka": {"topic": row["topic"], "partition": row["partition"], "offset": row["offset"]},
-        "ingested_at": ingested_at,
-    }
-
-
 class StopRequestedError(RuntimeError):
     """Raised in a micro-batch that starts after a stop was requested; nothing of it is written."""
 
 
-class PhaseTimer:
-    """Milliseconds spent in each named phase of a micro-batch, for the debug log."""
+CARRIED_COLUMNS = (
+    "topic", "raw_value", "kafka_key", "kafka_timestamp", "dead_letter_reason", "usable", "identifiers_text",
+)  # fmt: skip
+"""The parsed record's columns the executors need besides the transformed profile."""
 
-    def __init__(self) -> None:
-        self.durations_ms: dict[str, int] = {}
-        self._last = time.monotonic()
 
-    def done(self, phase: str) -> None:
-        now = time.monotonic()
-        self.durations_ms[phase] = int((now - self._last) * 1000)
-        self._last = now
-
-    def __str__(self) -> str:
-        return ", ".join(f"{phase} {ms} ms" for phase, ms in self.durations_ms.items())
+def _with_data_key(kafka_schema: StructType) -> StructType:
+    """The Kafka source's schema with the ``data_key`` column ``with_data_keys`` adds."""
+    return StructType([*kafka_schema.fields, StructField(DATA_KEY_COLUMN, BinaryType(), nullable=True)])
 
 
 class SpeedLayerJob:
@@ -127,17 +103,15 @@ class SpeedLayerJob:
         mongo: MongoRawStore,
         topic: str,
         checkpoint_dir: Path,
-        subject_keys: SubjectKeyStore,
     ) -> None:
         self.settings = settings
         self.spark = spark
         self.cassandra = cassandra
         self.mongo = mongo
-        self.subject_keys = subject_keys
         self.topic = topic
         self.checkpoint_dir = checkpoint_dir
         self.job_name = settings.speed_layer.job_name
-        self._pseudonymization_key = settings.secrets.pseudonymization_key.get_secret_value().encode()
+        self._pseudonymization_key = settings.secrets.pseudonymization_key_bytes()
         self._listener: BatchProgressListener | None = None
         self.stop_requested = threading.Event()
         """Set to stop at the next batch boundary: the batch under way finishes, the next one refuses."""
@@ -151,35 +125,39 @@ class SpeedLayerJob:
             # in. Refusing it before it writes anything fails the query without committing the batch,
             # so the next run reads those offsets again.
             raise StopRequestedError(f"stop requested: batch {batch_id} is left for the next run")
+        # A store that does not answer fails the attempt; the batch is run again whole (it is
+        # idempotent), for up to the outage tolerance.
+        return ride_out(
+            lambda: self._process_batch(batch, batch_id),
+            f"speed batch {batch_id}",
+            f"the job resumes from checkpoint {self.checkpoint_dir} at that batch",
+            self.settings,
+        )
+
+    def _process_batch(self, batch: DataFrame, batch_id: int) -> BatchOutcome:
         started = time.monotonic()
         processed_at = datetime.now(UTC)
-        phases = PhaseTimer()
-        batch = batch.persist()  # read from Kafka once: for the subjects' keys, then for the rows
-        try:
-            data_keys = self._data_keys(batch)
-            keys_frame = F.broadcast(subject_keys_frame(self.spark, data_keys))
-            phases.done("read and subject keys")
-            records = self._batch_records(
-                parse_kafka_records(batch, self.settings.profiles.limits, keys_frame)
-            )
-            batch_rows = collect_dicts(records)
-            phases.done("parse and transform")
-        finally:
-            batch.unpersist()
-        context = self._task_context(batch_id, processed_at, data_keys)
+        context = BatchContext(self.settings, batch_id, processed_at, self.job_name, str(self.checkpoint_dir))
+        # One Spark pass: keys looked up and stores written in the executors; a summary row per Kafka
+        # partition is all the driver receives.
+        # No more tasks than cores: a Kafka partition beyond them would run in a second wave, after
+        # the others, and double the batch's time. Coalescing merges whole Kafka partitions, so a task
+        # still holds every copy of its uuids.
+        tasks = self.spark.sparkContext.defaultParallelism
+        keyed = batch.coalesce(tasks).mapInArrow(
+            functools.partial(with_data_keys, self.settings), _with_data_key(batch.schema)
+        )
+        records = self._batch_records(
+            parse_kafka_records(keyed, self.settings.profiles.limits, keep_identifiers_text=True)
+        )
+        summaries = records.mapInArrow(functools.partial(apply_records, context), SUMMARY_SCHEMA).collect()
         totals = TaskOutcome(partition=-1)
         end_offsets = self.cassandra.end_offsets_before(self.job_name, batch_id)
-        by_partition: dict[int, list[dict[str, Any]]] = {}
-        for row in batch_rows:
-            by_partition.setdefault(row["partition"], []).append(row)
-        for partition, rows in sorted(by_partition.items()):
-            task = process_records(partition, rows, context)
+        for task in (outcome_of(row) for row in summaries):
             totals.add(task)
-            end_offsets[partition] = max(end_offsets.get(partition, 0), task.end_offset)
+            end_offsets[task.partition] = max(end_offsets.get(task.partition, 0), task.end_offset)
         if totals.new_profiles or totals.later_copies:
             self.mongo.trim_latest()
-        phases.done("stores")
-        logger.debug("speed batch %d phases: %s", batch_id, phases)
         outcome = BatchOutcome(
             batch_id=batch_id,
             input_rows=totals.input_rows,
@@ -190,7 +168,7 @@ class SpeedLayerJob:
             duration_ms=int((time.monotonic() - started) * 1000),
             erased=totals.erased,
         )
-        if batch_rows:
+        if totals.input_rows:
             self.cassandra.write_batch_metrics(
                 {
                     "job": self.job_name,
@@ -222,31 +200,6 @@ class SpeedLayerJob:
         )
         return outcome
 
-    def _task_context(
-        self, batch_id: int, processed_at: datetime, data_keys: Mapping[str, bytes]
-    ) -> TaskContext:
-        return TaskContext(
-            batch_id=batch_id,
-            processed_at=processed_at,
-            job_name=self.job_name,
-            minimum_age=self.settings.profiles.minimum_age,
-            window_seconds=window_seconds_of(self.settings.profiles.window_duration),
-            cassandra=self.cassandra,
-            mongo=self.mongo,
-            document_of=lambda row: raw_document(row, processed_at, data_keys),
-            dead_letter_of=lambda row: dead_letter_document(row, self.job_name),
-        )
-
-    def _data_keys(self, batch: DataFrame) -> dict[str, bytes]:
-        """The data keys of the subjects of a batch (the record key is the uuid); erased ones have none."""
-        # Not distinct() in Spark: that would cost the batch a shuffle; keys_for deduplicates.
-        uuids = [
-            bytes(row["key"]).decode("utf-8", "replace")
-            for row in batch.select("key").collect()
-            if row["key"]
-        ]
-        return self.subject_keys.keys_for(uuids) if uuids else {}
-
     def _batch_records(self, parsed: DataFrame) -> DataFrame:
         """Every record of a batch in one frame: its Kafka columns, dead-letter reason, whether it is
         usable, and its transformed profile (nulls when it is not usable)."""
@@ -254,7 +207,7 @@ class SpeedLayerJob:
         return transform_profiles(
             flagged,
             self._pseudonymization_key,
-            carry=("topic", "raw_value", "kafka_key", "kafka_timestamp", "dead_letter_reason", "usable"),
+            carry=CARRIED_COLUMNS,
         )
 
     # -- the query -------------------------------------------------------------------------------------
@@ -361,12 +314,6 @@ def speed_layer_job(
         cassandra = CassandraSpeedStore(
             session, keyspace, settings.cassandra.concurrency, settings.cassandra.rows_per_batch
         )
-        subject_keys = SubjectKeyStore(
-            session,
-            keyspace,
-            settings.secrets.pseudonymization_key.get_secret_value().encode(),
-            settings.cassandra.concurrency,
-        )
         job = SpeedLayerJob(
             settings,
             spark,
@@ -374,7 +321,6 @@ def speed_layer_job(
             mongo,
             topic or settings.kafka.profiles_topic,
             checkpoint_dir or settings.paths.checkpoints_dir / settings.speed_layer.job_name,
-            subject_keys,
         )
         try:
             yield job

@@ -31,8 +31,13 @@ from core.settings import Settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from ingestion.synthetic import SyntheticSource
-from speed_layer.job import raw_document
-from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store, partial_row
+from speed_layer.stores import (
+    CassandraSpeedStore,
+    dead_letter_document,
+    mongo_raw_store,
+    partial_row,
+    raw_document,
+)
 from tests.integration.kafka_helpers import drop_keyspace
 from tests.integration.processes import cli_environment, free_port
 from tests.integration.profiles_input import dimension_values, exact_age

@@ -2,7 +2,7 @@
 
 Each test owns a topic, a keyspace (subject keys and ``profiles``), a MongoDB database and a lake folder,
 and drives the CLI as a subprocess with those names. What the speed layer would have stored is inserted
-by the test (the shape of ``speed_layer.job.raw_document``), so ``get`` and ``update`` read real stores
+by the test (the shape of ``speed_layer.stores.raw_document``), so ``get`` and ``update`` read real stores
 without depending on a streaming run.
 """
 

@@ -28,7 +28,7 @@ from core import register as reg
 from core.parsing import dead_letter_records, parse_kafka_records
 from core.profile import CREDENTIAL_FIELDS
 from core.register_cli import register
-from core.sealing import SEALED_FIELDS, new_data_key
+from core.sealing import SEALED_FIELDS, new_data_key, open_token
 from core.settings import CassandraSettings, Settings, get_settings
 from core.spark import collect_dicts
 from core.validation import RecordLimits
@@ -36,8 +36,7 @@ from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import seal_dead_letters, seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
-from speed_layer.job import dead_letter_document, raw_document
-from speed_layer.stores import mongo_raw_store
+from speed_layer.stores import dead_letter_document, mongo_raw_store, raw_document
 from tests.randomuser_server import FIXTURES_DIR
 
 FIXTURES = FIXTURES_DIR
@@ -211,6 +210,16 @@ DATA_KEYS = {user["login"]["uuid"]: new_data_key() for user in source_users()}
 """Each sample subject's data key, as the producer's key store would hand them out."""
 
 
+def uuid_of(message: dict[str, Any]) -> str:
+    return json.loads(message["value"])["user"]["login"]["uuid"]
+
+
+def opened_text(message: dict[str, Any]) -> str:
+    """The identifiers of a sealed message as Spark opens them (JSON text)."""
+    uuid = uuid_of(message)
+    return json.dumps(open_token(json.loads(message["value"])["sealed"], DATA_KEYS[uuid], uuid))
+
+
 def sealed_paths(fields: set[str]) -> set[str]:
     """Those of ``fields`` (dotted user paths) that the producer seals."""
     prefixes = [".".join(path) for path in SEALED_FIELDS]
@@ -275,10 +284,9 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
     mongo.insert_profiles(
         [
             raw_document(
-                {"uuid": json.loads(m["value"])["user"]["login"]["uuid"], "raw_value": m["value"],
+                {"uuid": uuid_of(m), "raw_value": m["value"], "identifiers_text": opened_text(m),
                  "fetched_at": NOW, "topic": m["topic"], "partition": 0, "offset": offset},
                 NOW,
-                DATA_KEYS,
             )
             for offset, m in enumerate(profiles)
         ]

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
+from core.sealing import new_data_key, seal_identifiers
 from infra.cassandra_schema import cql_statements, migration_files
-from speed_layer.job import kafka_lag, raw_document
-from speed_layer.stores import dead_letter_document
+from speed_layer.executor import SUMMARY_ARROW_SCHEMA, outcome_of, summary_row
+from speed_layer.job import kafka_lag
+from speed_layer.stores import dead_letter_document, raw_document
+from speed_layer.task import TaskOutcome
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -72,3 +77,37 @@ def test_every_schema_file_is_versioned_and_idempotent() -> None:
     for path in files:
         for statement in cql_statements(path.read_text()):
             assert "IF NOT EXISTS" in statement or "IF EXISTS" in statement, statement
+
+
+def test_a_sealed_raw_document_gets_its_identifiers_from_the_text_spark_opened() -> None:
+    user = {
+        "login": {"uuid": "u-2", "username": "ann1"},
+        "email": "ann@example.org",
+        "location": {"postcode": 5440, "street": {"number": 3, "name": "Rue X"}, "city": "Lyon"},
+    }
+    sealed_user, token = seal_identifiers(user, new_data_key())
+    row = {
+        "uuid": "u-2",
+        "raw_value": json.dumps({"source": "randomuser", "user": sealed_user, "sealed": token}).encode(),
+        "identifiers_text": json.dumps(
+            {"email": "ann@example.org", "street": {"number": 3, "name": "Rue X"}, "username": "ann1"}
+        ),
+        "fetched_at": NOW,
+        "topic": "t",
+        "partition": 0,
+        "offset": 1,
+    }
+
+    assert raw_document(row, NOW)["user"] == user  # as received: the postcode stays a number
+
+
+def test_a_task_summary_crosses_arrow_and_comes_back_whole() -> None:
+    outcome = TaskOutcome(2, 10, 117, 6, 2, 1, 1, 0, NOW, {NOW, NOW.replace(minute=1)})
+    table = pa.RecordBatch.from_pylist([summary_row(outcome)], schema=SUMMARY_ARROW_SCHEMA)
+    [row] = table.to_pylist()
+
+    class Row:
+        def __init__(self, values: dict[str, object]) -> None:
+            self.__dict__.update(values)
+
+    assert outcome_of(Row(row)) == outcome
