@@ -10,10 +10,10 @@ import logging
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import quote_plus
 
-from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, SecretStr
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -25,6 +25,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEVELOPMENT_PSEUDONYMIZATION_KEY = "local-development-only-pseudonymization-key"
 DEVELOPMENT_COOKIE_SECRET = "local-development-only-dashboard-cookie-secret"
 _warned_defaults: set[str] = set()
+
+TRIGGER_INTERVAL_PATTERN = r"^\s*\d+(\.\d+)?\s*(milliseconds?|ms|seconds?|s|minutes?|min|hours?|h)\s*$"
+"""The durations Spark's ``processingTime`` trigger accepts (a number and a unit)."""
 
 
 class InsecureSettingsError(ValueError):
@@ -187,8 +190,9 @@ class SpeedLayerSettings(_Section):
     """Where a job without a checkpoint starts reading the topic."""
     max_offsets_per_trigger: int = 50_000
     """Upper bound of records per micro-batch, so one slow batch cannot grow without limit."""
-    trigger_interval: str = "1 second"
-    """How often a micro-batch starts (when the previous one is done)."""
+    trigger_interval: Annotated[str, StringConstraints(pattern=TRIGGER_INTERVAL_PATTERN)] = "1 second"
+    """How often a micro-batch starts (when the previous one is done): a number and a unit, as Spark's
+    ``processingTime`` reads it (``500 milliseconds``, ``1 second``, ``2 minutes``)."""
     kafka_fetch_max_wait_ms: int = 100
     """How long the broker may hold a fetch that finds no new record (Kafka's default: 500 ms). The
     consumer prefetches past the batch it returned; when that was the end of a partition, the next

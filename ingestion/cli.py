@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import signal
 from enum import StrEnum
@@ -15,6 +16,8 @@ from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
+from core.cli_params import log_level as log_level_name
+from core.cli_params import topic_name
 from core.outages import StoreUnavailableError
 from core.settings import Settings, get_settings
 from core.subject_keys import subject_key_store
@@ -57,9 +60,15 @@ def parse_rate(rate: str | None) -> float | None:
     """``"500/s"`` or ``"500"`` -> 500.0 profiles per second."""
     if rate is None:
         return None
-    value = float(rate.removesuffix("/s"))
-    if value <= 0:
-        raise typer.BadParameter("the rate must be positive", param_hint="--rate")
+    try:
+        value = float(rate.strip().removesuffix("/s"))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(
+            f"{rate!r} is not a positive number of profiles per second (e.g. 200 or 200/s)",
+            param_hint="--rate",
+        )
     return value
 
 
@@ -74,12 +83,15 @@ def progress_line(progress: Progress) -> Text:
 def produce(
     source: Annotated[SourceChoice, typer.Option(help="Where profiles come from.")] = SourceChoice.AUTO,
     count: Annotated[
-        int | None, typer.Option(help="Stop after this many profiles (default: run until Ctrl-C).")
+        int | None,
+        typer.Option(min=1, help="Stop after this many profiles (default: run until Ctrl-C)."),
     ] = None,
     rate: Annotated[
         str | None, typer.Option(help="Target rate, e.g. 200/s (default: as fast as possible).")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Profiles per request/batch, 1..5000.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, max=5000, help="Profiles per request/batch, 1..5000.")
+    ] = None,
     nat: Annotated[
         str, typer.Option(help="Comma-separated nationality codes, e.g. US,FR (default: all).")
     ] = "",
@@ -88,9 +100,14 @@ def produce(
     ] = None,
     topic: Annotated[
         str | None,
-        typer.Option(help="Profiles topic; its dead-letter topic is <topic>.dlq (default: settings)."),
+        typer.Option(
+            callback=topic_name,
+            help="Profiles topic; its dead-letter topic is <topic>.dlq (default: settings).",
+        ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="Logging level: DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(callback=log_level_name, help="Logging level: DEBUG, INFO, WARNING, ERROR.")
+    ] = "INFO",
 ) -> None:
     """Produce profiles to Kafka with a live progress line; Ctrl-C stops cleanly after flushing."""
     # One log line per API request (INFO) and every dead letter (WARNING), above the live progress line.
@@ -105,7 +122,7 @@ def produce(
     settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     try:
         nationalities = check_nationalities(nat.split(","))
-        size = check_batch_size(batch_size or settings.producer.batch_size)
+        size = check_batch_size(batch_size if batch_size is not None else settings.producer.batch_size)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     profiles_topic = topic or settings.kafka.profiles_topic

@@ -13,6 +13,7 @@ import panel as pn
 import typer
 from rich.console import Console
 
+from core.cli_params import log_level as log_level_name
 from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
@@ -94,7 +95,9 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
 
 def dashboard(
     show: Annotated[bool, typer.Option("--show", help="Open the dashboard in a browser.")] = False,
-    log_level: Annotated[str, typer.Option(help="Logging level of the dashboard's own messages.")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(callback=log_level_name, help="Logging level of the dashboard's own messages.")
+    ] = "INFO",
 ) -> None:
     """Serve the live dashboard (merged batch + speed views). Address, port and auth come from settings."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")

@@ -31,6 +31,7 @@ from core.sealing import unseal_identifiers
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.subject_keys import SubjectKeyStore, subject_key_store
+from core.validation import is_uuid
 from ingestion.kafka_publisher import DeliveryCounts, ProfilePublisher, ensure_topics
 from ingestion.producer import seal_envelopes
 from serving.profile_store import (
@@ -258,7 +259,15 @@ def stored_or_fail(uuid: str, settings: Settings) -> StoredProfile:
 
 # --- the commands -----------------------------------------------------------------------------
 
-UuidArgument = Annotated[str, typer.Argument(help="The profile's login.uuid.")]
+
+def _profile_uuid(value: str) -> str:
+    """A profile uuid, or a usage error (an empty or malformed one can match no profile)."""
+    if not is_uuid(value):
+        raise typer.BadParameter(f"{value!r} is not a profile uuid (8-4-4-4-12 hexadecimal digits)")
+    return value
+
+
+UuidArgument = Annotated[str, typer.Argument(callback=_profile_uuid, help="The profile's login.uuid.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 FileOption = Annotated[
     Path | None,

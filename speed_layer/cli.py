@@ -13,6 +13,8 @@ from pyspark.errors import StreamingQueryException
 from rich.console import Console
 from rich.logging import RichHandler
 
+from core.cli_params import log_level as log_level_name
+from core.cli_params import topic_name
 from core.outages import STORE_UNAVAILABLE, first_line, store_name
 from core.settings import get_settings
 from core.spark import build_spark_session
@@ -52,11 +54,15 @@ def run_until_stopped(job: SpeedLayerJob, stop_requested: threading.Event) -> No
 
 
 def speed(
-    topic: Annotated[str | None, typer.Option(help="Topic to read (default: the profiles topic).")] = None,
+    topic: Annotated[
+        str | None, typer.Option(callback=topic_name, help="Topic to read (default: the profiles topic).")
+    ] = None,
     available_now: Annotated[
         bool, typer.Option("--available-now", help="Process what the topic holds now, then stop.")
     ] = False,
-    log_level: Annotated[str, typer.Option(help="Logging level of the job's own messages.")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(callback=log_level_name, help="Logging level of the job's own messages.")
+    ] = "INFO",
 ) -> None:
     """Stream profiles from Kafka into MongoDB and Cassandra. SIGTERM finishes the current batch first."""
     logging.basicConfig(

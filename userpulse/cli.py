@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from batch_layer.cli import batch_app
@@ -39,10 +40,16 @@ app.command()(demo)
 
 def main() -> None:
     """The ``userpulse`` entry point: settings refused for safety end in one line, not a traceback."""
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
     try:
         app()
     except InsecureSettingsError as error:
-        Console(stderr=True).print(f"[red]refused:[/red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]refused:[/red] {error}")
+        sys.exit(2)
+    except ValidationError as error:  # the settings read from the environment
+        for problem in error.errors():
+            variable = "USERPULSE_" + "__".join(str(part).upper() for part in problem["loc"])
+            console.print(f"[red]invalid setting[/red] {variable}={problem.get('input')!r}: {problem['msg']}")
         sys.exit(2)
 
 
