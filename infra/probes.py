@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from cassandra.cluster import Cluster
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.policies import RoundRobinPolicy
 from kafka import KafkaAdminClient
 from pymongo import MongoClient
 
@@ -44,11 +45,13 @@ def probe_kafka(host: str, port: int) -> str:
 
 def probe_cassandra(host: str, port: int) -> str:
     """A CQL query against ``system.local``; returns the server's release version."""
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=PROBE_TIMEOUT_S)
     cluster = Cluster(
         [host],
         port=port,
         connect_timeout=PROBE_TIMEOUT_S,
         control_connection_timeout=PROBE_TIMEOUT_S,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
     )
     # A node that is still starting refuses connections; the driver logs each refusal as an error,
     # which is expected while polling.

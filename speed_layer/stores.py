@@ -40,6 +40,10 @@ PARTIAL_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 """Columns of ``speed_partials``: what one task of one micro-batch changed in a value's window."""
 
+PARTIALS_PER_BATCH = 2
+"""Partial rows per unlogged batch: with its age map a row is up to ~1.6 KB, and five of them passed
+Cassandra's 5 KiB batch warning on every micro-batch."""
+
 BATCH_METRIC_COLUMNS: tuple[str, ...] = (
     "job", "batch_id", "processed_at", "input_rows", "new_profiles", "duplicates", "dead_lettered",
     "under_age", "late_rows_dropped", "duration_ms", "max_event_time", "end_offsets", "windows",
@@ -209,7 +213,7 @@ class CassandraSpeedStore:
     def write_partials(self, rows: Sequence[Sequence[Any]]) -> None:
         """Store partials (rows of ``partial_row``) and index their windows (first: readers find no gap)."""
         self._execute_all(self._insert_window, {(row[0], row[1]) for row in rows})
-        self._execute_all(self._insert_partial, rows)
+        execute_in_batches(self.session, self._insert_partial, rows, PARTIALS_PER_BATCH, self.concurrency)
 
     def end_offsets_before(self, job: str, batch_id: int) -> dict[int, int]:
         """The Kafka offsets after the job's last batch before ``batch_id`` (none before its first)."""
