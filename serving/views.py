@@ -167,6 +167,11 @@ ALL_TIME = TimeRange()
 """Every window, whenever it started."""
 
 
+def batch_partial(row: Any, ages: Callable[[], Counter[int]]) -> Partial:
+    """A batch view row (all-time or per window) as a ``Partial``; ``ages`` reads its age counts."""
+    return Partial(row.value, row.profiles or 0, row.age_sum or 0, row.age_min, row.age_max, ages=ages)
+
+
 def merge_partials(batch_rows: Iterable[Partial], speed_rows: Iterable[Partial]) -> list[ValueFigures]:
     """Sum the batch rows and speed partials (and corrections) of each value; largest count first, then
     by value. Values left with no profile (every one of them gone) are left out."""
@@ -371,13 +376,8 @@ class _Sources:
         return [
             (
                 start,
-                Partial(
-                    row.value,
-                    row.profiles or 0,
-                    row.age_sum or 0,
-                    row.age_min,
-                    row.age_max,
-                    ages=lambda s=start, v=row.value: Counter(store.window_ages(version, dimension, s, v)),
+                batch_partial(
+                    row, lambda s=start, v=row.value: Counter(store.window_ages(version, dimension, s, v))
                 ),
             )
             for row in store.window_rows(version, dimension, starts)
@@ -389,13 +389,8 @@ class _Sources:
         if self.batch is not None and self.time_range.is_all_time:
             version, store = self.batch.version, self.views.batch
             batch_rows = [
-                Partial(
-                    row.value,
-                    row.profiles or 0,
-                    row.age_sum or 0,
-                    row.age_min,
-                    row.age_max,
-                    ages=lambda v=row.value: Counter(store.total_ages(version, dimension, [v]).get(v, {})),
+                batch_partial(
+                    row, lambda v=row.value: Counter(store.total_ages(version, dimension, [v]).get(v, {}))
                 )
                 for row in store.totals(version, dimension)
             ]

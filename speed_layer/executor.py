@@ -20,6 +20,7 @@ a cluster each executor opens its own, from the settings shipped with the functi
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import threading
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+from pyspark.sql import Row
 
 from core.aggregates import window_seconds_of
 from core.outages import ride_out
@@ -191,32 +193,17 @@ def apply_records(context: BatchContext, batches: Iterator[pa.RecordBatch]) -> I
 
 
 def summary_row(outcome: TaskOutcome) -> dict[str, Any]:
-    return {
-        "partition": outcome.partition,
-        "input_rows": outcome.input_rows,
-        "end_offset": outcome.end_offset,
-        "new_profiles": outcome.new_profiles,
-        "later_copies": outcome.later_copies,
-        "dead_lettered": outcome.dead_lettered,
-        "under_age": outcome.under_age,
-        "erased": outcome.erased,
-        "max_event_time": outcome.max_event_time,
-        "windows": sorted(outcome.windows),
-    }
+    """A task's outcome as a row of ``SUMMARY_ARROW_SCHEMA`` (its fields, by name)."""
+    return {**dataclasses.asdict(outcome), "windows": sorted(outcome.windows)}
 
 
-def outcome_of(row: Any) -> TaskOutcome:
+def outcome_of(row: Row) -> TaskOutcome:
     """A summary row collected on the driver, as a ``TaskOutcome`` (collected timestamps are naive)."""
-
+    values = row.asDict()
     return TaskOutcome(
-        partition=row.partition,
-        input_rows=row.input_rows,
-        end_offset=row.end_offset,
-        new_profiles=row.new_profiles,
-        later_copies=row.later_copies,
-        dead_lettered=row.dead_lettered,
-        under_age=row.under_age,
-        erased=row.erased,
-        max_event_time=as_utc(row.max_event_time),
-        windows={as_utc(window) for window in row.windows or ()},  # type: ignore[misc]
+        **{
+            **values,
+            "max_event_time": as_utc(values["max_event_time"]),
+            "windows": {as_utc(window) for window in values["windows"] or ()},
+        }
     )

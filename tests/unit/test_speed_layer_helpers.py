@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
+from pyspark.sql import Row
 
 from core.sealing import new_data_key, seal_identifiers
 from infra.cassandra_schema import cql_statements, migration_files
@@ -106,8 +107,4 @@ def test_a_task_summary_crosses_arrow_and_comes_back_whole() -> None:
     table = pa.RecordBatch.from_pylist([summary_row(outcome)], schema=SUMMARY_ARROW_SCHEMA)
     [row] = table.to_pylist()
 
-    class Row:
-        def __init__(self, values: dict[str, object]) -> None:
-            self.__dict__.update(values)
-
-    assert outcome_of(Row(row)) == outcome
+    assert outcome_of(Row(**row)) == outcome
