@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import quote_plus
 
-from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, SecretStr, StringConstraints
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    StringConstraints,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -28,6 +37,13 @@ _warned_defaults: set[str] = set()
 
 TRIGGER_INTERVAL_PATTERN = r"^\s*\d+(\.\d+)?\s*(milliseconds?|ms|seconds?|s|minutes?|min|hours?|h)\s*$"
 """The durations Spark's ``processingTime`` trigger accepts (a number and a unit)."""
+
+
+def _cron_expression(expression: str) -> str:
+    """A five-field cron expression, checked when the settings load rather than when Dagster reads it."""
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise ValueError(f"not a five-field cron expression: {expression!r} (e.g. '*/15 * * * *')")
+    return expression
 
 
 class InsecureSettingsError(ValueError):
@@ -233,6 +249,10 @@ class BatchLayerSettings(_Section):
     partitions_start_date: date = date(2025, 1, 1)
     """First UTC ingestion day the Dagster assets offer as a partition: a backfill can start no earlier
     (older archive days are still refreshed by ``userpulse batch recompute`` without ``--from``)."""
+    archive_schedule: Annotated[str, AfterValidator(_cron_expression)] = "*/15 * * * *"
+    """When Dagster runs the archive (cron, UTC); each archive run is followed by a refresh of the views
+    for the days it appended to, so this is also how often the batch cutoff moves. A run is skipped
+    while the previous one is still going."""
     vacuum_retention_hours: float = 168.0
     """How long VACUUM keeps the data files a Delta table no longer references (time travel, and readers
     still on an older version need them). Delta refuses less than 168 hours (7 days) unless its
@@ -348,6 +368,9 @@ class DemoSettings(_Section):
     """Address the Dagster webserver of the demo binds to."""
     dagster_port: int = 3000
     """Port of the Dagster webserver of the demo."""
+    archive_schedule: Annotated[str, AfterValidator(_cron_expression)] = "* * * * *"
+    """The archive schedule during a demo (it replaces ``batch_layer.archive_schedule`` for the demo's
+    processes): every minute, so the batch view appears and its cutoff moves while the user watches."""
     stop_timeout_s: float = 60.0
     """How long the demo waits for each process to stop after SIGTERM before it kills it."""
 

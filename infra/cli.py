@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
@@ -95,6 +96,12 @@ def demo() -> None:
             for process in runner.processes:
                 table.add_row(f"{process.name} log", str(process.log_path))
             console.print(table)
+            expected = Table(title="What appears on the dashboard, and when")
+            expected.add_column("what")
+            expected.add_column("when")
+            for what, when in runner.what_appears_when(datetime.now(UTC)):
+                expected.add_row(what, when)
+            console.print(expected)
             runner.watch()
     except (DemoError, StackError) as error:
         console.print(f"[red]demo failed:[/red] {error}")

@@ -19,9 +19,11 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from batch_layer.schedule import next_run
 from core.settings import Settings
 from infra.stack import LocalStack, tail
 
@@ -54,7 +56,7 @@ class DemoProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **DEMO_ENVIRONMENT, **self.extra_env},
+            env={**os.environ, **self.extra_env},
             start_new_session=True,  # its own process group: a stop reaches its children too
         )
 
@@ -98,9 +100,17 @@ class DemoProcess:
         return DemoError(f"{self.name} exited (code {code}); end of {self.log_path}:\n{tail(self.log_path)}")
 
 
-DEMO_ENVIRONMENT = {"USERPULSE_SECRETS__DEVELOPMENT_MODE": "true"}
-"""The demo is a local trial on synthetic or public data: its processes accept the default secrets
-(with a warning) unless the user set their own."""
+def demo_environment(settings: Settings) -> dict[str, str]:
+    """What the demo changes in its processes' settings (every other setting comes from the user's).
+
+    The demo is a local trial on synthetic or public data: its processes accept the default secrets
+    (with a warning) unless the user set their own. The archive runs on the demo's schedule (every
+    minute), so the batch view appears within minutes; the dashboard reads it too, to say when.
+    """
+    return {
+        "USERPULSE_SECRETS__DEVELOPMENT_MODE": "true",
+        "USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE": settings.demo.archive_schedule,
+    }
 
 
 def _signal_group(pid: int, signum: signal.Signals) -> None:
@@ -114,13 +124,15 @@ def demo_processes(settings: Settings) -> list[DemoProcess]:
     logs = settings.paths.stack_dir / "demo"
     demo, serving = settings.demo, settings.serving
     settings.paths.dagster_home.mkdir(parents=True, exist_ok=True)
+    environment = demo_environment(settings)
     return [
         DemoProcess(
             "producer",
             [*cli, "produce", "--source", demo.producer_source, "--rate", demo.producer_rate],
             logs / "producer.log",
+            extra_env=environment,
         ),
-        DemoProcess("speed layer", [*cli, "speed"], logs / "speed.log"),
+        DemoProcess("speed layer", [*cli, "speed"], logs / "speed.log", extra_env=environment),
         DemoProcess(
             "dagster",
             [
@@ -129,13 +141,14 @@ def demo_processes(settings: Settings) -> list[DemoProcess]:
             ],
             logs / "dagster.log",
             url=f"http://{demo.dagster_host}:{demo.dagster_port}/server_info",
-            extra_env={"DAGSTER_HOME": str(settings.paths.dagster_home)},
+            extra_env={**environment, "DAGSTER_HOME": str(settings.paths.dagster_home)},
         ),
         DemoProcess(
             "dashboard",
             [*cli, "dashboard"],
             logs / "dashboard.log",
             url=f"http://{serving.host}:{serving.port}/",
+            extra_env=environment,
         ),
     ]
 
@@ -183,6 +196,24 @@ class Demo:
             "dashboard": f"http://{self.settings.serving.host}:{self.settings.serving.port}/",
             "dagster": f"http://{demo.dagster_host}:{demo.dagster_port}/",
         }
+
+    def what_appears_when(self, now: datetime) -> list[tuple[str, str]]:
+        """What the user will see on the dashboard, and when (for the banner)."""
+        first_archive = next_run(self.settings.demo.archive_schedule, now)
+        refresh_s = self.settings.serving.refresh_period_s
+        return [
+            ("speed layer figures", f"now, then every {refresh_s:g} s (the speed layer's partials)"),
+            (
+                "first batch view",
+                f"archive at {first_archive:%H:%M:%S} UTC, views refreshed about a minute later: the "
+                "freshness panel then shows the batch cutoff and each layer's share",
+            ),
+            (
+                "the merge moving",
+                f"archive again on '{self.settings.demo.archive_schedule}' (cron, UTC): the cutoff moves "
+                "forward and the batch share grows",
+            ),
+        ]
 
     def watch(self) -> None:
         """Block until a stop is requested; a process that exits meanwhile is an error."""

@@ -11,7 +11,8 @@ one Spark session, one Delta commit for the range). The archive is not: it is a 
 topic that appends whatever offsets are new, whichever days they belong to. ``batch_views`` is not
 either: it is recomputed from every silver day, since the latest version of a profile may be on any day.
 
-Day to day, the ``archive_topic`` job runs on a schedule (or when the sensor sees new offsets); each
+Day to day, the ``archive_topic`` job runs on a schedule (``batch_layer.archive_schedule``, skipped
+while the previous run is in flight; or when the sensor sees new offsets); each
 archive materialization records the ingestion days it appended to, and the ``refresh_appended_days``
 sensor asks for one ``refresh_views`` run over exactly those days. ``maintain_lake`` compacts and
 vacuums both Delta tables every night; ``retention`` (an op job: it produces no data asset, it removes
@@ -31,6 +32,8 @@ from dagster import (
     AssetRecordsFilter,
     BackfillPolicy,
     ConfigurableResource,
+    DagsterInstance,
+    DagsterRunStatus,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -40,7 +43,9 @@ from dagster import (
     Output,
     RetryPolicy,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
+    ScheduleEvaluationContext,
     SensorEvaluationContext,
     SkipReason,
     asset,
@@ -329,10 +334,33 @@ archive_job = define_asset_job("archive_topic", selection=[profile_archive])
 
 refresh_job = define_asset_job("refresh_views", selection=[silver_profiles, batch_views])
 
+IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+"""Run states of a run that has not finished yet."""
+
+
+def job_in_flight(instance: DagsterInstance, job_name: str) -> bool:
+    """Whether a run of ``job_name`` is queued or running (a second one would only compete with it)."""
+    return bool(instance.get_run_records(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
+
+
+def no_archive_in_flight(context: ScheduleEvaluationContext) -> bool:
+    return not job_in_flight(context.instance, archive_job.name)
+
+
 # Schedules run as soon as a Dagster daemon does (``dagster dev``, ``userpulse demo``); the new-offsets
 # sensor stays off by default: on a 2-core machine a Spark run a minute would starve the speed layer.
-every_15_minutes = ScheduleDefinition(
-    job=archive_job, cron_schedule="*/15 * * * *", default_status=DefaultScheduleStatus.RUNNING
+# ``userpulse demo`` sets the archive schedule to every minute (``demo.archive_schedule``).
+archive_schedule = ScheduleDefinition(
+    job=archive_job,
+    cron_schedule=get_settings().batch_layer.archive_schedule,
+    execution_timezone="UTC",
+    should_execute=no_archive_in_flight,
+    default_status=DefaultScheduleStatus.RUNNING,
 )
 
 maintenance_job = define_asset_job("maintain_lake", selection=[lake_maintenance])
@@ -436,6 +464,9 @@ def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | Skip
     Reads every archive materialization since its cursor (not only the latest: two archive runs between
     ticks may have appended to different days) and requests one run over the range of their days.
     """
+    if job_in_flight(context.instance, refresh_job.name):
+        # The cursor stays: the next tick after that run covers these materializations too, in one run.
+        return SkipReason("a refresh_views run is still in flight")
     after = int(context.cursor) if context.cursor else None
     days: set[date] = set()
     last_seen = after
@@ -473,7 +504,7 @@ defs = Definitions(
         horizon_moves_forward,
     ],
     jobs=[archive_job, refresh_job, maintenance_job, retention_job],
-    schedules=[every_15_minutes, nightly_maintenance, nightly_retention],
+    schedules=[archive_schedule, nightly_maintenance, nightly_retention],
     sensors=[new_offsets_waiting, refresh_appended_days],
     resources={"userpulse": UserPulseResource()},
     executor=in_process_executor,  # one Spark session per run, not one JVM per step

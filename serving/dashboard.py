@@ -20,6 +20,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from batch_layer.schedule import next_run
 from core.aggregates import window_seconds_of
 from core.settings import Settings
 from core.transformations import AGE_BANDS
@@ -76,12 +77,22 @@ def kpi_html(test_id: str, label: str, value: str) -> str:
     )
 
 
+def rate_label(window: datetime | None) -> str:
+    """The per-minute figure's label names the window it was measured in (it may be long ago)."""
+    return "Profiles per minute" if window is None else f"Profiles per minute ({window:%H:%M} UTC)"
+
+
+def timeline_title(minutes: int | None, timeline_minutes: int) -> str:
+    """All time shows the last ``timeline_minutes`` of data; a time range shows itself."""
+    return TIMELINE_TITLE if minutes is not None else f"{TIMELINE_TITLE}, last {timeline_minutes} min of data"
+
+
 def headline_html(headline: Headline) -> str:
     figures = [
         ("kpi-profiles", "Profiles", format_count(headline.profiles)),
         ("kpi-average-age", "Average age", format_count(headline.average_age, 1)),
         ("kpi-countries", "Countries", format_count(headline.countries)),
-        ("kpi-per-minute", "Profiles per minute", format_count(headline.profiles_per_minute)),
+        ("kpi-per-minute", rate_label(headline.rate_window), format_count(headline.profiles_per_minute)),
         ("kpi-dead-lettered", "Dead-lettered records", format_count(headline.dead_lettered)),
     ]
     return '<div class="kpis">' + "".join(kpi_html(*figure) for figure in figures) + "</div>"
@@ -169,20 +180,28 @@ def timeline_chart(frame: pd.DataFrame, title: str = TIMELINE_TITLE) -> hv.Eleme
     )
 
 
-def freshness_markdown(snapshot: Snapshot) -> str:
-    """Batch cutoff, speed progress and lag, and each layer's share of the figures."""
+def freshness_markdown(snapshot: Snapshot, archive_schedule: str) -> str:
+    """Batch cutoff and when it moves next, speed progress and lag, and each layer's share."""
     freshness = snapshot.freshness
     if freshness is None:
         return "**Freshness**: unknown (the views could not be read)."
     lines = ["### Freshness"]
     batch = freshness.batch
+    next_archive = _utc(next_run(archive_schedule, snapshot.taken_at))
     if batch is None or batch.cutoff is None:
-        lines.append("- **Batch view**: none yet — every figure comes from the speed layer.")
+        lines.append(
+            "- **Batch view**: none yet — every figure comes from the speed layer; the first one "
+            f"follows the archive run due at {next_archive}."
+        )
     else:
         lines.append(
             f"- **Batch view** v{batch.version}: complete up to **{_utc(batch.cutoff)}** "
             f"(computed {_utc(batch.computed_at)})"
         )
+    lines.append(
+        f"- **Next batch run**: archive due {next_archive} (schedule `{archive_schedule}`, UTC), "
+        "views refreshed right after it"
+    )
     speed = freshness.speed
     if speed is None:
         lines.append("- **Speed layer**: no micro-batch yet.")
@@ -315,8 +334,9 @@ class UserPulseDashboard(pn.viewable.Viewer):
                 frame = breakdown_frame(snapshot.breakdowns[dimension], top)
                 title = breakdown_title(dimension, selected.get(dimension))
                 self._draw(dimension, pane, breakdown_chart, frame, title)
-            self._draw("timeline", self.timeline, timeline_chart, timeline_frame(snapshot), TIMELINE_TITLE)
-        self.freshness.object = freshness_markdown(snapshot)
+            title = timeline_title(self.filters.minutes, self.settings.serving.timeline_minutes)
+            self._draw("timeline", self.timeline, timeline_chart, timeline_frame(snapshot), title)
+        self.freshness.object = freshness_markdown(snapshot, self.settings.batch_layer.archive_schedule)
         if snapshot.latest is not None:
             latest = latest_frame(snapshot)
             if not latest.equals(self.latest.value):

@@ -48,9 +48,11 @@ class Headline:
     average_age: float | None
     countries: int
     profiles_per_minute: float | None
-    """Profiles of the newest complete window, per minute."""
+    """Profiles per minute in ``rate_window`` (see ``per_minute``)."""
     dead_lettered: int | None
     """``None`` when the dead-letter store could not be read."""
+    rate_window: datetime | None = None
+    """The window ``profiles_per_minute`` was measured in."""
 
 
 @dataclass(frozen=True)
@@ -77,33 +79,54 @@ def time_range_of(filters: Filters, now: datetime, window_seconds: int) -> TimeR
     return TimeRange(start=window_floor(now - timedelta(minutes=filters.minutes), window_seconds))
 
 
-def per_minute(timeline: list[WindowCount], now: datetime, window_seconds: int) -> float | None:
-    """Profiles per minute in the newest window that has ended (the current one is still filling)."""
+def timeline_range_of(
+    filters: Filters, now: datetime, newest_window: datetime | None, window_seconds: int, minutes: int
+) -> TimeRange:
+    """The windows the ingestion chart shows: those of the time range, or, for all time, the last
+    ``minutes`` up to the newest window with data (however long ago that was: a chart of the last hour
+    of the clock would be empty when the data is older)."""
+    if filters.minutes is not None:
+        return time_range_of(filters, now, window_seconds)
+    end = (newest_window or window_floor(now, window_seconds)) + timedelta(seconds=window_seconds)
+    return TimeRange(start=window_floor(end - timedelta(minutes=minutes), window_seconds), end=end)
+
+
+def per_minute(
+    timeline: list[WindowCount], now: datetime, window_seconds: int
+) -> tuple[float, datetime] | None:
+    """Profiles per minute, and the window measured: the newest window with data that has ended; when
+    only the current window has data, the part of it that has passed. ``None`` without data."""
+    if not timeline:
+        return None
     current = window_floor(now, window_seconds)
     complete = [w for w in timeline if w.window_start < current]
-    if not complete:
-        return None
-    return complete[-1].profiles * 60 / window_seconds
+    if complete:
+        newest = complete[-1]
+        return newest.profiles * 60 / window_seconds, newest.window_start
+    newest = timeline[-1]
+    elapsed = min(max((now - newest.window_start).total_seconds(), 1.0), window_seconds)
+    return newest.profiles * 60 / elapsed, newest.window_start
 
 
 def headline_of(
     breakdowns: dict[str, DimensionView],
     filters: Filters,
-    rate: float | None,
+    rate: tuple[float, datetime] | None,
     dead_lettered: int | None,
 ) -> Headline:
     """Headline figures of all profiles, or of the filtered segment."""
+    per_minute, rate_window = rate if rate is not None else (None, None)
     segment = filters.segment
     if segment is None:
         total = breakdowns["age_band"]
         countries = len([v for v in breakdowns["country"].values if v.profiles])
-        return Headline(total.profiles, total.average_age, countries, rate, dead_lettered)
+        return Headline(total.profiles, total.average_age, countries, per_minute, dead_lettered, rate_window)
     dimension, value = segment
     figures = breakdowns[dimension].value(value)
     if figures is None:
-        return Headline(0, None, 0, rate, dead_lettered)
+        return Headline(0, None, 0, per_minute, dead_lettered, rate_window)
     countries = 1 if dimension == "country" else len([v for v in breakdowns["country"].values if v.profiles])
-    return Headline(figures.profiles, figures.average_age, countries, rate, dead_lettered)
+    return Headline(figures.profiles, figures.average_age, countries, per_minute, dead_lettered, rate_window)
 
 
 def take_snapshot(
@@ -129,9 +152,11 @@ def take_snapshot(
 
     def read_aggregates() -> tuple[dict[str, DimensionView], list[WindowCount]]:
         breakdowns = {view.dimension: view for view in views.dimensions(DIMENSIONS, time_range)}
-        timeline_range = TimeRange(
-            start=window_floor(now - timedelta(minutes=filters.minutes or timeline_minutes), window_seconds)
+        freshness = breakdowns["age_band"].freshness
+        newest = max(
+            (w for w in (freshness.last_speed_window, freshness.batch_cutoff) if w is not None), default=None
         )
+        timeline_range = timeline_range_of(filters, now, newest, window_seconds, timeline_minutes)
         segment = filters.segment
         timeline = views.timeline(timeline_range, *segment) if segment else views.timeline(timeline_range)
         return breakdowns, timeline

@@ -31,6 +31,10 @@ from core.settings import Settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from ingestion.synthetic import SyntheticSource
+from serving.dashboard import TIME_RANGES
+from serving.profiles import profile_documents
+from serving.snapshot import Filters, Snapshot, take_snapshot
+from serving.views import ServingViews
 from speed_layer.stores import (
     CassandraSpeedStore,
     dead_letter_document,
@@ -93,12 +97,15 @@ class Stores:
 
     def __init__(self, settings: Settings) -> None:
         self.cluster, session = cassandra_session(settings)
+        self.session = session
+        self.database_name = settings.mongo.database
         keyspace = settings.cassandra.keyspace
         apply_schema(session, keyspace, settings.cassandra.replication_factor)
         self.speed = CassandraSpeedStore(session, keyspace, concurrency=32)
         self.batch = BatchViewStore(session, keyspace, concurrency=32)
         self.client = mongo_client(settings)
         database = mongo_database(self.client, settings)
+        self.documents = profile_documents(database, settings)
         self.mongo = mongo_raw_store(database, settings)
         self.mongo.ensure_indexes()
         self.next_batch_id = 0
@@ -327,6 +334,59 @@ def test_the_dashboard_shows_the_stores_figures_and_refreshes_without_reload(
     wait_for_headline(page, "profiles", f"{len(counted) + len(arriving) + len(paused_more):,}")
     assert not failed_requests, f"requests failed (offline resources?): {failed_requests}"
     page.screenshot(path=str(output_dir / "dashboard-after-refresh.png"), full_page=True)
+
+
+def snapshot_of(stores: Stores, keyspace: str, minutes: int | None) -> Snapshot:
+    views = ServingViews(stores.session, keyspace, "speed")
+    return take_snapshot(views, stores.documents, Filters(minutes=minutes), 60, 60, 500)
+
+
+def test_every_part_honours_every_time_range_on_data_older_than_an_hour(
+    stores: Stores, dashboard_settings: Settings
+) -> None:
+    """Every range the dashboard offers, on data that ends more than an hour ago, then on data that
+    goes on until now: each part (headline, breakdowns, timeline, latest profiles) counts the same
+    profiles, those of its range; all time charts the last hour of data, wherever that is."""
+    keyspace = dashboard_settings.cassandra.keyspace
+    current = window_floor(datetime.now(UTC), 60)
+    batch_profiles = synthetic_profiles(11, 90, current - timedelta(hours=5), 10)  # 5 h ago
+    speed_profiles = synthetic_profiles(12, 40, current - timedelta(hours=2), 4)  # 2 h ago
+    stores.batch_view(batch_profiles, horizon=0)
+    stores.speed_batch(batch_profiles[:5])  # batch 0: the batch view covers it
+    stores.speed_batch(speed_profiles)
+    old = batch_profiles + speed_profiles
+    stored = {p.uuid for p in batch_profiles[:5] + speed_profiles}  # raw documents: what speed batches wrote
+
+    def expect(profiles: list[Profile], minutes: int | None, charted: list[Profile]) -> None:
+        snapshot = snapshot_of(stores, keyspace, minutes)
+        assert snapshot.headline is not None and snapshot.timeline is not None and snapshot.latest is not None
+        assert not snapshot.errors
+        assert snapshot.headline.profiles == len(profiles), minutes
+        for dimension, view in snapshot.breakdowns.items():
+            assert Counter({v.value: v.profiles for v in view.values}) == Counter(
+                p.values[dimension] for p in profiles
+            ), (minutes, dimension)
+        expected_windows = Counter(window_floor(p.fetched_at, 60) for p in charted)
+        assert {w.window_start: w.profiles for w in snapshot.timeline} == expected_windows, minutes
+        assert {row.uuid for row in snapshot.latest} == {p.uuid for p in profiles} & stored, minutes
+        # Defined whenever the range holds data: profiles of the newest window, per minute.
+        if profiles:
+            newest = max(expected_windows)
+            assert snapshot.headline.profiles_per_minute == expected_windows[newest], minutes
+        else:
+            assert snapshot.headline.profiles_per_minute is None, minutes
+
+    # All time charts the last hour up to the newest window with data: the speed profiles' windows.
+    for minutes in TIME_RANGES.values():
+        in_range = old if minutes is None or minutes >= 24 * 60 else []
+        expect(in_range, minutes, speed_profiles if minutes is None else in_range)
+
+    recent = synthetic_profiles(13, 30, current - timedelta(minutes=5), 3)
+    stores.speed_batch(recent)
+    stored.update(p.uuid for p in recent)
+    for minutes in TIME_RANGES.values():
+        in_range = old + recent if minutes is None or minutes >= 24 * 60 else recent
+        expect(in_range, minutes, recent if minutes is None else in_range)
 
 
 def test_a_country_filter_narrows_the_headline_and_the_latest_profiles(

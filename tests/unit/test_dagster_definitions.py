@@ -3,9 +3,23 @@ lake maintenance), silver is partitioned by ingestion day, and archived days bec
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import date
 
-from dagster import AssetKey, BackfillPolicy, DailyPartitionsDefinition, RunRequest
+from dagster import (
+    AssetKey,
+    BackfillPolicy,
+    DagsterRunStatus,
+    DailyPartitionsDefinition,
+    RunRequest,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+)
+from dagster._core.test_utils import create_run_for_test
 
 from orchestration.definitions import (
     UserPulseResource,
@@ -14,6 +28,7 @@ from orchestration.definitions import (
     offsets_from_text,
     offsets_text,
     partition_range_tags,
+    refresh_appended_days,
     refresh_range,
 )
 
@@ -88,3 +103,33 @@ def test_resource_overrides_replace_single_settings() -> None:
 
     assert (settings.kafka.profiles_topic, settings.cassandra.keyspace) == ("t1", "ks1")
     assert settings.kafka.port == 9092  # everything else as configured
+
+
+def test_the_archive_schedule_comes_from_the_settings() -> None:
+    """``batch_layer.archive_schedule`` sets the cron (the demo sets it to every minute)."""
+    code = (
+        "from orchestration.definitions import defs; "
+        "print(defs.resolve_schedule_def('archive_topic_schedule').cron_schedule)"
+    )
+    environment = {**os.environ, "USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE": "* * * * *"}
+    printed = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    ).stdout
+    assert printed.strip().splitlines()[-1] == "* * * * *"
+
+
+def test_no_archive_starts_while_one_is_in_flight_and_no_refresh_while_one_is() -> None:
+    schedule = defs.resolve_schedule_def("archive_topic_schedule")
+    with instance_for_test() as instance:
+        create_run_for_test(instance, job_name="archive_topic", status=DagsterRunStatus.SUCCESS)
+        assert schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests
+
+        create_run_for_test(instance, job_name="archive_topic", status=DagsterRunStatus.STARTED)
+        tick = schedule.evaluate_tick(build_schedule_context(instance=instance))
+        assert not tick.run_requests
+
+        create_run_for_test(instance, job_name="refresh_views", status=DagsterRunStatus.STARTING)
+        context = build_sensor_context(instance=instance, cursor="7")
+        skipped = refresh_appended_days(context)
+        assert isinstance(skipped, SkipReason) and "in flight" in str(skipped.skip_message)
+        assert context.cursor == "7"  # kept: the next tick covers what arrived meanwhile

@@ -8,10 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batch_layer.view_store import ErasureCorrection
-from serving.dashboard import breakdown_frame, format_count, headline_html
+from batch_layer.view_store import BatchCurrent, ErasureCorrection
+from serving.dashboard import breakdown_frame, format_count, freshness_markdown, headline_html, rate_label
 from serving.profiles import latest_profiles_filter, mask_email, mask_name, mask_phone, profile_row
-from serving.snapshot import Filters, Headline, headline_of, per_minute, time_range_of
+from serving.snapshot import (
+    Filters,
+    Headline,
+    Snapshot,
+    headline_of,
+    per_minute,
+    time_range_of,
+    timeline_range_of,
+)
 from serving.views import (
     DimensionView,
     Freshness,
@@ -138,6 +146,22 @@ def test_time_range_of_the_last_minutes_starts_on_a_window_boundary() -> None:
     assert time_range_of(Filters(minutes=15), now, 60) == TimeRange(start=fifteen_minutes_ago)
 
 
+def test_the_timeline_of_all_time_ends_at_the_newest_window_with_data() -> None:
+    now = datetime(2026, 1, 1, 10, 30, 42, tzinfo=UTC)
+    two_hours_ago = datetime(2026, 1, 1, 8, 30, tzinfo=UTC)
+    assert timeline_range_of(Filters(), now, two_hours_ago, 60, 60) == TimeRange(
+        start=datetime(2026, 1, 1, 7, 31, tzinfo=UTC), end=datetime(2026, 1, 1, 8, 31, tzinfo=UTC)
+    )
+    # No data yet: the last hour of the clock.
+    assert timeline_range_of(Filters(), now, None, 60, 60) == TimeRange(
+        start=datetime(2026, 1, 1, 9, 31, tzinfo=UTC), end=datetime(2026, 1, 1, 10, 31, tzinfo=UTC)
+    )
+    # A time range shows exactly its windows, wherever the data is.
+    assert timeline_range_of(Filters(minutes=15), now, two_hours_ago, 60, 60) == time_range_of(
+        Filters(minutes=15), now, 60
+    )
+
+
 def test_per_minute_uses_the_newest_window_that_has_ended() -> None:
     now = datetime(2026, 1, 1, 10, 3, 30, tzinfo=UTC)
     timeline = [
@@ -145,9 +169,20 @@ def test_per_minute_uses_the_newest_window_that_has_ended() -> None:
         WindowCount(datetime(2026, 1, 1, 10, 2, tzinfo=UTC), 90, "speed"),
         WindowCount(datetime(2026, 1, 1, 10, 3, tzinfo=UTC), 40, "speed"),  # still filling
     ]
-    assert per_minute(timeline, now, 60) == 90
-    assert per_minute(timeline, now, 30) == 80  # 40 profiles in a 30 s window
-    assert per_minute(timeline[2:], now, 60) is None
+    assert per_minute(timeline, now, 60) == (90, timeline[1].window_start)
+    assert per_minute(timeline, now, 30) == (80, timeline[2].window_start)  # 40 profiles in a 30 s window
+
+
+def test_per_minute_is_defined_whenever_there_is_data() -> None:
+    now = datetime(2026, 1, 1, 10, 3, 30, tzinfo=UTC)
+    current = WindowCount(datetime(2026, 1, 1, 10, 3, tzinfo=UTC), 40, "speed")
+    # Only the current window: its 40 profiles in the 30 s that have passed.
+    assert per_minute([current], now, 60) == (80, current.window_start)
+    # Data of long ago: the newest window it has, named.
+    old = WindowCount(datetime(2026, 1, 1, 7, 0, tzinfo=UTC), 12, "batch")
+    assert per_minute([old], now, 60) == (12, old.window_start)
+    assert per_minute([], now, 60) is None
+    assert rate_label(old.window_start) == "Profiles per minute (07:00 UTC)"
 
 
 def _view(dimension: str, values: list[ValueFigures]) -> DimensionView:
@@ -166,13 +201,27 @@ BREAKDOWNS = {
 
 
 def test_headline_of_all_profiles() -> None:
-    assert headline_of(BREAKDOWNS, Filters(), 12.0, 5) == Headline(4, 32.5, 2, 12.0, 5)
+    assert headline_of(BREAKDOWNS, Filters(), (12.0, CUTOFF), 5) == Headline(4, 32.5, 2, 12.0, 5, CUTOFF)
 
 
 def test_headline_of_a_segment_follows_its_row() -> None:
     assert headline_of(BREAKDOWNS, Filters(country="France"), None, 0) == Headline(3, 100 / 3, 1, None, 0)
     assert headline_of(BREAKDOWNS, Filters(gender="male"), None, 0) == Headline(2, 35.0, 2, None, 0)
     assert headline_of(BREAKDOWNS, Filters(country="Peru"), None, None) == Headline(0, None, 0, None, None)
+
+
+def test_the_freshness_panel_says_when_the_next_batch_run_is_due() -> None:
+    taken_at = datetime(2026, 1, 1, 10, 7, 12, tzinfo=UTC)
+    empty = Snapshot(Filters(), taken_at, None, {}, [], [], Freshness(None, None, None, taken_at))
+    text = freshness_markdown(empty, "*/15 * * * *")
+    assert "first one follows the archive run due at 2026-01-01 10:15:00 UTC" in text
+    assert "**Next batch run**: archive due 2026-01-01 10:15:00 UTC (schedule `*/15 * * * *`" in text
+
+    view = BatchCurrent(3, CUTOFF, 10, CUTOFF, 4, {0: 5}, 0)
+    batched = Snapshot(Filters(), taken_at, None, {}, [], [], Freshness(view, None, None, taken_at))
+    text = freshness_markdown(batched, "* * * * *")
+    assert "complete up to **2026-01-01 10:02:00 UTC**" in text
+    assert "archive due 2026-01-01 10:08:00 UTC" in text
 
 
 def test_headline_html_formats_figures_and_marks_the_missing() -> None:

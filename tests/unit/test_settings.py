@@ -38,3 +38,12 @@ def test_mongo_uri_carries_quoted_credentials_only_when_set() -> None:
 
     assert anonymous.uri == "mongodb://127.0.0.1:27017/"
     assert authenticated.uri == "mongodb://app:p%40ss%3Aword@127.0.0.1:27017/?authSource=admin"
+
+
+def test_the_archive_schedule_is_a_checked_cron_expression(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().batch_layer.archive_schedule == "*/15 * * * *"
+    assert Settings().demo.archive_schedule == "* * * * *"
+    monkeypatch.setenv("USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE", "every 15 minutes")
+
+    with pytest.raises(ValidationError, match="cron"):
+        Settings()

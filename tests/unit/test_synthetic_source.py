@@ -4,9 +4,13 @@ import hashlib
 import json
 import re
 import uuid
+from bisect import bisect_right
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from functools import cache
+from math import log, sqrt
+from statistics import NormalDist
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ from hypothesis import strategies as st
 
 from core.profile import CREDENTIAL_FIELDS, profile_reason, strip_credentials
 from core.schema import NATIONALITIES
+from core.transformations import age_band_of
 from core.validation import RecordLimits
 from ingestion.sources import ProfileSource
 from ingestion.synthetic import TIMEZONES, SyntheticSource, _email_part
@@ -33,12 +38,48 @@ def valid(user: dict[str, Any]) -> str | None:
 NULL_ID_NATS = {"IR", "NZ", "TR", "UA"}
 STRING_POSTCODE_NATS = {"CA", "GB", "NL", "NO"}
 ISO_MILLIS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+API_14_NATIONALITIES = frozenset({
+    "AU", "BR", "CA", "CH", "DE", "DK", "ES", "FI", "FR", "GB", "IE",
+    "IN", "IR", "MX", "NL", "NO", "NZ", "RS", "TR", "UA", "US",
+})  # fmt: skip
+"""The API's 1.4 nationalities (its ``api/1.4/data`` folders, API-NOTES.md), apart from core.schema."""
+AGE_DAYS = (NOW.date(), date(2026, 6, 15))
+"""Days on which both sides are aged: in 2024 both fill 18-24; by mid-2026 neither does (born by 2001)."""
+SIGNIFICANCE = 0.001
+"""The chance that a comparison of recorded and synthetic data below fails although both follow one law."""
 
 
 @cache
 def recorded_users() -> tuple[dict[str, Any], ...]:
     """The users of a real 1.4 response covering all 21 nationalities."""
     return tuple(json.loads(RECORDED.read_text(encoding="utf-8"))["results"])
+
+
+@cache
+def recorded_responses() -> tuple[dict[str, Any], ...]:
+    """Every recorded response with users (any API version; the error body is left out)."""
+    responses = (json.loads(path.read_text(encoding="utf-8")) for path in sorted(FIXTURES.glob("*.json")))
+    return tuple(response for response in responses if "results" in response)
+
+
+@cache
+def recorded_14_users() -> tuple[dict[str, Any], ...]:
+    """The users of every recorded 1.4 response: the version whose distributions the source copies."""
+    users = tuple(
+        user
+        for response in recorded_responses()
+        if response["info"]["version"] == "1.4"
+        for user in response["results"]
+    )
+    assert len(users) >= 100  # enough for the comparisons below to mean something
+    return users
+
+
+@cache
+def synthetic_users() -> tuple[dict[str, Any], ...]:
+    """An unfiltered synthetic sample, large enough to reach every value the generator can draw."""
+    source = SyntheticSource("distributions", now=NOW)
+    return tuple(source.next_batch(5000) + source.next_batch(5000))
 
 
 def recorded_user(nat: str) -> dict[str, Any]:
@@ -58,6 +99,35 @@ def parse_date(text: str) -> datetime:
 
 def age_at(born: datetime, now: datetime) -> int:
     return now.year - born.year - ((now.month, now.day, now.time()) < (born.month, born.day, born.time()))
+
+
+def age_on(user: dict[str, Any], day: date) -> int:
+    """Completed years on ``day`` from the UTC date of ``dob.date``, as ``core.transformations.age_at`` does.
+
+    Recorded ``dob.age`` values are ages at recording time, so both sides are aged from ``dob.date`` instead.
+    """
+    born = parse_date(user["dob"]["date"]).astimezone(UTC).date()
+    return day.year - born.year - ((born.month, born.day) > (day.month, day.day))
+
+
+def ks_distance(first: Sequence[int], second: Sequence[int]) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic: the widest gap between the empirical distributions."""
+    first, second = sorted(first), sorted(second)
+    return max(
+        abs(bisect_right(first, x) / len(first) - bisect_right(second, x) / len(second))
+        for x in {*first, *second}
+    )
+
+
+def ks_critical(n: int, m: int) -> float:
+    """The distance ``ks_distance`` exceeds with chance ``SIGNIFICANCE`` for two samples of one law."""
+    return sqrt(-log(SIGNIFICANCE / 2) / 2) * sqrt((n + m) / (n * m))
+
+
+def chi_square_critical(degrees: int) -> float:
+    """The chi-square value exceeded with chance ``SIGNIFICANCE`` (Wilson-Hilferty approximation)."""
+    z, k = NormalDist().inv_cdf(1 - SIGNIFICANCE), 2 / (9 * degrees)
+    return degrees * (1 - k + z * sqrt(k)) ** 3
 
 
 @cache
@@ -127,6 +197,41 @@ def test_dates_are_in_the_api_ranges_and_ages_match_them() -> None:
         assert 2002 <= registered.year <= 2022
         assert user["dob"]["age"] == age_at(born, NOW)
         assert user["registered"]["age"] == age_at(registered, NOW)
+
+
+@pytest.mark.parametrize("day", AGE_DAYS)
+def test_ages_have_the_recorded_range_bands_and_distribution(day: date) -> None:
+    recorded = [age_on(user, day) for user in recorded_14_users()]
+    synthetic = [age_on(user, day) for user in synthetic_users()]
+
+    assert min(synthetic) <= min(recorded) <= min(synthetic) + 2
+    assert max(synthetic) - 2 <= max(recorded) <= max(synthetic)
+    assert {age_band_of(age) for age in synthetic} == {age_band_of(age) for age in recorded}
+    assert ks_distance(recorded, synthetic) < ks_critical(len(recorded), len(synthetic))
+
+
+def test_nationalities_are_the_apis_and_as_evenly_drawn_as_recorded() -> None:
+    synthetic = Counter(user["nat"] for user in synthetic_users())
+    recorded = Counter(user["nat"] for user in recorded_14_users())
+    recorded_any_version = {
+        user["nat"] for response in recorded_responses() for user in response["results"] if "nat" in user
+    }
+    expected = {nat: len(recorded_14_users()) * count / synthetic.total() for nat, count in synthetic.items()}
+
+    assert recorded_any_version <= set(synthetic) <= API_14_NATIONALITIES
+    chi_square = sum((recorded[nat] - expected[nat]) ** 2 / expected[nat] for nat in synthetic)
+    assert chi_square < chi_square_critical(len(synthetic) - 1)
+
+
+def test_genders_are_half_and_half_as_recorded() -> None:
+    synthetic = Counter(user["gender"] for user in synthetic_users())
+    recorded = Counter(user["gender"] for user in recorded_14_users())
+    share, count = synthetic["male"] / synthetic.total(), recorded.total()
+
+    assert set(synthetic) == set(recorded) == {"male", "female"}
+    assert abs(share - 0.5) < 0.02  # the API draws randomItem(["male", "female"])
+    z = (recorded["male"] - count * share) / sqrt(count * share * (1 - share))
+    assert abs(z) < NormalDist().inv_cdf(1 - SIGNIFICANCE / 2)
 
 
 def test_default_now_is_the_current_time() -> None:
