@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Field,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -252,7 +253,7 @@ class BatchLayerSettings(_Section):
     archive_schedule: Annotated[str, AfterValidator(_cron_expression)] = "*/15 * * * *"
     """When Dagster runs the archive (cron, UTC); each archive run is followed by a refresh of the views
     for the days it appended to, so this is also how often the batch cutoff moves. A run is skipped
-    while the previous one is still going."""
+    while an archive or refresh run is still going."""
     vacuum_retention_hours: float = 168.0
     """How long VACUUM keeps the data files a Delta table no longer references (time travel, and readers
     still on an older version need them). Delta refuses less than 168 hours (7 days) unless its
@@ -371,6 +372,13 @@ class DemoSettings(_Section):
     archive_schedule: Annotated[str, AfterValidator(_cron_expression)] = "* * * * *"
     """The archive schedule during a demo (it replaces ``batch_layer.archive_schedule`` for the demo's
     processes): every minute, so the batch view appears and its cutoff moves while the user watches."""
+    speed_trigger_interval: Annotated[str, StringConstraints(pattern=TRIGGER_INTERVAL_PATTERN)] = "5 seconds"
+    """The speed layer's trigger during a demo (it replaces ``speed_layer.trigger_interval``): the
+    dashboard refreshes every 5 s anyway, and each micro-batch's fixed cost, paid five times less often,
+    leaves the cores to the batch runs the demo is there to show."""
+    batch_niceness: Annotated[int, Field(ge=0, le=19)] = 10
+    """CPU niceness of the demo's batch layer (Dagster and the Spark runs it launches): on a small
+    machine it yields the cores to the dashboard and the speed layer, whose users are waiting."""
     stop_timeout_s: float = 60.0
     """How long the demo waits for each process to stop after SIGTERM before it kills it."""
 

@@ -26,6 +26,7 @@ from typing import IO
 from batch_layer.schedule import next_run
 from core.settings import Settings
 from infra.stack import LocalStack, tail
+from orchestration.runs import fail_abandoned_runs
 
 POLL_INTERVAL_S = 0.5
 READY_TIMEOUT_S = 180.0
@@ -45,6 +46,8 @@ class DemoProcess:
     url: str | None = None
     """Where a person looks at it (and where readiness is probed), for the web UIs."""
     extra_env: dict[str, str] = field(default_factory=dict)
+    niceness: int = 0
+    """Added to its CPU niceness (inherited by its children): background work yields to the rest."""
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -58,6 +61,7 @@ class DemoProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.extra_env},
             start_new_session=True,  # its own process group: a stop reaches its children too
+            preexec_fn=(lambda: os.nice(self.niceness)) if self.niceness else None,
         )
 
     @property
@@ -105,11 +109,13 @@ def demo_environment(settings: Settings) -> dict[str, str]:
 
     The demo is a local trial on synthetic or public data: its processes accept the default secrets
     (with a warning) unless the user set their own. The archive runs on the demo's schedule (every
-    minute), so the batch view appears within minutes; the dashboard reads it too, to say when.
+    minute), so the batch view appears within minutes; the dashboard reads it too, to say when. The
+    speed layer triggers less often, leaving the cores to those runs.
     """
     return {
         "USERPULSE_SECRETS__DEVELOPMENT_MODE": "true",
         "USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE": settings.demo.archive_schedule,
+        "USERPULSE_SPEED_LAYER__TRIGGER_INTERVAL": settings.demo.speed_trigger_interval,
     }
 
 
@@ -142,6 +148,7 @@ def demo_processes(settings: Settings) -> list[DemoProcess]:
             logs / "dagster.log",
             url=f"http://{demo.dagster_host}:{demo.dagster_port}/server_info",
             extra_env={**environment, "DAGSTER_HOME": str(settings.paths.dagster_home)},
+            niceness=demo.batch_niceness,
         ),
         DemoProcess(
             "dashboard",
@@ -172,6 +179,9 @@ class Demo:
             self.say("stack: starting Kafka, Cassandra and FerretDB…")
             self.stack.up()
             self.started_stack = True
+        abandoned = fail_abandoned_runs(self.settings.paths.dagster_home)
+        if abandoned:
+            self.say(f"dagster: {len(abandoned)} run(s) a stopped Dagster left in flight marked failed")
         for process in self.processes:
             self.say(f"{process.name}: starting (log {process.log_path})")
             process.start()

@@ -32,8 +32,6 @@ from dagster import (
     AssetRecordsFilter,
     BackfillPolicy,
     ConfigurableResource,
-    DagsterInstance,
-    DagsterRunStatus,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -43,7 +41,6 @@ from dagster import (
     Output,
     RetryPolicy,
     RunRequest,
-    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
@@ -81,6 +78,7 @@ from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.subject_keys import SubjectKeyStore
+from orchestration.runs import job_in_flight
 
 ingestion_days = DailyPartitionsDefinition(
     start_date=get_settings().batch_layer.partitions_start_date.isoformat(),
@@ -160,6 +158,8 @@ def profile_archive(context: AssetExecutionContext, userpulse: UserPulseResource
     if previous is not None and previous.asset_materialization is not None:
         recorded = previous.asset_materialization.metadata.get("archived_end_offsets")
         since = offsets_from_text(str(recorded.value)) if recorded is not None else None
+    # What the run must reach at least (the producer may keep appending while it runs).
+    target = topic_end_offsets(settings)
     spark = userpulse.spark()
     result = run_archive(settings, spark, days_since=since)
     context.log.info(
@@ -172,6 +172,7 @@ def profile_archive(context: AssetExecutionContext, userpulse: UserPulseResource
             "batches": result.batches,
             "appended_days": ",".join(day.isoformat() for day in result.days),
             "archived_end_offsets": offsets_text(archived_end_offsets(spark, settings)),
+            "topic_end_offsets_at_start": offsets_text(target),
             "path": str(settings.paths.archive_table),
         }
     )
@@ -242,14 +243,24 @@ def lake_maintenance(userpulse: UserPulseResource) -> MaterializeResult:
 
 
 @asset_check(asset=profile_archive, blocking=True)
-def archive_holds_every_offset(userpulse: UserPulseResource) -> AssetCheckResult:
-    """The archive has consumed the topic up to its end offsets, and holds each offset once."""
+def archive_holds_every_offset(
+    context: AssetCheckExecutionContext, userpulse: UserPulseResource
+) -> AssetCheckResult:
+    """The archive has consumed the topic up to the end offsets it had when the run started (records
+    produced since are the next run's), and holds each offset once."""
     settings = userpulse.settings()
     spark = userpulse.spark()
     archive = spark.read.format("delta").load(str(settings.paths.archive_table))
     rows, distinct = archive.count(), archive.select("partition", "offset").distinct().count()
-    expected, archived = topic_end_offsets(settings), archived_end_offsets(spark, settings)
-    behind = {p: end - archived.get(p, 0) for p, end in expected.items() if end != archived.get(p, 0)}
+    latest = context.instance.get_latest_materialization_event(profile_archive.key)
+    recorded = (
+        latest.asset_materialization.metadata.get("topic_end_offsets_at_start")
+        if (latest is not None and latest.asset_materialization is not None)
+        else None
+    )
+    expected = offsets_from_text(str(recorded.value)) if recorded is not None else topic_end_offsets(settings)
+    archived = archived_end_offsets(spark, settings)
+    behind = {p: end - archived.get(p, 0) for p, end in expected.items() if archived.get(p, 0) < end}
     return AssetCheckResult(
         passed=rows == distinct and not behind,
         metadata={"rows": rows, "distinct_offsets": distinct, "partitions_behind": str(behind)},
@@ -334,22 +345,11 @@ archive_job = define_asset_job("archive_topic", selection=[profile_archive])
 
 refresh_job = define_asset_job("refresh_views", selection=[silver_profiles, batch_views])
 
-IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
-"""Run states of a run that has not finished yet."""
 
-
-def job_in_flight(instance: DagsterInstance, job_name: str) -> bool:
-    """Whether a run of ``job_name`` is queued or running (a second one would only compete with it)."""
-    return bool(instance.get_run_records(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
-
-
-def no_archive_in_flight(context: ScheduleEvaluationContext) -> bool:
-    return not job_in_flight(context.instance, archive_job.name)
+def batch_layer_idle(context: ScheduleEvaluationContext) -> bool:
+    """No archive or refresh run in flight: a new archive would only compete with it for the cores
+    (and the refresh that follows it would wait for the one running anyway)."""
+    return not any(job_in_flight(context.instance, job.name) for job in (archive_job, refresh_job))
 
 
 # Schedules run as soon as a Dagster daemon does (``dagster dev``, ``userpulse demo``); the new-offsets
@@ -359,7 +359,7 @@ archive_schedule = ScheduleDefinition(
     job=archive_job,
     cron_schedule=get_settings().batch_layer.archive_schedule,
     execution_timezone="UTC",
-    should_execute=no_archive_in_flight,
+    should_execute=batch_layer_idle,
     default_status=DefaultScheduleStatus.RUNNING,
 )
 
@@ -457,7 +457,7 @@ def partition_range_tags(first: str, last: str) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
-@sensor(job=refresh_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
+@sensor(job=refresh_job, minimum_interval_seconds=15, default_status=DefaultSensorStatus.RUNNING)
 def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | SkipReason:
     """After archive materializations, refresh silver and the views for the days they appended to.
 

@@ -20,6 +20,7 @@ from infra.cassandra_schema import apply_schema
 from serving.dashboard import UserPulseDashboard
 from serving.profile_store import ProfileStore, profile_store_of
 from serving.profiles import ProfileDocuments, profile_documents
+from serving.snapshot import SharedSnapshots
 from serving.views import ServingViews
 
 console = Console(stderr=True)
@@ -49,11 +50,13 @@ def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDo
 def page_factory(
     settings: Settings, views: ServingViews, documents: ProfileDocuments, profiles: ProfileStore | None = None
 ) -> Callable[[], pn.viewable.Viewable]:
-    """What ``pn.serve`` calls for each new browser session: a fresh dashboard, refreshing itself."""
+    """What ``pn.serve`` calls for each new browser session: a fresh dashboard, refreshing itself (the
+    sessions share their snapshots)."""
+    shared = SharedSnapshots()
 
     def page() -> pn.viewable.Viewable:
         pn.extension("tabulator")
-        dashboard = UserPulseDashboard(settings, views, documents, profiles)
+        dashboard = UserPulseDashboard(settings, views, documents, profiles, shared)
         dashboard.start_refreshing()
         return dashboard.__panel__()
 

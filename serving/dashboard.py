@@ -3,6 +3,11 @@
 One ``UserPulseDashboard`` per browser session. It reads through ``serving.snapshot.take_snapshot`` (the
 only query), in a worker thread with a deadline so a slow store never freezes the page, and refreshes
 itself with a Panel periodic callback (no reload) that the pause toggle stops and starts.
+
+First paint: the page sent holds the sidebar and the headline only (from the newest snapshot another
+session took, when there is one: memory, not a store read); the charts, the table and the lookup are
+built and added once the page has loaded, after its first read. The sessions of one process share their
+snapshots (``SharedSnapshots``), so N viewers cost the stores one read per refresh period.
 """
 
 from __future__ import annotations
@@ -10,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 
-import holoviews as hv
-import hvplot.pandas  # noqa: F401 (registers DataFrame.hvplot)
 import pandas as pd
 import panel as pn
 import param
@@ -24,10 +26,11 @@ from batch_layer.schedule import next_run
 from core.aggregates import window_seconds_of
 from core.settings import Settings
 from core.transformations import AGE_BANDS
+from serving.charts import BREAKDOWN_CSS, TimelineChart, breakdown_html
 from serving.profile_page import ProfileLookup
 from serving.profile_store import ProfileStore
 from serving.profiles import ProfileDocuments
-from serving.snapshot import Filters, Headline, Snapshot, take_snapshot
+from serving.snapshot import Filters, Headline, SharedSnapshots, Snapshot, take_snapshot
 from serving.views import DimensionView, ServingViews
 
 logger = logging.getLogger(__name__)
@@ -133,31 +136,6 @@ def breakdown_title(dimension: str, selected: str | None) -> str:
     return BREAKDOWN_TITLES[dimension] + (f" (selected: {selected})" if selected else "")
 
 
-def breakdown_chart(frame: pd.DataFrame, title: str) -> hv.Element:
-    """Horizontal bars of a ``breakdown_frame``, batch and speed stacked, average age in the hover."""
-    if frame.empty:
-        return hv.Text(0.5, 0.5, "No profiles yet").opts(title=title, xaxis=None, yaxis=None)
-    ordered = frame.iloc[::-1]  # horizontal bars are drawn bottom-up: the first row goes on top
-    # Long form, one bar segment per (value, layer); total and average age ride along for the hover.
-    long = ordered.melt(
-        id_vars=["label", "profiles", "average_age"],
-        value_vars=["batch", "speed"],
-        var_name="layer",
-        value_name="count",
-    )
-    return hv.Bars(long, kdims=["label", "layer"], vdims=["count", "profiles", "average_age"]).opts(
-        stacked=True,
-        invert_axes=True,
-        tools=["hover"],
-        title=title,
-        xlabel="",
-        ylabel="profiles",
-        legend_position="bottom_right",
-        height=320,
-        responsive=True,
-    )
-
-
 def timeline_frame(snapshot: Snapshot) -> pd.DataFrame:
     """Profiles per window, and which layer counted it, with naive UTC times (as Bokeh plots them)."""
     frame = pd.DataFrame(
@@ -169,15 +147,6 @@ def timeline_frame(snapshot: Snapshot) -> pd.DataFrame:
     )
     frame["window_start"] = pd.to_datetime(frame["window_start"], utc=True).dt.tz_convert(None)
     return frame
-
-
-def timeline_chart(frame: pd.DataFrame, title: str = TIMELINE_TITLE) -> hv.Element:
-    """Profiles per event-time window; batch windows before the cutoff, speed windows after."""
-    if frame.empty:
-        return hv.Text(0.5, 0.5, "No windows in range").opts(title=title, xaxis=None, yaxis=None)
-    return frame.hvplot.step(
-        x="window_start", y="profiles", by="layer", where="post", title=title, height=260, responsive=True
-    )
 
 
 def freshness_markdown(snapshot: Snapshot, archive_schedule: str) -> str:
@@ -250,24 +219,29 @@ class UserPulseDashboard(pn.viewable.Viewer):
         views: ServingViews,
         documents: ProfileDocuments,
         profiles: ProfileStore | None = None,
+        shared: SharedSnapshots | None = None,
     ) -> None:
-        """With ``profiles``, the page also offers a lookup of one profile by uuid."""
+        """With ``profiles``, the page also offers a lookup of one profile by uuid; ``shared`` holds the
+        snapshots of the process's other sessions (each dashboard has its own without it)."""
         super().__init__()
+        self.shared = shared if shared is not None else SharedSnapshots()
         self.settings = settings
         self.views = views
         self.documents = documents
-        self.lookup = None if profiles is None else ProfileLookup(profiles, settings.serving.query_timeout_s)
+        self.profiles = profiles
         self.window_seconds = window_seconds_of(settings.profiles.window_duration)
         self.status = pn.pane.Markdown("Loading…", sizing_mode="stretch_width")
         self.errors = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.notes = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.headline = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
-        self.charts = {name: pn.pane.HoloViews(sizing_mode="stretch_width") for name in BREAKDOWN_TITLES}
-        self.timeline = pn.pane.HoloViews(sizing_mode="stretch_width")
         self.freshness = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.latest = pn.widgets.Tabulator(
-            latest_frame_empty(), disabled=True, show_index=False, sizing_mode="stretch_width", height=420
-        )
+        # Built once the page has loaded (``first_paint``), so that the page sent first is light.
+        self.charts: dict[str, pn.pane.HTML] = {}
+        self.timeline: TimelineChart | None = None
+        self.latest: pn.widgets.Tabulator | None = None
+        self.details = pn.Column(sizing_mode="stretch_width")
+        """Charts, latest profiles and lookup, added once the page has loaded."""
+        self._shown: Snapshot | None = None
         self._refreshing = asyncio.Lock()
         self._drawn: dict[str, tuple[str, pd.DataFrame]] = {}
         """What each chart pane shows now: its title and data."""
@@ -288,36 +262,67 @@ class UserPulseDashboard(pn.viewable.Viewer):
     async def refresh(self, force: bool = False) -> None:
         """Read a snapshot off the event loop, with a deadline; show it, or say what went wrong.
 
-        While paused only a forced refresh (a filter change) reads; a read that was under way when the
-        user paused is not shown.
+        A snapshot of the same filters that another session took less than half a refresh period ago
+        is shown instead of reading again. While paused only a forced refresh (a filter change) reads;
+        a read that was under way when the user paused is not shown.
         """
         if self._refreshing.locked() or (self.paused and not force):
             return  # the previous refresh is still running: skip this tick rather than pile up
         async with self._refreshing:
-            read = partial(
-                take_snapshot,
-                self.views,
-                self.documents,
-                self.filters,
-                self.window_seconds,
-                self.settings.serving.timeline_minutes,
-                self.settings.serving.latest_profiles,
-            )
-            deadline = self.settings.serving.query_timeout_s
-            try:
-                snapshot = await asyncio.wait_for(asyncio.to_thread(read), timeout=deadline)
-            except TimeoutError:
-                self.status.object = f"⚠️ No answer within {deadline:.0f} s; showing the last figures."
-                return
-            except Exception as error:  # the page stays; the next tick tries again
-                logger.exception("dashboard refresh failed")
-                self.status.object = f"⚠️ Refresh failed: {html.escape(str(error))}"
-                return
+            filters = self.filters
+            period = self.settings.serving.refresh_period_s
+            snapshot = self.shared.fresh(filters, datetime.now(UTC), period / 2)
+            if snapshot is None:
+                read = partial(
+                    take_snapshot,
+                    self.views,
+                    self.documents,
+                    filters,
+                    self.window_seconds,
+                    self.settings.serving.timeline_minutes,
+                    self.settings.serving.latest_profiles,
+                )
+                deadline = self.settings.serving.query_timeout_s
+                try:
+                    snapshot = await asyncio.wait_for(asyncio.to_thread(read), timeout=deadline)
+                except TimeoutError:
+                    self.status.object = f"⚠️ No answer within {deadline:.0f} s; showing the last figures."
+                    return
+                except Exception as error:  # the page stays; the next tick tries again
+                    logger.exception("dashboard refresh failed")
+                    self.status.object = f"⚠️ Refresh failed: {html.escape(str(error))}"
+                    return
+                self.shared.keep(snapshot)
             if self.paused and not force:
                 return
-            self.show(snapshot)
+            await self.show(snapshot)
 
-    def show(self, snapshot: Snapshot) -> None:
+    async def first_paint(self) -> None:
+        """Once the page has loaded: a fresh snapshot, then the charts and the table.
+
+        The page is sent with the sidebar and the headline only (built with the newest snapshot any
+        session took, if there was one: see ``start_refreshing``): the browser shows the figures before
+        it lays out a plot and a table, which on a busy machine takes it seconds.
+        """
+        await self.refresh(force=True)
+        await asyncio.sleep(0)
+        self.details.objects = self.build_details()
+        if self._shown is not None:
+            self.show_charts(self._shown)
+            self.show_latest(self._shown)
+
+    async def show(self, snapshot: Snapshot) -> None:
+        """Headline and freshness first, then the charts and the table, yielding to the event loop in
+        between: other sessions' page loads and this page's first figures do not wait for every part."""
+        self.show_summary(snapshot)
+        await asyncio.sleep(0)
+        self.show_charts(snapshot)
+        await asyncio.sleep(0)
+        self.show_latest(snapshot)
+
+    def show_summary(self, snapshot: Snapshot) -> None:
+        """Errors, notes, headline figures, freshness and the status line."""
+        self._shown = snapshot
         self._update_choices(snapshot)
         self.errors.object = "".join(
             f'<div class="part-error" data-testid="error-{part}">'
@@ -325,46 +330,45 @@ class UserPulseDashboard(pn.viewable.Viewer):
             for part, message in snapshot.errors.items()
         )
         self.notes.object = "\n".join(f"*{note}*" for note in snapshot.notes)
-        headline = snapshot.headline
-        if headline is not None:
-            self.headline.object = headline_html(headline)
-            top = self.settings.serving.top_values
-            selected = {"country": self.filters.country, "gender": self.filters.gender}
-            for dimension, pane in self.charts.items():
-                frame = breakdown_frame(snapshot.breakdowns[dimension], top)
-                title = breakdown_title(dimension, selected.get(dimension))
-                self._draw(dimension, pane, breakdown_chart, frame, title)
-            title = timeline_title(self.filters.minutes, self.settings.serving.timeline_minutes)
-            self._draw("timeline", self.timeline, timeline_chart, timeline_frame(snapshot), title)
+        if snapshot.headline is not None:
+            self.headline.object = headline_html(snapshot.headline)
         self.freshness.object = freshness_markdown(snapshot, self.settings.batch_layer.archive_schedule)
-        if snapshot.latest is not None:
-            latest = latest_frame(snapshot)
-            if not latest.equals(self.latest.value):
-                self.latest.value = latest
         state = "paused" if self.paused else f"every {self.settings.serving.refresh_period_s:g} s"
         self.status.object = f"Updated {_utc(snapshot.taken_at)} (refresh {state})"
 
-    def _draw(
-        self,
-        key: str,
-        pane: pn.pane.HoloViews,
-        chart: Callable[[pd.DataFrame, str], hv.Element],
-        frame: pd.DataFrame,
-        title: str,
-    ) -> None:
-        """Put a chart in its pane unless it already shows the same data (drawing is the slow part of a
-        refresh); a chart that cannot be drawn says so in place, and the others still draw."""
+    def show_charts(self, snapshot: Snapshot) -> None:
+        if snapshot.headline is None or self.timeline is None:
+            return  # unread aggregates (the charts keep their last figures), or no charts yet
+        top = self.settings.serving.top_values
+        selected = {"country": self.filters.country, "gender": self.filters.gender}
+        for dimension, pane in self.charts.items():
+            frame = breakdown_frame(snapshot.breakdowns[dimension], top)
+            title = breakdown_title(dimension, selected.get(dimension))
+            chart = breakdown_html(frame, title, f"breakdown-{dimension}")
+            if pane.object != chart:
+                pane.object = chart
+        title = timeline_title(self.filters.minutes, self.settings.serving.timeline_minutes)
+        self._draw("timeline", self.timeline, timeline_frame(snapshot), title)
+
+    def show_latest(self, snapshot: Snapshot) -> None:
+        if snapshot.latest is None or self.latest is None:
+            return
+        latest = latest_frame(snapshot)
+        if not latest.equals(self.latest.value):
+            self.latest.value = latest
+
+    def _draw(self, key: str, chart: TimelineChart, frame: pd.DataFrame, title: str) -> None:
+        """Give a chart new data unless it already shows the same; a chart that cannot take it says so
+        in its title, and the rest of the page still updates."""
         drawn = self._drawn.get(key)
         if drawn is not None and drawn[0] == title and drawn[1].equals(frame):
             return
         try:
-            pane.object = chart(frame, title)
+            chart.update(frame, title)
             self._drawn[key] = (title, frame)
         except Exception as error:
             logger.exception("could not draw the %s chart", key)
-            pane.object = hv.Text(0.5, 0.5, f"Could not draw this chart: {error}").opts(
-                xaxis=None, yaxis=None
-            )
+            chart.figure.title.text = f"{title}: could not draw this chart ({error})"
             self._drawn.pop(key, None)
 
     def _update_choices(self, snapshot: Snapshot) -> None:
@@ -392,8 +396,15 @@ class UserPulseDashboard(pn.viewable.Viewer):
                 logger.exception("could not switch the periodic refresh")
 
     def start_refreshing(self) -> None:
-        """Refresh now and then every ``refresh_period_s``, for as long as the session lives."""
-        pn.state.onload(self.refresh)
+        """Refresh now and then every ``refresh_period_s``, for as long as the session lives.
+
+        A page built when another session has a snapshot shows it straight away, in the page itself
+        (from memory: no store is read before the page is sent); it is replaced once the page loads.
+        """
+        newest = self.shared.newest(self.filters)
+        if newest is not None:
+            self.show_summary(newest)
+        pn.state.onload(self.first_paint)
         self._callback = pn.state.add_periodic_callback(
             self.refresh, period=int(self.settings.serving.refresh_period_s * 1000), start=True
         )
@@ -409,22 +420,33 @@ class UserPulseDashboard(pn.viewable.Viewer):
             pn.widgets.Toggle.from_param(self.param.paused, name="Pause refresh", button_type="default"),
             self.status,
         )
-        charts = pn.GridBox(*self.charts.values(), ncols=2, sizing_mode="stretch_width")
         template = pn.template.BootstrapTemplate(
             title="UserPulse — live user-profile analytics",
             sidebar=[filters, self.freshness],
-            main=[
-                self.errors,
-                self.notes,
-                self.headline,
-                self.timeline,
-                charts,
-                pn.pane.Markdown("### Latest profiles (direct identifiers masked)"),
-                self.latest,
-                *([self.lookup] if self.lookup is not None else []),
-            ],
+            main=[self.errors, self.notes, self.headline, self.details],
         )
         return template
+
+    def build_details(self) -> list[pn.viewable.Viewable]:
+        """The charts, the latest profiles and the lookup (built once the headline is on the page)."""
+        self.charts = {
+            name: pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[BREAKDOWN_CSS])
+            for name in BREAKDOWN_TITLES
+        }
+        self.timeline = TimelineChart(TIMELINE_TITLE, self.window_seconds)
+        self.latest = pn.widgets.Tabulator(
+            latest_frame_empty(), disabled=True, show_index=False, sizing_mode="stretch_width", height=420
+        )
+        lookup = (
+            [ProfileLookup(self.profiles, self.settings.serving.query_timeout_s)] if self.profiles else []
+        )
+        return [
+            pn.pane.Bokeh(self.timeline.figure, sizing_mode="stretch_width"),
+            pn.GridBox(*self.charts.values(), ncols=2, sizing_mode="stretch_width"),
+            pn.pane.Markdown("### Latest profiles (direct identifiers masked)"),
+            self.latest,
+            *lookup,
+        ]
 
 
 def latest_frame_empty() -> pd.DataFrame:

@@ -10,6 +10,7 @@ the headline then follows the country and says so.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -178,3 +179,34 @@ def take_snapshot(
     headline = headline_of(breakdowns, filters, per_minute(timeline, now, window_seconds), dead_lettered)
     freshness = breakdowns["age_band"].freshness
     return Snapshot(filters, now, headline, breakdowns, timeline, latest, freshness, errors, notes)
+
+
+class SharedSnapshots:
+    """The newest snapshot per filters, shared by every browser session of one dashboard process.
+
+    Sessions with the same filters then cost the stores one query per refresh period, not one each;
+    and a page that opens shows the newest snapshot at once (marked with its time) while its own read
+    is under way, rather than an empty page.
+    """
+
+    def __init__(self) -> None:
+        self._newest: dict[Filters, Snapshot] = {}
+        self._lock = threading.Lock()
+
+    def newest(self, filters: Filters) -> Snapshot | None:
+        with self._lock:
+            return self._newest.get(filters)
+
+    def fresh(self, filters: Filters, now: datetime, max_age_s: float) -> Snapshot | None:
+        """The newest snapshot of ``filters`` if it was taken at most ``max_age_s`` ago."""
+        snapshot = self.newest(filters)
+        if snapshot is None or (now - snapshot.taken_at).total_seconds() > max_age_s:
+            return None
+        return snapshot
+
+    def keep(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` unless a newer one of the same filters is already kept."""
+        with self._lock:
+            kept = self._newest.get(snapshot.filters)
+            if kept is None or kept.taken_at < snapshot.taken_at:
+                self._newest[snapshot.filters] = snapshot

@@ -1,4 +1,5 @@
-"""``userpulse demo`` end to end: every part starts, data flows to the dashboard, Ctrl-C stops it all.
+"""``userpulse demo`` end to end: every part starts, data flows to the dashboard, the Lambda merge shows
+in a browser (both layers' shares, then a batch cutoff that moves), Ctrl-C stops it all.
 
 The demo runs on the test's own topic, keyspace, database, folders and ports, on the already running
 stack (which it must leave running: it did not start it).
@@ -7,6 +8,7 @@ stack (which it must leave running: it did not start it).
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -14,9 +16,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, sync_playwright
 
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client
@@ -25,6 +29,11 @@ from tests.integration.kafka_helpers import delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, free_port
 
 pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+MERGE_WITHIN_S = 600
+"""From ``userpulse demo`` to a batch cutoff that moved once: 6-8 minutes on 2 cores (the README's
+"What appears when"), with room for a slower machine."""
 
 
 def port_answers(port: int) -> bool:
@@ -47,8 +56,57 @@ def speed_batches(settings: Settings) -> int:
         cluster.shutdown()
 
 
-def test_the_demo_runs_every_part_and_ctrl_c_stops_them_all(
-    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+SHARES = re.compile(r"Share of the counts: \d+% batch \(([\d,]+)\), \d+% speed \(([\d,]+)\)")
+CUTOFF = re.compile(r"complete up to (\S+ \S+) UTC")
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What the dashboard's freshness panel says about the merge."""
+
+    batch: int
+    speed: int
+    cutoff: str | None
+
+
+def freshness_panel(page: Page) -> Freshness:
+    text = "\n".join(page.locator("li").all_inner_texts())
+    shares, cutoff = SHARES.search(text), CUTOFF.search(text)
+    batch, speed = (int(g.replace(",", "")) for g in shares.groups()) if shares else (0, 0)
+    return Freshness(batch, speed, cutoff.group(1) if cutoff else None)
+
+
+def watch_the_merge(url: str, started: float, demo: subprocess.Popen[str], output_dir: Path) -> None:
+    """In a browser, as a user would: within ``MERGE_WITHIN_S`` of the start, the freshness panel shows
+    both layers' shares and then a batch cutoff that moved; a screenshot of each moment is kept."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page.goto(url)
+        first: Freshness | None = None
+        seen: list[tuple[float, Freshness]] = []
+        while True:
+            now = freshness_panel(page)
+            elapsed = time.monotonic() - started
+            seen.append((round(elapsed), now))
+            if first is None and now.batch > 0 and now.speed > 0 and now.cutoff:
+                first = now
+                page.screenshot(path=str(output_dir / "demo-merge.png"), full_page=True)
+            elif first is not None and now.cutoff not in (None, first.cutoff) and now.batch and now.speed:
+                page.screenshot(path=str(output_dir / "demo-cutoff-moved.png"), full_page=True)
+                break
+            if elapsed > MERGE_WITHIN_S or demo.poll() is not None:
+                page.screenshot(path=str(output_dir / "demo-timeout.png"), full_page=True)
+                pytest.fail(f"no moving merge within {MERGE_WITHIN_S} s of the start (seen: {seen[-5:]})")
+            page.wait_for_timeout(2000)
+        (output_dir / "demo-merge.txt").write_text(
+            "\n".join(f"{at:>4} s  {f}" for at, f in seen if f.batch or f.cutoff) + "\n"
+        )
+        browser.close()
+
+
+def test_the_demo_runs_every_part_shows_the_merge_and_ctrl_c_stops_them_all(
+    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path, output_dir: Path
 ) -> None:
     name = unique_name("demo")
     settings = stack_settings.model_copy(
@@ -71,6 +129,7 @@ def test_the_demo_runs_every_part_and_ctrl_c_stops_them_all(
         USERPULSE_DEMO__PRODUCER_RATE="50/s",
         USERPULSE_SPARK__DRIVER_MEMORY="1g",
     )
+    started = time.monotonic()
     demo = subprocess.Popen(
         [sys.executable, "-m", "userpulse.cli", "demo"],
         env=environment,
@@ -88,6 +147,7 @@ def test_the_demo_runs_every_part_and_ctrl_c_stops_them_all(
             assert "dagster_webserver_version" in json.load(response)
         with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/", timeout=10) as response:
             assert response.status == 200
+        watch_the_merge(f"http://127.0.0.1:{dashboard_port}/", started, demo, output_dir)
 
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
         output, _ = demo.communicate(timeout=240)

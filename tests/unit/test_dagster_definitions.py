@@ -118,16 +118,17 @@ def test_the_archive_schedule_comes_from_the_settings() -> None:
     assert printed.strip().splitlines()[-1] == "* * * * *"
 
 
-def test_no_archive_starts_while_one_is_in_flight_and_no_refresh_while_one_is() -> None:
+def test_no_archive_starts_while_the_batch_layer_runs_and_no_refresh_while_one_is() -> None:
     schedule = defs.resolve_schedule_def("archive_topic_schedule")
+    for running_job in ("archive_topic", "refresh_views"):
+        with instance_for_test() as instance:
+            create_run_for_test(instance, job_name="archive_topic", status=DagsterRunStatus.SUCCESS)
+            assert schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests
+
+            create_run_for_test(instance, job_name=running_job, status=DagsterRunStatus.STARTED)
+            assert not schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests
+
     with instance_for_test() as instance:
-        create_run_for_test(instance, job_name="archive_topic", status=DagsterRunStatus.SUCCESS)
-        assert schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests
-
-        create_run_for_test(instance, job_name="archive_topic", status=DagsterRunStatus.STARTED)
-        tick = schedule.evaluate_tick(build_schedule_context(instance=instance))
-        assert not tick.run_requests
-
         create_run_for_test(instance, job_name="refresh_views", status=DagsterRunStatus.STARTING)
         context = build_sensor_context(instance=instance, cursor="7")
         skipped = refresh_appended_days(context)

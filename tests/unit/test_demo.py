@@ -1,13 +1,18 @@
-"""The demo's wiring: its processes run the archive on the demo schedule and say what appears when."""
+"""The demo's wiring: the archive on the demo schedule, what appears when, a batch layer that yields the
+cores, and runs an earlier demo abandoned."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.test_utils import create_run_for_test
+
 from batch_layer.schedule import next_run
 from core.settings import Settings
 from infra.demo import Demo, demo_processes
+from orchestration.runs import fail_abandoned_runs, job_in_flight
 
 
 def test_every_demo_process_runs_on_the_demo_schedule(tmp_path: Path) -> None:
@@ -41,3 +46,37 @@ def test_next_run_follows_the_cron_expression_in_utc() -> None:
     assert next_run("*/15 * * * *", moment) == datetime(2026, 1, 1, 10, 15, tzinfo=UTC)
     assert next_run("* * * * *", moment) == datetime(2026, 1, 1, 10, 8, tzinfo=UTC)
     assert next_run("30 3 * * *", moment) == datetime(2026, 1, 2, 3, 30, tzinfo=UTC)
+
+
+def test_the_batch_layer_of_the_demo_yields_the_cores(tmp_path: Path) -> None:
+    settings = Settings()
+    settings = settings.model_copy(
+        update={"paths": settings.paths.model_copy(update={"dagster_home": tmp_path / "dagster"})}
+    )
+    niceness = {p.name: p.niceness for p in demo_processes(settings)}
+    assert niceness == {
+        "producer": 0,
+        "speed layer": 0,
+        "dagster": settings.demo.batch_niceness,
+        "dashboard": 0,
+    }
+    assert settings.demo.batch_niceness > 0
+
+
+def test_runs_a_stopped_dagster_left_in_flight_are_marked_failed(tmp_path: Path) -> None:
+    assert fail_abandoned_runs(tmp_path / "never-started") == []
+    instance = DagsterInstance.from_config(str(tmp_path))
+    try:
+        finished = create_run_for_test(instance, job_name="archive_topic", status=DagsterRunStatus.SUCCESS)
+        left = create_run_for_test(instance, job_name="refresh_views", status=DagsterRunStatus.STARTED)
+        assert job_in_flight(instance, "refresh_views")
+
+        assert fail_abandoned_runs(tmp_path) == ["refresh_views"]
+
+        assert not job_in_flight(instance, "refresh_views")
+        statuses = {
+            run_id: instance.get_run_by_id(run_id).status for run_id in (finished.run_id, left.run_id)
+        }
+        assert statuses == {finished.run_id: DagsterRunStatus.SUCCESS, left.run_id: DagsterRunStatus.FAILURE}
+    finally:
+        instance.dispose()

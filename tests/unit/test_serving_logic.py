@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from batch_layer.view_store import BatchCurrent, ErasureCorrection
+from serving.charts import breakdown_html
 from serving.dashboard import breakdown_frame, format_count, freshness_markdown, headline_html, rate_label
 from serving.profiles import latest_profiles_filter, mask_email, mask_name, mask_phone, profile_row
 from serving.snapshot import (
     Filters,
     Headline,
+    SharedSnapshots,
     Snapshot,
     headline_of,
     per_minute,
@@ -242,3 +244,45 @@ def test_breakdown_frame_keeps_the_top_values_and_sums_the_rest_as_other() -> No
 def test_breakdown_frame_orders_age_bands_youngest_first() -> None:
     view = _view("age_band", [_figures("65+", 9, 600), _figures("18-24", 1, 20), _figures("35-44", 2, 80)])
     assert list(breakdown_frame(view, top=1)["label"]) == ["18-24", "35-44", "65+"]
+
+
+def test_shared_snapshots_keep_the_newest_per_filters_and_say_how_fresh() -> None:
+    taken = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
+
+    def snapshot(filters: Filters, at: datetime) -> Snapshot:
+        return Snapshot(filters, at, None, {}, [], [], None)
+
+    shared = SharedSnapshots()
+    france = Filters(country="France")
+    assert shared.newest(Filters()) is None
+    shared.keep(snapshot(Filters(), taken))
+    shared.keep(snapshot(Filters(), taken - MINUTE))  # an older read finishing late does not win
+    shared.keep(snapshot(france, taken + MINUTE))
+
+    newest = shared.newest(Filters())
+    assert newest is not None and newest.taken_at == taken
+    assert shared.fresh(Filters(), taken + timedelta(seconds=2), 2.5) is newest
+    assert shared.fresh(Filters(), taken + timedelta(seconds=3), 2.5) is None
+    assert shared.fresh(Filters(minutes=15), taken, 2.5) is None
+    kept = shared.newest(france)
+    assert kept is not None and kept.filters == france
+
+
+def test_a_breakdown_is_a_bar_list_with_each_layer_in_proportion() -> None:
+    view = _view(
+        "country",
+        [
+            ValueFigures("<France>", 40, 1600, None, None, 30, 10),
+            ValueFigures("Spain", 20, 700, None, None, 20, 0),
+        ],
+    )
+    rendered = breakdown_html(breakdown_frame(view, 15), "Profiles by country", "breakdown-country")
+
+    assert 'data-testid="breakdown-country"' in rendered and "&lt;France&gt;" in rendered
+    assert "<France>" not in rendered
+    # The widest bar is the largest value: 30 batch + 10 speed of 40; Spain is half as wide, batch only.
+    assert "width:75.00%" in rendered and "width:25.00%" in rendered and "width:50.00%" in rendered
+    assert rendered.index("&lt;France&gt;") < rendered.index("Spain")
+    assert "40 profiles (batch 30, speed 10), average age 40.0" in rendered
+    empty = breakdown_html(breakdown_frame(_view("country", []), 15), "Profiles by country", "b")
+    assert "No profiles yet" in empty
