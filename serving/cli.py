@@ -12,6 +12,8 @@ from typing import Annotated
 import panel as pn
 import typer
 from rich.console import Console
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError
 
 from core.cli_params import log_level as log_level_name
 from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Settings, get_settings
@@ -45,6 +47,29 @@ def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDo
     finally:
         client.close()
         cluster.shutdown()
+
+
+class GoneBrowserFilter(logging.Filter):
+    """Drops the records of a browser that went away while a message to it was being sent (a tab
+    closed mid-refresh): Tornado and Bokeh log them as warnings and tracebacks, yet nothing is wrong and
+    nobody is waiting, and a few closed tabs would bury what an operator must read."""
+
+    GONE = (WebSocketClosedError, StreamClosedError)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.GONE):
+            return False
+        message = record.getMessage()
+        if "Failed sending message as connection was closed" in message:
+            return False
+        # asyncio reports a task that died of it without exc_info, the exception in its message.
+        return not ("Task exception was never retrieved" in message and "WebSocketClosedError" in message)
+
+
+def quiet_gone_browsers() -> None:
+    gone = GoneBrowserFilter()
+    for name in ("asyncio", "bokeh.server.views.ws", "tornado.application"):
+        logging.getLogger(name).addFilter(gone)
 
 
 def page_factory(
@@ -105,4 +130,5 @@ def dashboard(
     """Serve the live dashboard (merged batch + speed views). Address, port and auth come from settings."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("serving").setLevel(log_level.upper())
+    quiet_gone_browsers()
     serve_dashboard(get_settings(), show=show)
