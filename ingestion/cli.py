@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import secrets
 import signal
@@ -13,11 +12,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.logging import RichHandler
 from rich.text import Text
 
 from core.cli_params import log_level as log_level_name
 from core.cli_params import topic_name
+from core.logs import configure_logging
 from core.outages import StoreUnavailableError
 from core.settings import Settings, get_settings
 from core.subject_keys import subject_key_store
@@ -111,13 +110,8 @@ def produce(
 ) -> None:
     """Produce profiles to Kafka with a live progress line; Ctrl-C stops cleanly after flushing."""
     # One log line per API request (INFO) and every dead letter (WARNING), above the live progress line.
-    logging.basicConfig(
-        level=logging.WARNING,  # the Kafka and HTTP clients' own INFO chatter stays out
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console, show_time=False, show_path=False, markup=False)],
-    )
-    for our_package in ("ingestion", "core"):
-        logging.getLogger(our_package).setLevel(log_level.upper())
+    # The Kafka and HTTP clients' own INFO chatter stays out (warnings and above only).
+    configure_logging(console, {"ingestion": log_level, "core": log_level}, show_time=False)
     settings = get_settings()
     settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     try:

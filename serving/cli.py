@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
 from core.cli_params import log_level as log_level_name
+from core.logs import configure_logging
 from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
@@ -128,7 +129,6 @@ def dashboard(
     ] = "INFO",
 ) -> None:
     """Serve the live dashboard (merged batch + speed views). Address, port and auth come from settings."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("serving").setLevel(log_level.upper())
+    configure_logging(console, {"serving": log_level})
     quiet_gone_browsers()
     serve_dashboard(get_settings(), show=show)

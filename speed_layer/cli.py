@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from types import FrameType
@@ -11,10 +10,10 @@ from typing import Annotated
 import typer
 from pyspark.errors import StreamingQueryException
 from rich.console import Console
-from rich.logging import RichHandler
 
 from core.cli_params import log_level as log_level_name
 from core.cli_params import topic_name
+from core.logs import configure_logging
 from core.outages import STORE_UNAVAILABLE, first_line, store_name
 from core.settings import get_settings
 from core.spark import build_spark_session
@@ -65,12 +64,7 @@ def speed(
     ] = "INFO",
 ) -> None:
     """Stream profiles from Kafka into MongoDB and Cassandra. SIGTERM finishes the current batch first."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console, show_time=True, show_path=False, markup=False)],
-    )
-    logging.getLogger("speed_layer").setLevel(log_level.upper())
+    configure_logging(console, {"speed_layer": log_level})
     settings = get_settings()
     settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     spark = build_spark_session(settings, app_name="userpulse-speed")
