@@ -215,13 +215,14 @@ class Demo:
             ("speed layer figures", f"now, then every {refresh_s:g} s (the speed layer's partials)"),
             (
                 "first batch view",
-                f"archive at {first_archive:%H:%M:%S} UTC, views refreshed about a minute later: the "
-                "freshness panel then shows the batch cutoff and each layer's share",
+                f"archive at {first_archive:%H:%M:%S} UTC, then a refresh of the views (each run starts "
+                "its own Spark: 2-3 minutes in all on 2 cores); the freshness panel then shows the batch "
+                "cutoff and each layer's share",
             ),
             (
                 "the merge moving",
-                f"archive again on '{self.settings.demo.archive_schedule}' (cron, UTC): the cutoff moves "
-                "forward and the batch share grows",
+                f"archive again on '{self.settings.demo.archive_schedule}' (cron, UTC) once the previous "
+                "refresh is done: the cutoff moves forward and the batch share grows",
             ),
         ]
 
