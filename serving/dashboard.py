@@ -168,8 +168,8 @@ def freshness_markdown(snapshot: Snapshot, archive_schedule: str) -> str:
             f"(computed {_utc(batch.computed_at)})"
         )
     lines.append(
-        f"- **Next batch run**: archive due {next_archive} (schedule `{archive_schedule}`, UTC), "
-        "views refreshed right after it"
+        f"- **Next batch run**: archive due {next_archive} (schedule `{archive_schedule}`, UTC; a tick "
+        "is skipped while a batch run is still going), views refreshed right after it"
     )
     speed = freshness.speed
     if speed is None:
