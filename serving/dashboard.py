@@ -27,6 +27,7 @@ from core.aggregates import window_seconds_of
 from core.settings import Settings
 from core.transformations import AGE_BANDS
 from serving.charts import BREAKDOWN_CSS, TimelineChart, breakdown_html
+from serving.off_loop import read_within
 from serving.profile_page import ProfileLookup
 from serving.profile_store import ProfileStore
 from serving.profiles import ProfileDocuments
@@ -282,16 +283,12 @@ class UserPulseDashboard(pn.viewable.Viewer):
                     self.settings.serving.timeline_minutes,
                     self.settings.serving.latest_profiles,
                 )
-                deadline = self.settings.serving.query_timeout_s
-                try:
-                    snapshot = await asyncio.wait_for(asyncio.to_thread(read), timeout=deadline)
-                except TimeoutError:
-                    self.status.object = f"⚠️ No answer within {deadline:.0f} s; showing the last figures."
+                answer = await read_within(read, self.settings.serving.query_timeout_s, "refresh", logger)
+                if answer.value is None:
+                    failure = html.escape(answer.failure or "no answer")
+                    self.status.object = f"⚠️ {failure.capitalize()}; showing the last figures."
                     return
-                except Exception as error:  # the page stays; the next tick tries again
-                    logger.exception("dashboard refresh failed")
-                    self.status.object = f"⚠️ Refresh failed: {html.escape(str(error))}"
-                    return
+                snapshot = answer.value
                 self.shared.keep(snapshot)
             if self.paused and not force:
                 return

@@ -7,7 +7,6 @@ pseudonyms only and is shown as stored, its long pseudonyms shortened to stay re
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import re
@@ -18,6 +17,7 @@ from typing import Any
 import panel as pn
 import param
 
+from serving.off_loop import read_within
 from serving.profile_store import ProfileStore, StoredProfile
 
 logger = logging.getLogger(__name__)
@@ -106,16 +106,11 @@ class ProfileLookup(pn.viewable.Viewer):
         if not UUID_PATTERN.match(uuid):
             self.result.object = f"<p>{html.escape(uuid)} is not a uuid (8-4-4-4-12 hex digits).</p>"
             return
-        try:
-            stored = await asyncio.wait_for(asyncio.to_thread(self.store.read, uuid), self.timeout_s)
-        except TimeoutError:
-            self.result.object = f"<p>No answer from the stores within {self.timeout_s:.0f} s.</p>"
+        answer = await read_within(lambda: self.store.read(uuid), self.timeout_s, "profile lookup", logger)
+        if answer.failure is not None:
+            self.result.object = f"<p>{html.escape(answer.failure.capitalize())}.</p>"
             return
-        except Exception as error:  # the page stays; the next lookup tries again
-            logger.exception("profile lookup failed")
-            self.result.object = f"<p>Lookup failed: {html.escape(str(error))}</p>"
-            return
-        self.result.object = profile_html(uuid, stored)
+        self.result.object = profile_html(uuid, answer.value)
 
     async def _uuid_changed(self, *_events: param.parameterized.Event) -> None:
         await self.look_up()
