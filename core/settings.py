@@ -302,8 +302,9 @@ class LocalStackSettings(_Section):
     """How long ``stack down`` waits after SIGTERM before it sends SIGKILL."""
     java: str = "java"
     """Java 17+ executable that runs the local Kafka and Cassandra."""
-    ferretdb_debug_port: int = 8088
-    """Port of FerretDB's HTTP debug/metrics handler (bound to the Mongo host)."""
+    ferretdb_debug_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of FerretDB's HTTP debug handler (pprof, metrics; bound to the Mongo host). Off unless set:
+    it answers anyone who reaches it, without authentication."""
 
 
 class PathSettings(_Section):

@@ -420,6 +420,12 @@ class FerretDBService(LocalService):
     def prepare(self) -> None:
         """FerretDB creates its SQLite files itself."""
 
+    @property
+    def debug_address(self) -> str:
+        """FerretDB's debug listener, or ``-`` (its own word for "none") unless a port is set."""
+        port = self.settings.local_stack.ferretdb_debug_port
+        return "-" if port is None else f"{self.host}:{port}"
+
     def command(self) -> list[str]:
         # WAL (FerretDB's default) with synchronous=NORMAL: a commit no longer waits for an fsync; an
         # application crash loses nothing, a power loss may lose the last commits (as the rest of this
@@ -429,7 +435,7 @@ class FerretDBService(LocalService):
             "--handler=sqlite",
             f"--sqlite-url=file:{self.data_dir}/?_pragma=synchronous(normal)",
             f"--listen-addr={self.endpoint}",
-            f"--debug-addr={self.host}:{self.settings.local_stack.ferretdb_debug_port}",
+            f"--debug-addr={self.debug_address}",
             f"--state-dir={self.home}",
             "--telemetry=disable",
             "--log-level=info",

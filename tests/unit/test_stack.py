@@ -11,6 +11,7 @@ import pytest
 
 from core.settings import PathSettings, Settings
 from infra.stack import (
+    FerretDBService,
     LocalService,
     LocalStack,
     ServiceState,
@@ -179,3 +180,13 @@ def test_a_port_taken_by_a_stranger_is_reported(settings: Settings) -> None:
 
         with pytest.raises(StackError, match="taken by a process that does not answer"):
             service.start()
+
+
+def test_ferretdb_debug_listener_is_off_unless_a_port_is_set(settings: Settings) -> None:
+    # Its pprof and metrics handlers answer anyone who reaches them, without authentication.
+    assert "--debug-addr=-" in FerretDBService(settings).command()
+
+    asked = settings.model_copy(
+        update={"local_stack": settings.local_stack.model_copy(update={"ferretdb_debug_port": 8088})}
+    )
+    assert f"--debug-addr={settings.mongo.host}:8088" in FerretDBService(asked).command()
