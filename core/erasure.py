@@ -240,16 +240,67 @@ def erase_subject(
     return report
 
 
+class UnseenSubjectsError(LookupError):
+    """Subjects that no store has seen: erasing them would only record an erasure (and block them)."""
+
+    def __init__(self, uuids: Iterable[str]) -> None:
+        self.uuids = sorted(uuids)
+        super().__init__(f"no store has seen {', '.join(self.uuids)}")
+
+
+def seen_subjects(
+    settings: Settings, spark: SparkSession, session: Session, database: Database, uuids: Iterable[str]
+) -> set[str]:
+    """Those of ``uuids`` that some store has seen: a data key, an earlier erasure, a ``profiles`` row, a
+    raw document, a dead letter or an archived record (cheapest stores first)."""
+    wanted = set(uuids)
+    keys = SubjectKeyStore(
+        session, settings.cassandra.keyspace, settings.secrets.pseudonymization_key_bytes(),
+        settings.cassandra.concurrency,
+    )  # fmt: skip
+    seen = set(keys.keys_for(sorted(wanted))) | keys.erased(sorted(wanted))
+    keyspace, mongo = settings.cassandra.keyspace, settings.mongo
+    for uuid in sorted(wanted - seen):
+        if (
+            session.execute(f"SELECT uuid FROM {keyspace}.profiles WHERE uuid = %s", (uuid,)).one()
+            or database[mongo.raw_profiles_collection].find_one({"_id": uuid}, {"_id": 1})
+            or database[mongo.dead_letters_collection].find_one({"key": uuid}, {"_id": 1})
+        ):
+            seen.add(uuid)
+    archive = str(settings.paths.archive_table)
+    unseen = sorted(wanted - seen)
+    if unseen and DeltaTable.isDeltaTable(spark, archive):
+        key = F.col("key").cast("string").alias("uuid")  # the Kafka key, as bytes
+        archived = spark.read.format("delta").load(archive).select(key).where(F.col("uuid").isin(unseen))
+        seen |= {row.uuid for row in archived.distinct().collect()}  # at most len(unseen) rows
+    return seen
+
+
 def erase_subjects(
-    settings: Settings, spark: SparkSession, uuids: Iterable[str], requested_by: str
+    settings: Settings,
+    spark: SparkSession,
+    uuids: Iterable[str],
+    requested_by: str,
+    *,
+    force: bool = False,
 ) -> list[ErasureReport]:
-    """Erase each subject in ``uuids`` (connections opened once, schema applied)."""
+    """Erase each subject in ``uuids`` (connections opened once, schema applied).
+
+    Unless ``force``, a subject no store has seen raises ``UnseenSubjectsError`` and nothing is done:
+    a mistyped uuid would otherwise be recorded as erased and never published. Erasing before first
+    sight is a real case (a request that arrives before the data), so ``force`` allows it.
+    """
+    wanted = sorted(set(uuids))
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
     try:
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
         database = mongo_database(client, settings)
-        return [erase_subject(settings, spark, session, database, uuid, requested_by) for uuid in uuids]
+        if not force:
+            unseen = set(wanted) - seen_subjects(settings, spark, session, database, wanted)
+            if unseen:
+                raise UnseenSubjectsError(unseen)
+        return [erase_subject(settings, spark, session, database, uuid, requested_by) for uuid in wanted]
     finally:
         client.close()
         cluster.shutdown()

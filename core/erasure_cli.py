@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 from rich.console import Console
 from rich.table import Table
 
-from core.erasure import ErasureReport, erase_subjects, subjects_with_email
+from core.erasure import ErasureReport, UnseenSubjectsError, erase_subjects, subjects_with_email
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session, mongo_client, mongo_database
@@ -18,6 +18,7 @@ from core.validation import is_uuid
 from infra.cassandra_schema import apply_schema
 
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _check_uuid(uuid: str) -> str:
@@ -56,6 +57,14 @@ def forget(
     requested_by: Annotated[
         str, typer.Option(help="Who asked (a name or a ticket): kept in the erasure log.")
     ] = "operator",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Erase even a uuid that no store has seen yet (a request that arrives before the data): "
+            "it is recorded, and the producer will never publish that subject.",
+        ),
+    ] = False,
 ) -> None:
     """Erase a subject from every store (right to be forgotten) and print what each store removed.
 
@@ -74,7 +83,14 @@ def forget(
         if not uuids:
             console.print(f"no profile with e-mail {email!r}: nothing to erase")
             raise typer.Exit(1)
-        reports = erase_subjects(settings, spark, sorted(uuids), requested_by)
+        reports = erase_subjects(settings, spark, sorted(uuids), requested_by, force=force)
+    except UnseenSubjectsError as unseen:
+        errors.print(
+            f"no store has seen {', '.join(unseen.uuids)}: nothing erased, nothing recorded. Check the "
+            "uuid; to erase a subject before its data arrives (it will then never be published), run "
+            "again with --force."
+        )
+        raise typer.Exit(1) from None
     finally:
         spark.stop()
     for report in reports:

@@ -904,8 +904,10 @@ def render_markdown() -> str:
         "- **Recipients**: no one outside the deployment; the services bind 127.0.0.1 by default, the "
         "dashboard shows what `serving/` reads to its users.",
         "- **Transfers** to third countries: none by the platform (profiles are fetched from randomuser.me).",
-        "- **Erasure**: no erasure command yet (`userpulse forget`, issue 7); rows can only be deleted by "
-        "hand in each store below.",
+        "- **Erasure** (art. 17): `userpulse forget <uuid>` or `--email` deletes the subject's data key "
+        "(every sealed copy in the topic and the archive becomes unreadable), then its rows in every store "
+        "below, and logs the erasure under a pseudonym; a uuid no store has seen is refused unless "
+        "`--force` (an erasure before the data arrives: the producer then never publishes it).",
         "",
         "## Purposes",
         "",

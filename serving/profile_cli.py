@@ -432,6 +432,9 @@ def delete(
     requested_by: Annotated[
         str, typer.Option(help="Who asked (a name or a ticket): kept in the erasure log.")
     ] = "operator",
+    force: Annotated[
+        bool, typer.Option("--force", help="Erase even a uuid that no store has seen yet (it is recorded).")
+    ] = False,
 ) -> None:
     """Erase the profile's subject from every store: the same as `userpulse forget <uuid>`."""
-    forget(uuid=uuid, email=None, requested_by=requested_by)
+    forget(uuid=uuid, email=None, requested_by=requested_by, force=force)

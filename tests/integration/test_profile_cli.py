@@ -19,11 +19,12 @@ from typing import Any
 
 import param
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pymongo.database import Database
 from pyspark.sql import SparkSession
 
 from batch_layer.archive import run_archive
+from core.erasure import seen_subjects
 from core.profile import strip_credentials
 from core.sealing import unseal_identifiers
 from core.settings import Settings
@@ -307,3 +308,58 @@ def test_the_dashboard_lookup_shows_the_stored_profile_masked(
     assert user["email"] not in found and user["phone"] not in found
     assert f"{user['email'][0]}***@" in found
     assert "profile-not-found" in missing
+
+
+def erasure_logged(settings: Settings, uuid: str) -> bool:
+    with subject_key_store(settings, enabled=True) as key_store:
+        assert key_store is not None
+        return uuid in key_store.erased([uuid])
+
+
+def test_delete_of_a_uuid_no_store_has_seen_records_nothing_unless_forced(profile_settings: Settings) -> None:
+    unknown = "00000000-0000-4000-8000-0000000000aa"
+
+    refused = run_cli(profile_settings, "delete", unknown)
+
+    assert refused.returncode == 1
+    assert f"no store has seen {unknown}: nothing erased, nothing recorded" in refused.stderr
+    assert "--force" in refused.stderr and "Traceback" not in refused.stderr
+    assert not erasure_logged(profile_settings, unknown)
+
+    forced = run_cli(profile_settings, "delete", unknown, "--force")
+
+    assert forced.returncode == 0, forced.stderr
+    assert erasure_logged(profile_settings, unknown)  # the producer will never publish this subject
+
+
+def test_a_subject_counts_as_seen_by_any_store_that_holds_it(
+    profile_settings: Settings, mongo: Database, spark: SparkSession
+) -> None:
+    """Each uuid below is known to one store only (with sealing off, nothing but the archive may hold a
+    subject that the speed layer has not processed yet)."""
+    by_key, by_row, by_dead_letter, by_archive, never = (a_profile(s)["login"]["uuid"] for s in "krdan")
+    assert data_key(profile_settings, by_key) is None
+    with subject_key_store(profile_settings, enabled=True) as key_store:
+        assert key_store is not None
+        key_store.keys_creating_missing([by_key])
+    row_user = a_profile("r")
+    store_as_the_speed_layer_would(profile_settings, mongo, row_user)
+    mongo[profile_settings.mongo.raw_profiles_collection].delete_one({"_id": by_row})  # the row alone
+    mongo[profile_settings.mongo.dead_letters_collection].insert_one({"key": by_dead_letter, "reason": "x"})
+    create_topic(profile_settings, profile_settings.kafka.profiles_topic)
+    producer = KafkaProducer(bootstrap_servers=profile_settings.kafka.bootstrap_servers, acks="all")
+    producer.send(profile_settings.kafka.profiles_topic, key=by_archive.encode(), value=b"{}").get(timeout=30)
+    producer.close()
+    run_archive(profile_settings, spark)
+    cluster, session = cassandra_session(profile_settings)
+    client = mongo_client(profile_settings)
+    try:
+        seen = seen_subjects(
+            profile_settings, spark, session, client[profile_settings.mongo.database],
+            [by_key, by_row, by_dead_letter, by_archive, never],
+        )  # fmt: skip
+    finally:
+        client.close()
+        cluster.shutdown()
+
+    assert seen == {by_key, by_row, by_dead_letter, by_archive}
