@@ -91,11 +91,11 @@ def run_archive(
     after its last successful run instead, so the days of a run that appended and then failed are not lost.
     """
     topic = topic or settings.kafka.profiles_topic
-    require_topic(settings.kafka.bootstrap_servers, topic)
+    require_topic(settings.kafka, topic)
     before = archived_end_offsets(spark, settings) if days_since is None else days_since
     kafka_rows = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
+        .options(**settings.kafka.spark_options())
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", settings.batch_layer.max_offsets_per_trigger)

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from cassandra import OperationTimedOut, Timeout, Unavailable
 from cassandra.cluster import NoHostAvailable
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from pymongo.errors import ConnectionFailure, ExecutionTimeout
 from tenacity import (
     RetryCallState,
@@ -40,6 +41,11 @@ CASSANDRA_UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 """The Cassandra driver's errors of nodes that cannot be reached, did not reply, or lack replicas."""
 STORE_UNAVAILABLE = MONGO_UNAVAILABLE + CASSANDRA_UNAVAILABLE
+KAFKA_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+)
+"""kafka-python's errors of brokers that cannot be reached or did not answer in time."""
 
 
 class StoreUnavailableError(RuntimeError):
@@ -50,7 +56,17 @@ def store_name(error: BaseException, settings: Settings) -> str:
     """The store an availability error came from, with its address (for the operator's one line)."""
     if isinstance(error, MONGO_UNAVAILABLE):
         return f"MongoDB at {settings.mongo.host}:{settings.mongo.port}"
+    if isinstance(error, KAFKA_UNAVAILABLE):
+        return f"Kafka at {settings.kafka.bootstrap_servers}"
     return f"Cassandra at {settings.cassandra.host}:{settings.cassandra.port}"
+
+
+def unreachable_line(error: BaseException, settings: Settings) -> str:
+    """One line for an operator when a service did not answer a command: which, where, and the cause."""
+    return (
+        f"{store_name(error, settings)} did not answer ({type(error).__name__}: {first_line(error)}); "
+        "is it running? (`userpulse stack status`)"
+    )
 
 
 def first_line(error: BaseException) -> str:

@@ -271,9 +271,7 @@ def enforce_topics(settings: Settings) -> list[StoreRetention]:
     other settings are left as they are. The broker itself deletes the expired segments.
     """
     wanted = settings.retention.topic_retention_ms
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers, client_id="userpulse-retention"
-    )
+    admin = KafkaAdminClient(**settings.kafka.client_options(), client_id="userpulse-retention")
     try:
         existing = set(admin.list_topics())
         topics = [

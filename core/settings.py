@@ -10,7 +10,7 @@ import logging
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote_plus
 
 from croniter import croniter
@@ -71,10 +71,24 @@ class KafkaSettings(_Section):
     topic_partitions: int = 3
     """Partition count used when the producer creates its topics."""
 
+    bootstrap_timeout_s: PositiveFloat = 5.0
+    """How long a client waits for the broker's first answer before it reports Kafka unreachable."""
+
     @property
     def bootstrap_servers(self) -> str:
         """The ``host:port`` string Kafka clients connect to."""
         return f"{self.host}:{self.port}"
+
+    def client_options(self) -> dict[str, Any]:
+        """What every kafka-python client (producer, consumer, admin) of the platform connects with."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "bootstrap_timeout_ms": int(self.bootstrap_timeout_s * 1000),
+        }
+
+    def spark_options(self) -> dict[str, str]:
+        """The same connection for Spark's Kafka source (``kafka.``-prefixed consumer properties)."""
+        return {"kafka.bootstrap.servers": self.bootstrap_servers}
 
 
 class RandomUserSettings(_Section):

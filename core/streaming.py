@@ -10,6 +10,8 @@ from kafka import KafkaAdminClient
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 
+from core.settings import KafkaSettings
+
 logger = logging.getLogger(__name__)
 
 MAX_REPLAY_RESTARTS = 3
@@ -74,15 +76,15 @@ class MissingTopicError(RuntimeError):
     """The topic a streaming job should read does not exist (Spark would retry it without end)."""
 
 
-def require_topic(bootstrap_servers: str, topic: str) -> None:
+def require_topic(kafka: KafkaSettings, topic: str) -> None:
     """Raise ``MissingTopicError`` with the fix when ``topic`` does not exist."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="userpulse-topic-check")
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="userpulse-topic-check")
     try:
         exists = topic in set(admin.list_topics())
     finally:
         admin.close()
     if not exists:
         raise MissingTopicError(
-            f"Kafka topic {topic!r} does not exist on {bootstrap_servers}: "
+            f"Kafka topic {topic!r} does not exist on {kafka.bootstrap_servers}: "
             "produce to it first (`userpulse produce`), which creates it"
         )

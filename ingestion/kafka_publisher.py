@@ -22,7 +22,7 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> list[str]:
     Each is created with ``retention.ms`` from ``retention.topic_days``, so a topic never depends on
     the broker's default; ``userpulse retention`` sets it again on topics that already exist.
     """
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="userpulse-admin")
+    admin = KafkaAdminClient(**settings.kafka.client_options(), client_id="userpulse-admin")
     try:
         missing = [name for name in topics if name not in set(admin.list_topics())]
         created = []
@@ -70,7 +70,7 @@ class ProfilePublisher:
         self.dead_letter_topic = dead_letter_topic
         self._delivery_timeout_s = producer_settings.delivery_timeout_s
         self._producer = KafkaProducer(
-            bootstrap_servers=settings.kafka.bootstrap_servers,
+            **settings.kafka.client_options(),
             client_id="userpulse-producer",
             acks="all",
             enable_idempotence=True,

@@ -118,7 +118,7 @@ class UserPulseResource(ConfigurableResource):
 
 def topic_end_offsets(settings: Settings) -> dict[int, int]:
     """The profiles topic's end offset per partition (what an up-to-date archive has consumed)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    consumer = KafkaConsumer(**settings.kafka.client_options())
     try:
         partitions = [
             TopicPartition(settings.kafka.profiles_topic, p)

@@ -215,10 +215,10 @@ class SpeedLayerJob:
     def start(self, available_now: bool = False) -> StreamingQuery:
         """Start the streaming query; with ``available_now`` it stops once the topic is consumed."""
         speed = self.settings.speed_layer
-        require_topic(self.settings.kafka.bootstrap_servers, self.topic)
+        require_topic(self.settings.kafka, self.topic)
         kafka_rows = (
             self.spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", self.settings.kafka.bootstrap_servers)
+            .options(**self.settings.kafka.spark_options())
             .option("subscribe", self.topic)
             .option("startingOffsets", speed.starting_offsets)
             .option("maxOffsetsPerTrigger", speed.max_offsets_per_trigger)

@@ -10,9 +10,10 @@ from rich.console import Console
 
 from batch_layer.cli import batch_app
 from core.erasure_cli import forget
+from core.outages import KAFKA_UNAVAILABLE, STORE_UNAVAILABLE, StoreUnavailableError, unreachable_line
 from core.register_cli import register
 from core.retention_cli import retention
-from core.settings import InsecureSettingsError
+from core.settings import InsecureSettingsError, get_settings
 from infra.cli import demo, stack_app
 from ingestion.cli import produce
 from serving.cli import dashboard
@@ -39,7 +40,8 @@ app.command()(demo)
 
 
 def main() -> None:
-    """The ``userpulse`` entry point: settings refused for safety end in one line, not a traceback."""
+    """The ``userpulse`` entry point: settings refused for safety and services that do not answer end in
+    one line, not a traceback (exit 2 for what the user must change, 1 for what went wrong at run time)."""
     console = Console(stderr=True, soft_wrap=True, highlight=False)
     try:
         app()
@@ -51,6 +53,12 @@ def main() -> None:
             variable = "USERPULSE_" + "__".join(str(part).upper() for part in problem["loc"])
             console.print(f"[red]invalid setting[/red] {variable}={problem.get('input')!r}: {problem['msg']}")
         sys.exit(2)
+    except StoreUnavailableError as error:  # a service that stopped answering for longer than tolerated
+        console.print(f"[red]stopped:[/red] {error}")
+        sys.exit(1)
+    except STORE_UNAVAILABLE + KAFKA_UNAVAILABLE as error:
+        console.print(f"[red]unreachable:[/red] {unreachable_line(error, get_settings())}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
