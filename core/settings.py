@@ -173,9 +173,11 @@ class MongoSettings(_Section):
     """The newest raw documents only (a copy), for the dashboard: FerretDB sorts by scanning everything."""
     latest_profiles_kept: int = 200
     """How many documents ``latest_profiles_collection`` keeps (the newest by ``fetched_at``)."""
-    bulk_statements: PositiveInt = 50
-    """Statements per ``bulk_write``: FerretDB holds a connection of its pool (100 per database) per
-    statement until the command ends, and never answers a bulk larger than the pool."""
+    bulk_statements: PositiveInt = 10
+    """Statements per ``bulk_write``. FerretDB holds a connection of its pool (100 per database) per
+    statement, plus one to write, until the command ends: commands that together need more than the
+    pool wait for each other forever. Keep (this + 1) x the tasks writing at once under 100 (10: up to
+    9 tasks); on MongoDB itself, raise it (e.g. 1000)."""
     server_selection_timeout_s: PositiveFloat = 10.0
     """How long a MongoDB call waits for a reachable server before it fails."""
     connect_timeout_s: PositiveFloat = 5.0

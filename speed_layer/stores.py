@@ -305,7 +305,7 @@ class MongoRawStore:
         dead_letters: Collection,
         latest: Collection | None = None,
         latest_kept: int = 200,
-        bulk_statements: int = 50,
+        bulk_statements: int = 10,
     ) -> None:
         self.profiles = profiles
         self.dead_letters = dead_letters
@@ -343,7 +343,8 @@ class MongoRawStore:
         their latest-profiles copy). Idempotent: the state says which copy is the latest.
 
         Sent ``bulk_statements`` at a time: FerretDB holds one SQLite connection per statement of a bulk
-        until the command ends, and a bulk larger than its pool (100) never gets an answer.
+        until the command ends, and bulks that together need more than its pool (100) never get an
+        answer (``MongoSettings.bulk_statements``).
         """
         replacements = [ReplaceOne({"_id": d["_id"]}, dict(d), upsert=True) for d in documents]
         for collection in (self.profiles, self.latest):
