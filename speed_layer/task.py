@@ -104,13 +104,15 @@ def process_records(
         )
     changes = _changes(usable, context)
     _write(changes, context, outcome)
+    # Counted against the state before the batch, not the stored one: a batch retried after a failure
+    # or replayed after a crash finds its own earlier writes stored, and must report what it reported.
     for change in changes:
-        if change.stored is None and change.after is not None:
+        if change.before is None and change.after is not None:
             if change.after.counted:
                 outcome.new_profiles += 1
             else:
                 outcome.under_age += 1
-    outcome.later_copies = len(usable) - sum(1 for change in changes if change.stored is None)
+    outcome.later_copies = len(usable) - sum(1 for change in changes if change.before is None)
     return outcome
 
 
