@@ -60,7 +60,7 @@ integration: install $(STAMPS)/chromium  ## Integration tests against the real s
 test: install $(STAMPS)/chromium lint  ## Install everything, lint, run the unit and integration tests
 	$(BIN)/pytest -m 'not faults'
 
-faults: install  ## Fault injection against the real services (frozen stores, large version batches)
+faults: install  ## Fault injection against the real services (crashes, outages, frozen stores; ~20 min)
 	$(BIN)/pytest -m faults tests/faults
 
 demo: install  ## Install everything and run the whole pipeline (URLs printed; Ctrl-C stops it all)

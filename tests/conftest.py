@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -121,14 +122,55 @@ def _frozen(settings: Settings, service: str) -> Iterator[None]:
         finally:
             container.unpause()
         return
-    services = {"kafka": KafkaService, "cassandra": CassandraService, "mongo": FerretDBService}
-    pid = services[service](settings).pid()
+    pid = _SERVICES[service](settings).pid()
     assert pid is not None, f"{service} of the local stack is not running"
     os.killpg(pid, signal.SIGSTOP)
     try:
         yield
     finally:
         os.killpg(pid, signal.SIGCONT)
+
+
+_SERVICES = {"kafka": KafkaService, "cassandra": CassandraService, "mongo": FerretDBService}
+
+
+@contextlib.contextmanager
+def _down(settings: Settings, service: str, kill: bool) -> Iterator[None]:
+    if service in _CONTAINERS:
+        # Untested here (no Docker engine on the CI machine); Docker keeps a stopped container's ports.
+        container = _CONTAINERS[service].get_wrapped_container()
+        container.kill() if kill else container.stop()
+        try:
+            yield
+        finally:
+            container.start()
+            _wait_answering(settings, service)
+        return
+    local = _SERVICES[service](settings)
+    pid = local.pid()
+    assert pid is not None, f"{service} of the local stack is not running"
+    if kill:
+        os.killpg(pid, signal.SIGKILL)
+    local.stop()  # SIGTERM (a clean stop), or, after the SIGKILL above, only the wait for the port
+    try:
+        yield
+    finally:
+        LocalStack(settings, [local]).up()  # waits until it answers again
+
+
+def _wait_answering(settings: Settings, service: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _SERVICES[service](settings).answers()[0]:
+        assert time.monotonic() < deadline, f"{service} did not answer within {timeout_s:.0f} s of a restart"
+        time.sleep(1)
+
+
+@pytest.fixture
+def stopped(stack_settings: Settings) -> Callable[..., AbstractContextManager[None]]:
+    """``with stopped("cassandra"): ...`` stops a service of the stack for the block, as an operator
+    would (SIGTERM), or, with ``kill=True``, crashes it (SIGKILL of its process group: no clean
+    shutdown, nothing flushed); it is started again when the block ends and answers when it returns."""
+    return lambda service, kill=False: _down(stack_settings, service, kill)
 
 
 @pytest.fixture

@@ -81,15 +81,17 @@ class Pipeline:
             data_keys = keys.keys_creating_missing(uuids)
         producer = KafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap_servers, acks="all")
         try:
+            sent = []
             for envelope in envelopes:
                 uuid = envelope["user"]["login"]["uuid"]
                 assert uuid in data_keys, "the test does not publish an erased subject's profile"
                 published = profile_envelope(envelope["user"], "synthetic", envelope["fetched_at"], "1.4")
                 value = published.sealed_with(data_keys[uuid]).value()
-                metadata = producer.send(
-                    self.settings.kafka.profiles_topic, key=uuid.encode(), value=value
-                ).get(timeout=30)
+                future = producer.send(self.settings.kafka.profiles_topic, key=uuid.encode(), value=value)
                 as_read = {**json.loads(published.value()), "user": copy.deepcopy(envelope["user"])}
+                sent.append((as_read, future))
+            for as_read, future in sent:  # all in flight at once, recorded in the order sent
+                metadata = future.get(timeout=60)
                 self.copies.append(Copy(as_read, metadata.partition, metadata.offset))
         finally:
             producer.close()

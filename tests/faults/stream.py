@@ -1,0 +1,129 @@
+"""A live stream for the fault tests: the platform's own producer publishing synthetic profiles (1% of
+them later versions of profiles it published before) while the speed layer runs as ``userpulse speed``,
+and an independent recount of what the topic holds, read back and opened with the subjects' keys."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.sealing import unseal_identifiers
+from core.settings import Settings
+from core.subject_keys import stored_subject_keys, subject_key_store
+from ingestion.kafka_publisher import ProfilePublisher
+from ingestion.producer import PatientSubjectKeys, ProfileProducer
+from ingestion.synthetic import SyntheticSource
+from tests.integration.kafka_helpers import read_topic
+from tests.integration.processes import cli_environment
+from tests.integration.profiles_input import Copy, ProducedInput
+
+
+class ReseeingSource:
+    """Synthetic users where every ``every``-th one is a later version of a user served before (moved to
+    another country), as when the API serves a profile again."""
+
+    name = "synthetic"
+    api_version = "1.4"
+
+    def __init__(self, seed: int, every: int = 100) -> None:
+        self._source = SyntheticSource(seed)
+        self._every = every
+        self._served: list[dict[str, Any]] = []
+
+    def next_batch(self, count: int, nationalities: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        batch = self._source.next_batch(count, nationalities)
+        for index in range(len(batch)):
+            if (len(self._served) + 1) % self._every == 0:
+                later = copy.deepcopy(self._served[len(self._served) // 2])
+                later["location"]["country"] = "Atlantis"
+                batch[index] = later
+            self._served.append(batch[index])
+        return batch
+
+
+@dataclass
+class BackgroundProducer:
+    """The producer (``ingestion.producer``) running in a thread, as ``userpulse produce`` runs it."""
+
+    settings: Settings
+    count: int
+    rate_per_s: float
+    seed: int
+    errors: list[BaseException] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fault-test-producer", daemon=True)
+
+    def _run(self) -> None:
+        kafka = self.settings.kafka
+        try:
+            with (
+                ProfilePublisher(self.settings, kafka.profiles_topic, kafka.dead_letter_topic) as publisher,
+                subject_key_store(self.settings, enabled=True) as keys,
+            ):
+                assert keys is not None
+                producer = ProfileProducer(
+                    ReseeingSource(self.seed), publisher, 100,
+                    subject_keys=PatientSubjectKeys(keys, self.settings),
+                )  # fmt: skip
+                producer.run(count=self.count, rate_per_s=self.rate_per_s)
+                assert producer.progress().failed == 0
+        except BaseException as error:  # reported by join()
+            self.errors.append(error)
+
+    def start(self) -> BackgroundProducer:
+        self._thread.start()
+        return self
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"the producer did not finish within {timeout_s:.0f} s"
+        assert not self.errors, f"the producer failed: {self.errors[0]!r}"
+
+
+def topic_input(settings: Settings) -> ProducedInput:
+    """Every record of the profiles topic, opened with its subject's key: the independent recount's
+    input (it does not rely on what the producer or the speed layer report)."""
+    keys = stored_subject_keys(settings)
+    copies = []
+    for record in read_topic(settings, settings.kafka.profiles_topic, timeout_s=300):
+        envelope = record.value
+        user = unseal_identifiers(envelope["user"], envelope["sealed"], keys[record.key])
+        copies.append(Copy({**envelope, "user": user}, record.partition, record.offset))
+    return ProducedInput(copies)
+
+
+def committed_batches(settings: Settings) -> int:
+    """Micro-batches committed in the speed layer's checkpoint (0 before its first)."""
+    commits = settings.paths.checkpoints_dir / settings.speed_layer.job_name / "commits"
+    return sum(1 for path in commits.iterdir() if path.name.isdigit()) if commits.is_dir() else 0
+
+
+@contextmanager
+def speed_layer_process(settings: Settings, **overrides: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``userpulse speed`` on the test's topic and stores, in its own process group (its Spark JVM
+    included), killed when the block ends if it still runs."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "userpulse.cli", "speed"],
+        env=cli_environment(settings, USERPULSE_SPARK__DRIVER_MEMORY="1g", **overrides),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)

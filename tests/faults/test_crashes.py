@@ -1,0 +1,131 @@
+"""Crashes and outages during a live stream, against the real stack: the speed layer killed again and
+again, Kafka killed while the producer publishes, Cassandra and FerretDB each stopped for a minute while
+both run.
+
+Each test ends by comparing every store with an independent recount of the topic (``stream``): the
+speed partials per dimension, window and age, the ``profiles`` rows, the raw MongoDB documents and the
+``stream_batches`` metrics (new profiles, under-age, duplicates). 0 lost, 0 counted twice, 0 hung: a
+hang ends in a bounded wait's assertion, never in a stuck test run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import pytest
+from pyspark.sql import SparkSession
+
+from core.settings import Settings
+from speed_layer.job import speed_layer_job
+from tests.faults.stream import BackgroundProducer, committed_batches, speed_layer_process, topic_input
+from tests.integration.kafka_helpers import create_topic
+from tests.integration.stored_state import assert_matches_input, stored_state
+
+pytestmark = pytest.mark.faults
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.3)
+
+
+def catch_up_and_check(settings: Settings, spark: SparkSession) -> None:
+    """Run the speed layer over what is left (from its checkpoint), then compare every store with the
+    recount of the topic."""
+    with speed_layer_job(settings, spark) as job:
+        job.run_until_consumed(timeout_s=900)
+    produced = topic_input(settings)
+    state = stored_state(settings)
+    assert_matches_input(state, produced)
+    assert produced.duplicates > 0  # later versions were in the stream, and were not counted again
+
+
+def test_the_speed_layer_killed_five_times_during_a_stream_loses_and_doubles_nothing(
+    spark: SparkSession, own_stores: Callable[..., Settings]
+) -> None:
+    """30,000 profiles (1% later versions of earlier ones) at 100/s; ``userpulse speed`` is SIGKILLed
+    (its Spark JVM with it) five times, each time a moment after it committed a micro-batch, so that the
+    next one is cut off mid-way."""
+    settings = own_stores("sigkill")
+    create_topic(settings, settings.kafka.profiles_topic)
+    producer = BackgroundProducer(settings, count=30_000, rate_per_s=100, seed=51).start()
+    pauses = random.Random(51)
+    started, kills_at = time.monotonic(), []
+    for _ in range(5):
+        with speed_layer_process(settings, USERPULSE_SPEED_LAYER__MAX_OFFSETS_PER_TRIGGER="2000") as process:
+            before = committed_batches(settings)
+            wait_until(
+                lambda before=before: committed_batches(settings) > before or process.poll() is not None,
+                timeout_s=240,
+                what="a micro-batch committed by the restarted speed layer",
+            )
+            assert process.poll() is None, "the speed layer exited before it was killed"
+            time.sleep(pauses.uniform(0.2, 2.5))  # into the next micro-batch
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+            kills_at.append(round(time.monotonic() - started))
+    assert producer.running(), f"the stream ended before the fifth kill (kills at {kills_at} s)"
+    producer.join(timeout_s=600)
+
+    catch_up_and_check(settings, spark)
+
+
+def test_kafka_killed_during_produce_loses_and_doubles_nothing(
+    spark: SparkSession,
+    own_stores: Callable[..., Settings],
+    stopped: Callable[..., AbstractContextManager[None]],
+) -> None:
+    """kill -9 of the broker while the producer publishes (idempotent, acks=all): it retries through the
+    restart; the topic holds every profile once, and the speed layer counts each once."""
+    settings = own_stores("kafka_kill")
+    create_topic(settings, settings.kafka.profiles_topic)
+    producer = BackgroundProducer(settings, count=4_000, rate_per_s=200, seed=53).start()
+    time.sleep(5)
+    with stopped("kafka", kill=True):
+        time.sleep(3)
+    assert producer.running(), "the producer finished before the broker came back"
+    producer.join(timeout_s=300)
+
+    produced = topic_input(settings)
+    assert len(produced.copies) == 4_000  # every profile once on the topic: none lost, none doubled
+    catch_up_and_check(settings, spark)
+
+
+def test_cassandra_then_ferretdb_stopped_for_a_minute_while_the_stream_runs(
+    spark: SparkSession,
+    own_stores: Callable[..., Settings],
+    stopped: Callable[..., AbstractContextManager[None]],
+) -> None:
+    """Each store is stopped for 60 s (then started again) while the producer and ``userpulse speed``
+    run: the producer waits out the key store, the speed layer retries its micro-batch whole, and
+    neither gives up within the outage tolerance (4 minutes here, a minute of restart included)."""
+    tolerance = {"USERPULSE_RELIABILITY__OUTAGE_TOLERANCE_S": "240"}
+    settings = own_stores("store_stops", reliability={"outage_tolerance_s": 240, "retry_max_delay_s": 5})
+    create_topic(settings, settings.kafka.profiles_topic)
+    producer = BackgroundProducer(settings, count=10_000, rate_per_s=40, seed=57).start()
+    with speed_layer_process(settings, **tolerance) as process:
+        wait_until(lambda: committed_batches(settings) > 0, timeout_s=240, what="the first micro-batch")
+        for store in ("cassandra", "mongo"):
+            with stopped(store):
+                time.sleep(60)
+            assert process.poll() is None, f"the speed layer gave up during the {store} outage"
+            assert producer.running(), f"the stream ended during the {store} outage"
+        producer.join(timeout_s=600)
+        settled = committed_batches(settings)
+        wait_until(
+            lambda: committed_batches(settings) > settled + 1 or process.poll() is not None,
+            timeout_s=240,
+            what="two micro-batches after the outages",
+        )
+        assert process.poll() is None, "the speed layer exited after the outages"
+        process.terminate()  # SIGTERM: it stops after the current micro-batch
+        assert process.wait(timeout=120) == 0
+
+    catch_up_and_check(settings, spark)
