@@ -23,6 +23,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     StringConstraints,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -73,22 +74,79 @@ class KafkaSettings(_Section):
 
     bootstrap_timeout_s: PositiveFloat = 5.0
     """How long a client waits for the broker's first answer before it reports Kafka unreachable."""
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    """How clients talk to the brokers: SASL authenticates them, SSL encrypts (and checks the broker's
+    certificate against ``ssl_ca_file``). The local stack runs PLAINTEXT or SASL_PLAINTEXT."""
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    """SASL mechanism, with ``sasl_username`` and ``sasl_password``."""
+    sasl_username: str | None = None
+    """SASL user (required with a SASL protocol)."""
+    sasl_password: SecretStr | None = None
+    """Password of ``sasl_username``."""
+    ssl_ca_file: Path | None = None
+    """PEM file of the CA that signed the brokers' certificates (SSL protocols); the system's CAs when
+    unset."""
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.uses_sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"{self.security_protocol} needs sasl_username and sasl_password")
+        return self
 
     @property
     def bootstrap_servers(self) -> str:
         """The ``host:port`` string Kafka clients connect to."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL")
+
     def client_options(self) -> dict[str, Any]:
         """What every kafka-python client (producer, consumer, admin) of the platform connects with."""
-        return {
+        options: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "bootstrap_timeout_ms": int(self.bootstrap_timeout_s * 1000),
+            "security_protocol": self.security_protocol,
         }
+        if self.uses_sasl:
+            assert self.sasl_password is not None  # checked on load
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value(),
+            )
+        if self.ssl_ca_file is not None:
+            options["ssl_cafile"] = str(self.ssl_ca_file)
+        return options
 
     def spark_options(self) -> dict[str, str]:
-        """The same connection for Spark's Kafka source (``kafka.``-prefixed consumer properties)."""
-        return {"kafka.bootstrap.servers": self.bootstrap_servers}
+        """The same connection for Spark's Kafka source (``kafka.``-prefixed Java client properties)."""
+        options = {
+            "kafka.bootstrap.servers": self.bootstrap_servers,
+            "kafka.security.protocol": self.security_protocol,
+        }
+        if self.uses_sasl:
+            assert self.sasl_password is not None
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if self.sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            options["kafka.sasl.mechanism"] = self.sasl_mechanism
+            options["kafka.sasl.jaas.config"] = (
+                f'{module} required username="{_jaas_quoted(self.sasl_username or "")}" '
+                f'password="{_jaas_quoted(self.sasl_password.get_secret_value())}";'
+            )
+        if self.ssl_ca_file is not None:
+            options["kafka.ssl.truststore.type"] = "PEM"
+            options["kafka.ssl.truststore.location"] = str(self.ssl_ca_file)
+        return options
+
+
+def _jaas_quoted(value: str) -> str:
+    """A value inside a JAAS option's double quotes."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 class RandomUserSettings(_Section):
@@ -146,6 +204,14 @@ class CassandraSettings(_Section):
     """Client-side timeout of one CQL request (schema changes on a busy 2-core node can be slow)."""
     connect_timeout_s: PositiveFloat = 5.0
     """How long opening a connection to a node may take."""
+    username: str | None = None
+    """User to log in as (Cassandra's ``PasswordAuthenticator``); none for a node that allows all. The
+    local stack turns authentication on when it is set."""
+    password: SecretStr | None = None
+    """Password of ``username``."""
+    ssl_ca_file: Path | None = None
+    """PEM file of the CA that signed the nodes' certificates: set, the driver speaks TLS and checks
+    them (client-to-node encryption on the nodes)."""
     reconnect_max_delay_s: PositiveFloat = 10.0
     """Longest wait between the driver's attempts to reconnect to a node it saw go down (the driver's
     default grows to 10 minutes, far past the end of a short outage)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
@@ -13,7 +15,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from core.settings import Settings
+from core.settings import CassandraSettings, Settings
 
 T = TypeVar("T")
 
@@ -33,7 +35,19 @@ def cassandra_cluster(settings: Settings) -> Cluster:
         protocol_version=5,
         connect_timeout=cassandra.connect_timeout_s,
         reconnection_policy=ExponentialReconnectionPolicy(1.0, cassandra.reconnect_max_delay_s),
+        **cassandra_security(cassandra),
     )
+
+
+def cassandra_security(cassandra: CassandraSettings) -> dict[str, Any]:
+    """The driver's login (``PasswordAuthenticator``) and TLS options, when the settings ask for them."""
+    options: dict[str, Any] = {}
+    if cassandra.username is not None:
+        password = cassandra.password.get_secret_value() if cassandra.password else ""
+        options["auth_provider"] = PlainTextAuthProvider(cassandra.username, password)
+    if cassandra.ssl_ca_file is not None:
+        options["ssl_context"] = ssl.create_default_context(cafile=str(cassandra.ssl_ca_file))
+    return options
 
 
 def cassandra_session(settings: Settings) -> tuple[Cluster, Session]:

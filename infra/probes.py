@@ -2,18 +2,23 @@
 
 Each probe returns a short description of what answered and raises when the service does not answer.
 They take host and port explicitly so that they work for the local stack, Docker Compose and
-testcontainers alike.
+testcontainers alike, and the security settings (login, TLS) of the service's section when it has them.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import RoundRobinPolicy
 from kafka import KafkaAdminClient
 from pymongo import MongoClient
+
+from core.settings import CassandraSettings, KafkaSettings
+from core.stores import cassandra_security
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -27,13 +32,17 @@ def port_is_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def probe_kafka(host: str, port: int) -> str:
+def probe_kafka(host: str, port: int, kafka: KafkaSettings | None = None) -> str:
     """A Kafka metadata request (DescribeCluster); returns the cluster id."""
+    timeout_ms = int(PROBE_TIMEOUT_S * 1000)
     admin = KafkaAdminClient(
-        bootstrap_servers=f"{host}:{port}",
+        **{
+            **(kafka or KafkaSettings()).client_options(),  # its security settings
+            "bootstrap_servers": f"{host}:{port}",
+            "bootstrap_timeout_ms": timeout_ms,
+        },
         client_id="userpulse-probe",
-        request_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
-        bootstrap_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
+        request_timeout_ms=timeout_ms,
         reconnect_backoff_max_ms=500,
     )
     try:
@@ -43,8 +52,32 @@ def probe_kafka(host: str, port: int) -> str:
     return f"cluster {cluster['cluster_id']}"
 
 
-def probe_cassandra(host: str, port: int) -> str:
+def probe_cassandra(host: str, port: int, cassandra: CassandraSettings | None = None) -> str:
     """A CQL query against ``system.local``; returns the server's release version."""
+    security = cassandra_security(cassandra or CassandraSettings())
+    row = _on_cassandra(host, port, security, "SELECT release_version FROM system.local")
+    return f"Cassandra {row.release_version}"
+
+
+DEFAULT_CASSANDRA_SUPERUSER = ("cassandra", "cassandra")
+"""The superuser a Cassandra node with ``PasswordAuthenticator`` creates on its first start."""
+
+
+def create_cassandra_login(host: str, port: int, cassandra: CassandraSettings) -> None:
+    """Create the settings' user on a new node, logged in as its default superuser (the local stack
+    with authentication on: the platform creates keyspaces, so its user is a superuser)."""
+    assert cassandra.username is not None
+    password = cassandra.password.get_secret_value() if cassandra.password else ""
+    _on_cassandra(
+        host, port, {"auth_provider": PlainTextAuthProvider(*DEFAULT_CASSANDRA_SUPERUSER)},
+        "CREATE ROLE IF NOT EXISTS %s WITH PASSWORD = %s AND LOGIN = true AND SUPERUSER = true",
+        (cassandra.username, password),
+    )  # fmt: skip
+
+
+def _on_cassandra(
+    host: str, port: int, security: dict[str, Any], statement: str, parameters: tuple[str, ...] = ()
+) -> Any:
     profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=PROBE_TIMEOUT_S)
     cluster = Cluster(
         [host],
@@ -52,6 +85,7 @@ def probe_cassandra(host: str, port: int) -> str:
         connect_timeout=PROBE_TIMEOUT_S,
         control_connection_timeout=PROBE_TIMEOUT_S,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        **security,
     )
     # A node that is still starting refuses connections; the driver logs each refusal as an error,
     # which is expected while polling.
@@ -60,11 +94,10 @@ def probe_cassandra(host: str, port: int) -> str:
     driver_logger.setLevel(logging.CRITICAL)
     try:
         session = cluster.connect()
-        row = session.execute("SELECT release_version FROM system.local", timeout=PROBE_TIMEOUT_S).one()
+        return session.execute(statement, parameters or None, timeout=PROBE_TIMEOUT_S).one()
     finally:
         cluster.shutdown()
         driver_logger.setLevel(previous_level)
-    return f"Cassandra {row.release_version}"
 
 
 def probe_mongo(host: str, port: int) -> str:

@@ -22,6 +22,9 @@ from enum import StrEnum
 from pathlib import Path
 from string import Template
 
+from cassandra import AuthenticationFailed
+from cassandra.cluster import NoHostAvailable
+
 from core.settings import Settings
 from infra import probes
 
@@ -268,7 +271,7 @@ class KafkaService(LocalService):
         return self.settings.paths.tools_dir / "jars" / "kafka"
 
     def probe(self) -> str:
-        return probes.probe_kafka(self.host, self.port)
+        return probes.probe_kafka(self.host, self.port, self.settings.kafka)
 
     def check_installed(self) -> None:
         _classpath(self.jars_dir)
@@ -291,8 +294,32 @@ class KafkaService(LocalService):
             *args,
         ]
 
+    def client_listener(self) -> tuple[str, str]:
+        """The protocol of the clients' listener and the broker settings it needs: SASL/PLAIN with the
+        settings' user as the broker's only one (its own connections included), or none."""
+        kafka = self.settings.kafka
+        if kafka.security_protocol == "PLAINTEXT":
+            return "PLAINTEXT", ""
+        if kafka.security_protocol != "SASL_PLAINTEXT" or kafka.sasl_mechanism != "PLAIN":
+            raise StackError(
+                f"the local Kafka runs PLAINTEXT or SASL_PLAINTEXT with PLAIN, not {kafka.security_protocol} "
+                f"with {kafka.sasl_mechanism}: point USERPULSE_KAFKA__HOST at a broker that does"
+            )
+        assert kafka.sasl_username is not None and kafka.sasl_password is not None
+        user, password = kafka.sasl_username, kafka.sasl_password.get_secret_value()
+        module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        return "SASL_PLAINTEXT", "\n".join(
+            [
+                "sasl.enabled.mechanisms=PLAIN",
+                "sasl.mechanism.inter.broker.protocol=PLAIN",
+                f"listener.name.sasl_plaintext.plain.sasl.jaas.config={module} required "
+                f'username="{user}" password="{password}" user_{user}="{password}";',
+            ]
+        )
+
     def prepare(self) -> None:
         kafka = self.settings.kafka
+        protocol, security = self.client_listener()
         config_path = self.conf_dir / "server.properties"
         config_path.write_text(
             render_template(
@@ -302,9 +329,12 @@ class KafkaService(LocalService):
                     "port": kafka.port,
                     "controller_port": kafka.controller_port,
                     "data_dir": self.data_dir,
+                    "client_protocol": protocol,
+                    "client_security": security,
                 },
             )
         )
+        config_path.chmod(0o600)  # it may hold the SASL password
         if (self.data_dir / "meta.properties").exists():
             return  # storage is formatted once; formatting again would refuse (or wipe) the log dirs
         format_command = self._java(
@@ -344,7 +374,16 @@ class CassandraService(LocalService):
         return self.settings.paths.tools_dir / "jars" / "cassandra"
 
     def probe(self) -> str:
-        return probes.probe_cassandra(self.host, self.port)
+        cassandra = self.settings.cassandra
+        try:
+            return probes.probe_cassandra(self.host, self.port, cassandra)
+        except NoHostAvailable as refused:
+            # Authentication on, first start: only the node's default superuser exists yet.
+            login_refused = any(isinstance(e, AuthenticationFailed) for e in refused.errors.values())
+            if not login_refused or cassandra.username in (None, probes.DEFAULT_CASSANDRA_SUPERUSER[0]):
+                raise
+            probes.create_cassandra_login(self.host, self.port, cassandra)
+            return probes.probe_cassandra(self.host, self.port, cassandra)
 
     def check_installed(self) -> None:
         _classpath(self.jars_dir)
@@ -366,6 +405,9 @@ class CassandraService(LocalService):
                     "port": cassandra.port,
                     "storage_port": cassandra.storage_port,
                     "data_dir": self.data_dir,
+                    "authenticator": "AllowAllAuthenticator"
+                    if cassandra.username is None
+                    else "PasswordAuthenticator",
                 },
             )
         )

@@ -27,7 +27,7 @@ class TopicRecord:
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[TopicRecord]:
     """All records of ``topic`` up to its current end offsets (JSON values decoded)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = KafkaConsumer(**settings.kafka.client_options(), enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
@@ -56,7 +56,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[
 
 def delete_topics(settings: Settings, *topics: str) -> None:
     """Delete the topics that exist among ``topics``."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = KafkaAdminClient(**settings.kafka.client_options())
     try:
         existing = set(admin.list_topics())
         to_delete = [topic for topic in topics if topic in existing]
@@ -68,7 +68,7 @@ def delete_topics(settings: Settings, *topics: str) -> None:
 
 def create_topic(settings: Settings, topic: str, partitions: int = 3) -> None:
     """Create ``topic`` with ``partitions`` partitions (one replica)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = KafkaAdminClient(**settings.kafka.client_options())
     try:
         admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     finally:

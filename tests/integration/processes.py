@@ -39,6 +39,15 @@ def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
     if settings.mongo.username and settings.mongo.password:
         environment["USERPULSE_MONGO__USERNAME"] = settings.mongo.username
         environment["USERPULSE_MONGO__PASSWORD"] = settings.mongo.password.get_secret_value()
+    kafka, cassandra = settings.kafka, settings.cassandra
+    if kafka.sasl_username and kafka.sasl_password:
+        environment["USERPULSE_KAFKA__SECURITY_PROTOCOL"] = kafka.security_protocol
+        environment["USERPULSE_KAFKA__SASL_MECHANISM"] = kafka.sasl_mechanism
+        environment["USERPULSE_KAFKA__SASL_USERNAME"] = kafka.sasl_username
+        environment["USERPULSE_KAFKA__SASL_PASSWORD"] = kafka.sasl_password.get_secret_value()
+    if cassandra.username and cassandra.password:
+        environment["USERPULSE_CASSANDRA__USERNAME"] = cassandra.username
+        environment["USERPULSE_CASSANDRA__PASSWORD"] = cassandra.password.get_secret_value()
     return {**environment, **overrides}
 
 

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from core.settings import PathSettings, Settings
+from core.settings import KafkaSettings, PathSettings, Settings
 from infra.stack import (
     FerretDBService,
+    KafkaService,
     LocalService,
     LocalStack,
     ServiceState,
@@ -87,7 +89,16 @@ def test_render_template_fills_placeholders_and_rejects_missing_ones(tmp_path: P
     [Path("infra/config/kafka/server.properties"), Path("infra/config/cassandra/cassandra.yaml")],
 )
 def test_shipped_templates_are_well_formed(template_path: Path) -> None:
-    values = {"host": "127.0.0.1", "port": 1, "controller_port": 2, "storage_port": 3, "data_dir": "/data"}
+    values = {
+        "host": "127.0.0.1",
+        "port": 1,
+        "controller_port": 2,
+        "storage_port": 3,
+        "data_dir": "/data",
+        "client_protocol": "PLAINTEXT",
+        "client_security": "",
+        "authenticator": "AllowAllAuthenticator",
+    }
 
     render_template(template_path, values)
 
@@ -190,3 +201,27 @@ def test_ferretdb_debug_listener_is_off_unless_a_port_is_set(settings: Settings)
         update={"local_stack": settings.local_stack.model_copy(update={"ferretdb_debug_port": 8088})}
     )
     assert f"--debug-addr={settings.mongo.host}:8088" in FerretDBService(asked).command()
+
+
+def test_local_kafka_with_sasl_listens_with_the_settings_user_only(settings: Settings) -> None:
+    secure = settings.model_copy(
+        update={
+            "kafka": KafkaSettings(
+                security_protocol="SASL_PLAINTEXT", sasl_username="app", sasl_password=SecretStr("s3cret")
+            )
+        }
+    )
+
+    protocol, security = KafkaService(secure).client_listener()
+
+    assert protocol == "SASL_PLAINTEXT"
+    assert "sasl.enabled.mechanisms=PLAIN" in security.splitlines()
+    assert 'username="app" password="s3cret" user_app="s3cret";' in security
+    assert KafkaService(settings).client_listener() == ("PLAINTEXT", "")
+
+
+def test_local_kafka_refuses_a_protocol_it_cannot_serve(settings: Settings) -> None:
+    tls = settings.model_copy(update={"kafka": KafkaSettings(security_protocol="SSL")})
+
+    with pytest.raises(StackError, match="the local Kafka runs PLAINTEXT or SASL_PLAINTEXT with PLAIN"):
+        KafkaService(tls).client_listener()
