@@ -255,6 +255,13 @@ class MongoSettings(_Section):
     """User to authenticate as (against ``admin``); none for the local FerretDB."""
     password: SecretStr | None = None
     """Password of ``username``."""
+    tls_ca_file: Path | None = None
+    """PEM file of the CA that signed the server's certificate: set, the client speaks TLS and checks
+    it."""
+
+    def tls_options(self) -> dict[str, Any]:
+        """pymongo's TLS options, when ``tls_ca_file`` is set."""
+        return {} if self.tls_ca_file is None else {"tls": True, "tlsCAFile": str(self.tls_ca_file)}
 
     @property
     def uri(self) -> str:

@@ -112,6 +112,7 @@ def mongo_client(settings: Settings) -> MongoClient:
         connectTimeoutMS=int(mongo.connect_timeout_s * 1000),
         socketTimeoutMS=int(mongo.socket_timeout_s * 1000),
         tz_aware=True,
+        **mongo.tls_options(),
     )
 
 

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr, ValidationError
 
 from core.settings import CassandraSettings, KafkaSettings, MongoSettings, Settings
-from core.stores import cassandra_security
+from core.stores import cassandra_security, mongo_client
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -132,3 +132,13 @@ def test_cassandra_login_and_tls_reach_the_driver(tmp_path: Path) -> None:
     assert security["auth_provider"].username == "app" and security["auth_provider"].password == "s3cret"
     assert security["ssl_context"].verify_mode == ssl.CERT_REQUIRED
     assert cassandra_security(CassandraSettings()) == {}
+
+
+def test_mongo_tls_reaches_the_client(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(self_signed_certificate())
+    mongo = MongoSettings(tls_ca_file=ca_file)
+
+    assert mongo.tls_options() == {"tls": True, "tlsCAFile": str(ca_file)}
+    mongo_client(Settings(mongo=mongo)).close()  # pymongo accepts them (it loads the CA file)
+    assert MongoSettings().tls_options() == {}
