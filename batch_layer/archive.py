@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import reduce
 
+from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -61,6 +62,19 @@ def archived_end_offsets(spark: SparkSession, settings: Settings) -> dict[int, i
         .collect()
     )
     return {row.partition: row.last + 1 for row in rows}
+
+
+def topic_end_offsets(settings: Settings) -> dict[int, int]:
+    """The profiles topic's end offset per partition (what an up-to-date archive has consumed)."""
+    consumer = KafkaConsumer(**settings.kafka.client_options())
+    try:
+        partitions = [
+            TopicPartition(settings.kafka.profiles_topic, p)
+            for p in consumer.partitions_for_topic(settings.kafka.profiles_topic) or ()
+        ]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
 
 
 def ingestion_days_from(spark: SparkSession, settings: Settings, offsets: dict[int, int]) -> tuple[date, ...]:

@@ -31,7 +31,7 @@ from core.subject_keys import subject_key_store
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer, Progress
 from ingestion.synthetic import SyntheticSource
-from orchestration.definitions import UserPulseResource
+from orchestration.resources import UserPulseResource
 from speed_layer.job import speed_layer_job
 from tests.integration.batch_views import merged_view
 from tests.integration.kafka_helpers import drop_own_stores, own_stores_overrides, read_topic

@@ -15,7 +15,8 @@ from batch_layer.archive import run_archive
 from batch_layer.maintenance import current_files, data_files_on_disk, maintain_lake
 from batch_layer.recompute import refresh_silver_profiles
 from core.settings import Settings
-from orchestration.definitions import UserPulseResource, lake_maintenance
+from orchestration.assets import lake_maintenance
+from orchestration.resources import UserPulseResource
 from tests.integration.kafka_helpers import create_topic, delete_topics
 from tests.integration.profiles_input import known_input
 

@@ -26,18 +26,15 @@ from pyspark.sql import functions as F
 
 from core.settings import Settings
 from ingestion.synthetic import SyntheticSource
-from orchestration.definitions import (
-    UserPulseResource,
+from orchestration.assets import batch_views, profile_archive, silver_profiles
+from orchestration.checks import (
     archive_holds_every_offset,
     batch_totals_match_silver,
-    batch_views,
     horizon_moves_forward,
-    partition_range_tags,
-    profile_archive,
-    refresh_appended_days,
     silver_has_no_null_uuid,
-    silver_profiles,
 )
+from orchestration.resources import UserPulseResource
+from orchestration.sensors import partition_range_tags, refresh_appended_days
 from tests.integration.batch_views import stored_views
 from tests.integration.kafka_helpers import create_topic, drop_own_stores, own_stores_overrides
 from tests.integration.profiles_input import (

@@ -27,7 +27,8 @@ from core.stores import cassandra_session, mongo_client
 from core.versions import ProfileState, Sighting
 from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ensure_topics
-from orchestration.definitions import UserPulseResource, retention_job
+from orchestration.jobs import retention_job
+from orchestration.resources import UserPulseResource
 from speed_layer.stores import (
     BATCH_METRIC_COLUMNS,
     CassandraSpeedStore,

@@ -21,16 +21,10 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
-from orchestration.definitions import (
-    UserPulseResource,
-    days_from_text,
-    defs,
-    offsets_from_text,
-    offsets_text,
-    partition_range_tags,
-    refresh_appended_days,
-    refresh_range,
-)
+from orchestration.definitions import defs
+from orchestration.metadata import days_from_text, offsets_from_text, offsets_text
+from orchestration.resources import UserPulseResource
+from orchestration.sensors import partition_range_tags, refresh_appended_days, refresh_range
 
 
 def test_definitions_load_and_the_jobs_resolve() -> None:

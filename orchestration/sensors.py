@@ -1,0 +1,95 @@
+"""Sensors: each archive materialization records the ingestion days it appended to, and
+``refresh_appended_days`` asks for one ``refresh_views`` run over exactly those days; ``new_offsets_waiting``
+(off by default) starts an archive when the topic has new offsets."""
+
+# No `from __future__ import annotations`: Dagster inspects the context annotations at definition time.
+
+from datetime import date
+
+from dagster import (
+    AssetRecordsFilter,
+    DailyPartitionsDefinition,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from batch_layer.archive import topic_end_offsets
+from orchestration.assets import ingestion_days, profile_archive
+from orchestration.jobs import archive_job, refresh_job
+from orchestration.metadata import days_from_text, offsets_text
+from orchestration.resources import UserPulseResource
+from orchestration.runs import job_in_flight
+
+# The tags Dagster sets on a run over a partition range (its single-run backfills read them): public
+# strings of its run API, spelled out rather than imported from a private module.
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@sensor(job=archive_job, minimum_interval_seconds=60)
+def new_offsets_waiting(
+    context: SensorEvaluationContext, userpulse: UserPulseResource
+) -> RunRequest | SkipReason:
+    """Start the archiving when the topic has offsets the archive has not consumed yet."""
+    end_offsets = topic_end_offsets(userpulse.settings())
+    cursor = offsets_text(end_offsets)
+    if not end_offsets or cursor == context.cursor:
+        return SkipReason("no new offsets since the last run request")
+    context.update_cursor(cursor)
+    return RunRequest(run_key=cursor)
+
+
+def refresh_range(days: set[date], partitions: DailyPartitionsDefinition) -> tuple[str, str] | None:
+    """The partition range covering ``days``, cut to the days the partitions offer (None if none left)."""
+    first_key, last_key = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+    if not days or first_key is None or last_key is None:
+        return None
+    first = max(min(days).isoformat(), first_key)  # ISO dates: text order is date order
+    last = min(max(days).isoformat(), last_key)
+    return (first, last) if first <= last else None
+
+
+def partition_range_tags(first: str, last: str) -> dict[str, str]:
+    """Run tags that make a run cover the partitions from ``first`` to ``last`` (both included)."""
+    return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
+
+
+@sensor(job=refresh_job, minimum_interval_seconds=15, default_status=DefaultSensorStatus.RUNNING)
+def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+    """After archive materializations, refresh silver and the views for the days they appended to.
+
+    Reads every archive materialization since its cursor (not only the latest: two archive runs between
+    ticks may have appended to different days) and requests one run over the range of their days.
+    """
+    if job_in_flight(context.instance, refresh_job.name):
+        # The cursor stays: the next tick after that run covers these materializations too, in one run.
+        return SkipReason("a refresh_views run is still in flight")
+    after = int(context.cursor) if context.cursor else None
+    days: set[date] = set()
+    last_seen = after
+    page: str | None = None
+    while True:
+        result = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=profile_archive.key, after_storage_id=after),
+            limit=100,
+            cursor=page,
+            ascending=True,
+        )
+        for record in result.records:
+            last_seen = record.storage_id
+            materialization = record.asset_materialization
+            appended = materialization.metadata.get("appended_days") if materialization else None
+            days.update(days_from_text(str(appended.value)) if appended is not None else ())
+        if not result.has_more:
+            break
+        page = result.cursor
+    if last_seen == after:
+        return SkipReason("no archive materialization since the last tick")
+    context.update_cursor(str(last_seen))
+    selected = refresh_range(days, ingestion_days)
+    if selected is None:
+        return SkipReason(f"the archive appended to no day the partitions offer ({sorted(days)})")
+    return RunRequest(run_key=f"archive-{last_seen}", tags=partition_range_tags(*selected))
