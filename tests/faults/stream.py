@@ -54,9 +54,9 @@ class BackgroundProducer:
     """The producer (``ingestion.producer``) running in a thread, as ``userpulse produce`` runs it."""
 
     settings: Settings
+    source: ReseeingSource
     count: int
     rate_per_s: float
-    seed: int
     errors: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -71,7 +71,7 @@ class BackgroundProducer:
             ):
                 assert keys is not None
                 producer = ProfileProducer(
-                    ReseeingSource(self.seed), publisher, 100,
+                    self.source, publisher, 100,
                     subject_keys=PatientSubjectKeys(keys, self.settings),
                 )  # fmt: skip
                 producer.run(count=self.count, rate_per_s=self.rate_per_s)
