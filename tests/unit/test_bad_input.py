@@ -34,9 +34,10 @@ CASES = [
 ]
 
 
-def run_userpulse(arguments: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The real command line in a subprocess, as a user runs it (no terminal, no stdin)."""
-    return subprocess.run(
+def failure_of(arguments: list[str], environment: dict[str, str], exit_code: int) -> str:
+    """Run the real command line in a subprocess, as a user runs it (no terminal, no stdin), check it
+    ended with ``exit_code`` and no traceback, and return what it said (stderr)."""
+    finished = subprocess.run(
         [sys.executable, "-m", "userpulse.cli", *arguments],
         env={**os.environ, "USERPULSE_SECRETS__DEVELOPMENT_MODE": "true", **environment},
         capture_output=True,
@@ -44,19 +45,17 @@ def run_userpulse(arguments: list[str], environment: dict[str, str]) -> subproce
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
+    assert finished.returncode == exit_code, finished.stderr
+    assert "Traceback" not in finished.stderr
+    return finished.stderr
 
 
 @pytest.mark.parametrize(("arguments", "environment", "named"), CASES, ids=lambda case: str(case))
 def test_bad_input_is_a_short_usage_error(
     arguments: list[str], environment: dict[str, str], named: str
 ) -> None:
-    finished = run_userpulse(arguments, environment)
-    assert finished.returncode == 2, finished.stderr
-    assert "Traceback" not in finished.stderr
-    assert (
-        named in finished.stderr.replace("\n", "").replace("│", "").replace(" ", "")
-        or named in finished.stderr
-    )
+    said = failure_of(arguments, environment, exit_code=2)
+    assert named in said.replace("\n", "").replace("│", "").replace(" ", "") or named in said
 
 
 UNREACHABLE = [
@@ -79,8 +78,6 @@ def test_a_service_that_does_not_answer_is_one_line_naming_its_address(
     arguments: list[str], environment: dict[str, str], named: str
 ) -> None:
     # Port 1 is never served: the connection is refused at once, as for a stopped service.
-    finished = run_userpulse(arguments, environment)
-    assert finished.returncode == 1, finished.stderr
-    assert "Traceback" not in finished.stderr
-    [line] = [line for line in finished.stderr.splitlines() if line.startswith("unreachable:")]
+    said = failure_of(arguments, environment, exit_code=1)
+    [line] = [line for line in said.splitlines() if line.startswith("unreachable:")]
     assert named in line and "userpulse stack status" in line
