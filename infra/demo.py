@@ -11,6 +11,7 @@ each with SIGTERM so the producer flushes and the speed layer finishes its batch
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -61,7 +62,7 @@ class DemoProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.extra_env},
             start_new_session=True,  # its own process group: a stop reaches its children too
-            preexec_fn=(lambda: os.nice(self.niceness)) if self.niceness else None,
+            preexec_fn=child_setup(os.getpid(), self.niceness),
         )
 
     @property
@@ -102,6 +103,25 @@ class DemoProcess:
     def failure(self) -> DemoError:
         code = self.process.returncode if self.process else None
         return DemoError(f"{self.name} exited (code {code}); end of {self.log_path}:\n{tail(self.log_path)}")
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def child_setup(demo_pid: int, niceness: int) -> Callable[[], None]:
+    """What a demo process runs before its command: its niceness, and on Linux a SIGTERM when the demo
+    dies, however it dies. Each process has its own session (so that a stop reaches its children), so
+    a demo killed with SIGKILL would otherwise leave the pipeline running behind it."""
+
+    def setup() -> None:
+        if niceness:
+            os.nice(niceness)
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != demo_pid:  # the demo died before the line above
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
 
 
 def demo_environment(settings: Settings) -> dict[str, str]:

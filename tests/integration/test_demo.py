@@ -156,8 +156,12 @@ def test_the_demo_runs_every_part_shows_the_merge_and_ctrl_c_stops_them_all(
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
         output, _ = demo.communicate(timeout=STOP_WITHIN_S)
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        if demo.poll() is None:  # the test failed: stop the demo as a user would, so that it stops its parts
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(timeout=STOP_WITHIN_S)
+            except subprocess.TimeoutExpired:
+                demo.kill()  # its parts get SIGTERM when it dies (see infra.demo.child_setup)
         delete_topics(settings, name, f"{name}.dlq")
         drop_keyspace(settings, name)
         client = mongo_client(settings)

@@ -3,6 +3,12 @@ cores, and runs an earlier demo abandoned."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,3 +86,46 @@ def test_runs_a_stopped_dagster_left_in_flight_are_marked_failed(tmp_path: Path)
         assert statuses == {finished.run_id: DagsterRunStatus.SUCCESS, left.run_id: DagsterRunStatus.FAILURE}
     finally:
         instance.dispose()
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_demo_killed_outright_takes_its_processes_with_it(tmp_path: Path) -> None:
+    # A stand-in demo starts one process the way the demo does, prints its pid, and waits.
+    stand_in = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from infra.demo import DemoProcess
+        part = DemoProcess("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"],
+                           Path({str(tmp_path / "sleeper.log")!r}), niceness=1)
+        part.start()
+        print(part.process.pid, flush=True)
+        time.sleep(120)
+        """
+    )
+    demo = subprocess.Popen([sys.executable, "-c", stand_in], stdout=subprocess.PIPE, text=True)
+    child = -1
+    try:
+        assert demo.stdout is not None
+        child = int(demo.stdout.readline())
+        assert running(child)
+
+        demo.send_signal(signal.SIGKILL)  # no chance to stop anything itself
+        demo.wait()
+
+        deadline = time.monotonic() + 10
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(child), "the demo's process outlived the demo"
+    finally:
+        demo.kill()
+        if child > 0 and running(child):
+            os.kill(child, signal.SIGKILL)
