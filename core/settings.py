@@ -287,6 +287,9 @@ class SparkSettings(_Section):
     delta_snapshot_partitions: int = 2
     """Partitions Delta rebuilds a table's state from its log in (its default, 50, suits clusters):
     with 50 tasks, every commit and first read of a table took 2.5-4.5 s on two cores, ~0.5 s with 2."""
+    conf: dict[str, str] = Field(default_factory=dict)
+    """Further Spark settings, applied last (they win over the ones above), e.g.
+    ``USERPULSE_SPARK__CONF='{"spark.executor.memory": "4g"}'``: executor sizes, credentials, tuning."""
 
 
 class SpeedLayerSettings(_Section):

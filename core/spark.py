@@ -64,45 +64,51 @@ def spark_connector_jars(settings: Settings) -> list[Path]:
     return connector_jars(resolved, pyspark_bundled_jars())
 
 
+def session_config(settings: Settings, python: str) -> dict[str, str]:
+    """Every setting a session is built with: the project's, then ``spark.conf`` (which wins)."""
+    spark = settings.spark
+    lake_dir = settings.paths.lake_dir
+    return {
+        "spark.jars": ",".join(str(jar) for jar in spark_connector_jars(settings)),
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        "spark.default.parallelism": str(spark.shuffle_partitions),
+        "spark.driver.memory": spark.driver_memory,
+        # Whole-stage code generation writes one Java method per stage; the parser's and the
+        # transformations' stage is larger than the 8,000 bytes of bytecode HotSpot compiles by default,
+        # so it ran interpreted (a fifth of the silver step's CPU in one method). Measured on 500k
+        # records: silver rewrite 15.7 s -> 11.5 s once warm.
+        "spark.driver.extraJavaOptions": HUGE_METHODS_COMPILED,
+        "spark.executor.extraJavaOptions": HUGE_METHODS_COMPILED,
+        "spark.databricks.delta.snapshotPartitions": str(spark.delta_snapshot_partitions),
+        "spark.ui.enabled": str(spark.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.sql.warehouse.dir": str(lake_dir / "warehouse"),
+        "spark.pyspark.python": python,
+        "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+        **spark.conf,
+    }
+
+
 def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
     """A Spark session with the Kafka source, Delta Lake and settings sized for the machine.
 
     ``getOrCreate`` returns the running session when there is one (one JVM per process); its static
     settings (jars, memory) are those of the first call.
     """
-    spark = settings.spark
-    lake_dir = settings.paths.lake_dir
     # Python workers run the project's code (the speed layer's writes, the batch layer's dead letters):
     # they need an interpreter with its packages, this one unless told otherwise. PySpark takes the
     # workers' interpreter from PYSPARK_PYTHON when the context starts (the setting alone is not read).
-    python = spark.python or sys.executable
+    python = settings.spark.python or sys.executable
     os.environ["PYSPARK_PYTHON"] = python
-    lake_dir.mkdir(parents=True, exist_ok=True)
-    builder = (
-        SparkSession.builder.appName(app_name)
-        .master(spark.master)
-        .config("spark.jars", ",".join(str(jar) for jar in spark_connector_jars(settings)))
-        .config("spark.sql.extensions", DELTA_EXTENSION)
-        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
-        .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
-        .config("spark.default.parallelism", str(spark.shuffle_partitions))
-        .config("spark.driver.memory", spark.driver_memory)
-        # Whole-stage code generation writes one Java method per stage; the parser's and the
-        # transformations' stage is larger than the 8,000 bytes of bytecode HotSpot compiles by default,
-        # so it ran interpreted (a fifth of the silver step's CPU in one method). Measured on 500k
-        # records: silver rewrite 15.7 s -> 11.5 s once warm.
-        .config("spark.driver.extraJavaOptions", HUGE_METHODS_COMPILED)
-        .config("spark.executor.extraJavaOptions", HUGE_METHODS_COMPILED)
-        .config("spark.databricks.delta.snapshotPartitions", str(spark.delta_snapshot_partitions))
-        .config("spark.ui.enabled", str(spark.ui_enabled).lower())
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.sql.warehouse.dir", str(lake_dir / "warehouse"))
-        .config("spark.pyspark.python", python)
-        .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
-    )
+    settings.paths.lake_dir.mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder.appName(app_name).master(settings.spark.master)
+    for key, value in session_config(settings, python).items():
+        builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session

@@ -11,6 +11,7 @@ from core.spark import (
     SparkSetupError,
     connector_jars,
     jar_artifact,
+    session_config,
     spark_connector_jars,
 )
 
@@ -63,3 +64,17 @@ def test_the_session_carries_the_machine_sized_settings(spark: SparkSession) -> 
         settings.spark.delta_snapshot_partitions
     )
     assert spark.conf.get("spark.sql.shuffle.partitions") == str(settings.spark.shuffle_partitions)
+
+
+def test_extra_spark_settings_come_last_and_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "USERPULSE_SPARK__CONF", '{"spark.executor.memory": "4g", "spark.sql.shuffle.partitions": "8"}'
+    )
+    settings = Settings()
+
+    config = session_config(settings, "/usr/bin/python3")
+
+    assert config["spark.executor.memory"] == "4g"
+    assert config["spark.sql.shuffle.partitions"] == "8"  # over spark.shuffle_partitions
+    assert config["spark.pyspark.python"] == "/usr/bin/python3"
+    assert config["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
