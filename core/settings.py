@@ -342,10 +342,17 @@ class BatchLayerSettings(_Section):
     partitions_start_date: date = date(2025, 1, 1)
     """First UTC ingestion day the Dagster assets offer as a partition: a backfill can start no earlier
     (older archive days are still refreshed by ``userpulse batch recompute`` without ``--from``)."""
+    archive_trigger: Literal["schedule", "new_offsets"] = "schedule"
+    """What starts Dagster's archive runs. ``schedule``: ``archive_schedule``. ``new_offsets``: the
+    ``new_offsets_waiting`` sensor, as soon as the topic holds records the archive has not read and no
+    batch run is going (checked every ``new_offsets_check_s``): the batch cutoff then moves as often as
+    the machine allows, which keeps a small machine's cores busy (the demo's choice)."""
     archive_schedule: Annotated[str, AfterValidator(_cron_expression)] = "*/15 * * * *"
-    """When Dagster runs the archive (cron, UTC); each archive run is followed by a refresh of the views
-    for the days it appended to, so this is also how often the batch cutoff moves. A run is skipped
-    while an archive or refresh run is still going."""
+    """When Dagster runs the archive (cron, UTC) with ``archive_trigger = schedule``; each archive run is
+    followed by a refresh of the views for the days it appended to, so this is also how often the batch
+    cutoff moves. A run is skipped while an archive or refresh run is still going."""
+    new_offsets_check_s: PositiveInt = 60
+    """How often the ``new_offsets_waiting`` sensor looks at the topic's end offsets, in seconds."""
     vacuum_retention_hours: float = 168.0
     """How long VACUUM keeps the data files a Delta table no longer references (time travel, and readers
     still on an older version need them). Delta refuses less than 168 hours (7 days) unless its
@@ -462,9 +469,11 @@ class DemoSettings(_Section):
     """Address the Dagster webserver of the demo binds to."""
     dagster_port: int = 3000
     """Port of the Dagster webserver of the demo."""
-    archive_schedule: Annotated[str, AfterValidator(_cron_expression)] = "* * * * *"
-    """The archive schedule during a demo (it replaces ``batch_layer.archive_schedule`` for the demo's
-    processes): every minute, so the batch view appears and its cutoff moves while the user watches."""
+    new_offsets_check_s: PositiveInt = 10
+    """In a demo the archive starts on new offsets (``batch_layer.archive_trigger = new_offsets``),
+    looked for this often: the first batch view comes as soon as Dagster and a first archive and refresh
+    have run, and the cutoff moves again each time the previous refresh is done. Production keeps its
+    schedule."""
     speed_trigger_interval: Annotated[str, StringConstraints(pattern=TRIGGER_INTERVAL_PATTERN)] = "5 seconds"
     """The speed layer's trigger during a demo (it replaces ``speed_layer.trigger_interval``): the
     dashboard refreshes every 5 s anyway, and each micro-batch's fixed cost, paid five times less often,

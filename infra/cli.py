@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
@@ -99,7 +98,7 @@ def demo() -> None:
             expected = Table(title="What appears on the dashboard, and when")
             expected.add_column("what")
             expected.add_column("when")
-            for what, when in runner.what_appears_when(datetime.now(UTC)):
+            for what, when in runner.what_appears_when():
                 expected.add_row(what, when)
             console.print(expected)
             runner.watch()

@@ -20,11 +20,9 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from batch_layer.schedule import next_run
 from core.settings import Settings
 from infra.stack import LocalStack, tail
 from orchestration.runs import fail_abandoned_runs
@@ -128,13 +126,15 @@ def demo_environment(settings: Settings) -> dict[str, str]:
     """What the demo changes in its processes' settings (every other setting comes from the user's).
 
     The demo is a local trial on synthetic or public data: its processes accept the default secrets
-    (with a warning) unless the user set their own. The archive runs on the demo's schedule (every
-    minute), so the batch view appears within minutes; the dashboard reads it too, to say when. The
-    speed layer triggers less often, leaving the cores to those runs.
+    (with a warning) unless the user set their own. The archive starts on new offsets whenever the
+    batch layer is free, not on a schedule, so the batch view appears and moves within minutes; the
+    dashboard reads the same settings, to say when. The speed layer triggers less often, leaving the
+    cores to those runs.
     """
     return {
         "USERPULSE_SECRETS__DEVELOPMENT_MODE": "true",
-        "USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE": settings.demo.archive_schedule,
+        "USERPULSE_BATCH_LAYER__ARCHIVE_TRIGGER": "new_offsets",
+        "USERPULSE_BATCH_LAYER__NEW_OFFSETS_CHECK_S": str(settings.demo.new_offsets_check_s),
         "USERPULSE_SPEED_LAYER__TRIGGER_INTERVAL": settings.demo.speed_trigger_interval,
     }
 
@@ -227,22 +227,22 @@ class Demo:
             "dagster": f"http://{demo.dagster_host}:{demo.dagster_port}/",
         }
 
-    def what_appears_when(self, now: datetime) -> list[tuple[str, str]]:
+    def what_appears_when(self) -> list[tuple[str, str]]:
         """What the user will see on the dashboard, and when (for the banner)."""
-        first_archive = next_run(self.settings.demo.archive_schedule, now)
         refresh_s = self.settings.serving.refresh_period_s
+        check_s = self.settings.demo.new_offsets_check_s
         return [
             ("speed layer figures", f"now, then every {refresh_s:g} s (the speed layer's partials)"),
             (
                 "first batch view",
-                f"archive at {first_archive:%H:%M:%S} UTC, then a refresh of the views (each run starts "
-                "its own Spark: 2-3 minutes in all on 2 cores); the freshness panel then shows the batch "
-                "cutoff and each layer's share",
+                f"an archive run starts within {check_s} s of Dagster being up, then a refresh of the "
+                "views (each run starts its own Spark: a few minutes in all on 2 cores); the freshness "
+                "panel then shows the batch cutoff and each layer's share",
             ),
             (
                 "the merge moving",
-                f"archive again on '{self.settings.demo.archive_schedule}' (cron, UTC) once the previous "
-                "refresh is done: the cutoff moves forward and the batch share grows",
+                "the next archive starts as soon as that refresh is done, and so on: the cutoff moves "
+                "forward and the batch share grows",
             ),
         ]
 

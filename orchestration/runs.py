@@ -28,6 +28,16 @@ def job_in_flight(instance: DagsterInstance, job_name: str) -> bool:
     return bool(instance.get_run_records(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
 
 
+BATCH_LAYER_JOBS = ("archive_topic", "refresh_views")
+"""The jobs of the batch layer's cycle: one of them at a time (each starts a Spark session)."""
+
+
+def batch_layer_busy(instance: DagsterInstance) -> bool:
+    """Whether an archive or refresh run is in flight: a new archive would only compete with it for the
+    cores (and the refresh that follows it would wait for the one running anyway)."""
+    return any(job_in_flight(instance, job_name) for job_name in BATCH_LAYER_JOBS)
+
+
 def fail_abandoned_runs(dagster_home: Path) -> list[str]:
     """Mark every run still in flight on ``dagster_home`` as failed (call it only while no Dagster runs
     on that home); returns their job names."""

@@ -6,25 +6,26 @@ the nightly lake maintenance and retention."""
 from dagster import DefaultScheduleStatus, ScheduleDefinition, ScheduleEvaluationContext
 
 from core.settings import get_settings
-from orchestration.jobs import archive_job, maintenance_job, refresh_job, retention_job
-from orchestration.runs import job_in_flight
+from orchestration.jobs import archive_job, maintenance_job, retention_job
+from orchestration.runs import batch_layer_busy
 
 
 def batch_layer_idle(context: ScheduleEvaluationContext) -> bool:
-    """No archive or refresh run in flight: a new archive would only compete with it for the cores
-    (and the refresh that follows it would wait for the one running anyway)."""
-    return not any(job_in_flight(context.instance, job.name) for job in (archive_job, refresh_job))
+    return not batch_layer_busy(context.instance)
 
 
-# Schedules run as soon as a Dagster daemon does (``dagster dev``, ``userpulse demo``); the new-offsets
-# sensor stays off by default: on a 2-core machine a Spark run a minute would starve the speed layer.
-# ``userpulse demo`` sets the archive schedule to every minute (``demo.archive_schedule``).
+# Schedules run as soon as a Dagster daemon does (``dagster dev``, ``userpulse demo``). The archive's is
+# on unless ``batch_layer.archive_trigger`` hands the archive to the new-offsets sensor (the demo does).
 archive_schedule = ScheduleDefinition(
     job=archive_job,
     cron_schedule=get_settings().batch_layer.archive_schedule,
     execution_timezone="UTC",
     should_execute=batch_layer_idle,
-    default_status=DefaultScheduleStatus.RUNNING,
+    default_status=(
+        DefaultScheduleStatus.RUNNING
+        if get_settings().batch_layer.archive_trigger == "schedule"
+        else DefaultScheduleStatus.STOPPED
+    ),
 )
 
 nightly_maintenance = ScheduleDefinition(

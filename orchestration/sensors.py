@@ -1,6 +1,7 @@
 """Sensors: each archive materialization records the ingestion days it appended to, and
 ``refresh_appended_days`` asks for one ``refresh_views`` run over exactly those days; ``new_offsets_waiting``
-(off by default) starts an archive when the topic has new offsets."""
+(on with ``batch_layer.archive_trigger = new_offsets``, as in the demo) starts an archive when the topic
+has new offsets."""
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations at definition time.
 
@@ -17,11 +18,12 @@ from dagster import (
 )
 
 from batch_layer.archive import topic_end_offsets
+from core.settings import get_settings
 from orchestration.assets import ingestion_days, profile_archive
 from orchestration.jobs import archive_job, refresh_job
 from orchestration.metadata import days_from_text, offsets_text
 from orchestration.resources import UserPulseResource
-from orchestration.runs import job_in_flight
+from orchestration.runs import batch_layer_busy, job_in_flight
 
 # The tags Dagster sets on a run over a partition range (its single-run backfills read them): public
 # strings of its run API, spelled out rather than imported from a private module.
@@ -29,11 +31,23 @@ PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-@sensor(job=archive_job, minimum_interval_seconds=60)
+@sensor(
+    job=archive_job,
+    minimum_interval_seconds=get_settings().batch_layer.new_offsets_check_s,
+    default_status=(
+        DefaultSensorStatus.RUNNING
+        if get_settings().batch_layer.archive_trigger == "new_offsets"
+        else DefaultSensorStatus.STOPPED
+    ),
+)
 def new_offsets_waiting(
     context: SensorEvaluationContext, userpulse: UserPulseResource
 ) -> RunRequest | SkipReason:
-    """Start the archiving when the topic has offsets the archive has not consumed yet."""
+    """Start the archiving when the topic has offsets the archive has not consumed yet and no batch run
+    is going (on with ``batch_layer.archive_trigger = new_offsets``)."""
+    if batch_layer_busy(context.instance):
+        # The cursor stays: the offsets that arrive meanwhile are archived by the run after it.
+        return SkipReason("an archive or refresh run is still in flight")
     end_offsets = topic_end_offsets(userpulse.settings())
     cursor = offsets_text(end_offsets)
     if not end_offsets or cursor == context.cursor:

@@ -24,7 +24,7 @@ import param
 
 from batch_layer.schedule import next_run
 from core.aggregates import window_seconds_of
-from core.settings import Settings
+from core.settings import BatchLayerSettings, Settings
 from core.transformations import AGE_BANDS
 from serving.charts import BREAKDOWN_CSS, TimelineChart, breakdown_html
 from serving.off_loop import read_within
@@ -150,28 +150,38 @@ def timeline_frame(snapshot: Snapshot) -> pd.DataFrame:
     return frame
 
 
-def freshness_markdown(snapshot: Snapshot, archive_schedule: str) -> str:
+def next_batch_run_text(batch_layer: BatchLayerSettings, now: datetime) -> str:
+    """When the batch layer runs next, as its trigger (``batch_layer.archive_trigger``) decides."""
+    if batch_layer.archive_trigger == "new_offsets":
+        return (
+            "archive as soon as new records wait in Kafka and no batch run is going (looked for every "
+            f"{batch_layer.new_offsets_check_s} s), views refreshed right after it"
+        )
+    next_archive = _utc(next_run(batch_layer.archive_schedule, now))
+    return (
+        f"archive due {next_archive} (schedule `{batch_layer.archive_schedule}`, UTC; a tick is skipped "
+        "while a batch run is still going), views refreshed right after it"
+    )
+
+
+def freshness_markdown(snapshot: Snapshot, batch_layer: BatchLayerSettings) -> str:
     """Batch cutoff and when it moves next, speed progress and lag, and each layer's share."""
     freshness = snapshot.freshness
     if freshness is None:
         return "**Freshness**: unknown (the views could not be read)."
     lines = ["### Freshness"]
     batch = freshness.batch
-    next_archive = _utc(next_run(archive_schedule, snapshot.taken_at))
     if batch is None or batch.cutoff is None:
         lines.append(
             "- **Batch view**: none yet — every figure comes from the speed layer; the first one "
-            f"follows the archive run due at {next_archive}."
+            "follows the next archive run."
         )
     else:
         lines.append(
             f"- **Batch view** v{batch.version}: complete up to **{_utc(batch.cutoff)}** "
             f"(computed {_utc(batch.computed_at)})"
         )
-    lines.append(
-        f"- **Next batch run**: archive due {next_archive} (schedule `{archive_schedule}`, UTC; a tick "
-        "is skipped while a batch run is still going), views refreshed right after it"
-    )
+    lines.append(f"- **Next batch run**: {next_batch_run_text(batch_layer, snapshot.taken_at)}")
     speed = freshness.speed
     if speed is None:
         lines.append("- **Speed layer**: no micro-batch yet.")
@@ -329,7 +339,7 @@ class UserPulseDashboard(pn.viewable.Viewer):
         self.notes.object = "\n".join(f"*{note}*" for note in snapshot.notes)
         if snapshot.headline is not None:
             self.headline.object = headline_html(snapshot.headline)
-        self.freshness.object = freshness_markdown(snapshot, self.settings.batch_layer.archive_schedule)
+        self.freshness.object = freshness_markdown(snapshot, self.settings.batch_layer)
         state = "paused" if self.paused else f"every {self.settings.serving.refresh_period_s:g} s"
         self.status.object = f"Updated {_utc(snapshot.taken_at)} (refresh {state})"
 

@@ -22,9 +22,16 @@ from dagster import (
 from dagster._core.test_utils import create_run_for_test
 
 from orchestration.definitions import defs
+from orchestration.jobs import archive_job, refresh_job
 from orchestration.metadata import days_from_text, offsets_from_text, offsets_text
 from orchestration.resources import UserPulseResource
-from orchestration.sensors import partition_range_tags, refresh_appended_days, refresh_range
+from orchestration.runs import BATCH_LAYER_JOBS
+from orchestration.sensors import (
+    new_offsets_waiting,
+    partition_range_tags,
+    refresh_appended_days,
+    refresh_range,
+)
 
 
 def test_definitions_load_and_the_jobs_resolve() -> None:
@@ -112,6 +119,31 @@ def test_the_archive_schedule_comes_from_the_settings() -> None:
     assert printed.strip().splitlines()[-1] == "* * * * *"
 
 
+def test_the_archive_trigger_turns_on_either_the_schedule_or_the_new_offsets_sensor() -> None:
+    code = (
+        "from orchestration.definitions import defs; "
+        "print(defs.resolve_schedule_def('archive_topic_schedule').default_status.value, "
+        "defs.resolve_sensor_def('new_offsets_waiting').default_status.value, "
+        "defs.resolve_sensor_def('new_offsets_waiting').minimum_interval_seconds)"
+    )
+    statuses = {}
+    for trigger in ("schedule", "new_offsets"):
+        environment = {
+            **os.environ,
+            "USERPULSE_BATCH_LAYER__ARCHIVE_TRIGGER": trigger,
+            "USERPULSE_BATCH_LAYER__NEW_OFFSETS_CHECK_S": "10",
+        }
+        printed = subprocess.run(
+            [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+        ).stdout
+        statuses[trigger] = printed.strip().splitlines()[-1]
+    assert statuses == {"schedule": "RUNNING STOPPED 10", "new_offsets": "STOPPED RUNNING 10"}
+
+
+def test_the_batch_layer_jobs_are_the_archive_and_the_refresh() -> None:
+    assert set(BATCH_LAYER_JOBS) == {archive_job.name, refresh_job.name}
+
+
 def test_no_archive_starts_while_the_batch_layer_runs_and_no_refresh_while_one_is() -> None:
     schedule = defs.resolve_schedule_def("archive_topic_schedule")
     for running_job in ("archive_topic", "refresh_views"):
@@ -121,6 +153,16 @@ def test_no_archive_starts_while_the_batch_layer_runs_and_no_refresh_while_one_i
 
             create_run_for_test(instance, job_name=running_job, status=DagsterRunStatus.STARTED)
             assert not schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests
+
+    # The new-offsets sensor waits too, before it even asks Kafka (an unreachable broker here).
+    offline = UserPulseResource(overrides={"kafka.port": "1"})
+    for running_job in ("archive_topic", "refresh_views"):
+        with instance_for_test() as instance:
+            create_run_for_test(instance, job_name=running_job, status=DagsterRunStatus.STARTED)
+            context = build_sensor_context(instance=instance, cursor="0:5", resources={"userpulse": offline})
+            waiting = new_offsets_waiting(context)
+            assert isinstance(waiting, SkipReason) and "in flight" in str(waiting.skip_message)
+            assert context.cursor == "0:5"
 
     with instance_for_test() as instance:
         create_run_for_test(instance, job_name="refresh_views", status=DagsterRunStatus.STARTING)

@@ -21,7 +21,7 @@ from infra.demo import Demo, demo_processes
 from orchestration.runs import fail_abandoned_runs, job_in_flight
 
 
-def test_every_demo_process_runs_on_the_demo_schedule(tmp_path: Path) -> None:
+def test_every_demo_process_starts_the_archive_on_new_offsets(tmp_path: Path) -> None:
     settings = Settings()
     settings = settings.model_copy(
         update={"paths": settings.paths.model_copy(update={"dagster_home": tmp_path / "dagster"})}
@@ -30,8 +30,10 @@ def test_every_demo_process_runs_on_the_demo_schedule(tmp_path: Path) -> None:
 
     assert [p.name for p in processes] == ["producer", "speed layer", "dagster", "dashboard"]
     for process in processes:
-        assert process.extra_env["USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE"] == settings.demo.archive_schedule
-    # Production's schedule is untouched: only the demo's processes get the override.
+        assert process.extra_env["USERPULSE_BATCH_LAYER__ARCHIVE_TRIGGER"] == "new_offsets"
+        assert process.extra_env["USERPULSE_BATCH_LAYER__NEW_OFFSETS_CHECK_S"] == "10"
+    # Production's trigger is untouched: only the demo's processes get the override.
+    assert settings.batch_layer.archive_trigger == "schedule"
     assert settings.batch_layer.archive_schedule == "*/15 * * * *"
 
 
@@ -40,11 +42,10 @@ def test_the_banner_says_when_the_first_batch_view_comes(tmp_path: Path) -> None
     settings = settings.model_copy(
         update={"paths": settings.paths.model_copy(update={"dagster_home": tmp_path / "dagster"})}
     )
-    now = datetime(2026, 1, 1, 10, 7, 12, tzinfo=UTC)
-    lines = dict(Demo(settings).what_appears_when(now))
+    lines = dict(Demo(settings).what_appears_when())
 
-    assert "archive at 10:08:00 UTC" in lines["first batch view"]
-    assert "'* * * * *'" in lines["the merge moving"]
+    assert "an archive run starts within 10 s of Dagster being up" in lines["first batch view"]
+    assert "as soon as that refresh is done" in lines["the merge moving"]
 
 
 def test_next_run_follows_the_cron_expression_in_utc() -> None:

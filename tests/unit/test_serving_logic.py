@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from batch_layer.view_store import BatchCurrent, ErasureCorrection
+from core.settings import BatchLayerSettings
 from serving.charts import breakdown_html
 from serving.dashboard import breakdown_frame, format_count, freshness_markdown, headline_html, rate_label
 from serving.profiles import latest_profiles_filter, mask_email, mask_name, mask_phone, profile_row
@@ -214,16 +215,23 @@ def test_headline_of_a_segment_follows_its_row() -> None:
 
 def test_the_freshness_panel_says_when_the_next_batch_run_is_due() -> None:
     taken_at = datetime(2026, 1, 1, 10, 7, 12, tzinfo=UTC)
+    every_quarter = BatchLayerSettings(archive_schedule="*/15 * * * *")
     empty = Snapshot(Filters(), taken_at, None, {}, [], [], Freshness(None, None, None, taken_at))
-    text = freshness_markdown(empty, "*/15 * * * *")
-    assert "first one follows the archive run due at 2026-01-01 10:15:00 UTC" in text
+    text = freshness_markdown(empty, every_quarter)
+    assert "first one follows the next archive run" in text
     assert "**Next batch run**: archive due 2026-01-01 10:15:00 UTC (schedule `*/15 * * * *`" in text
 
     view = BatchCurrent(3, CUTOFF, 10, CUTOFF, 4, {0: 5}, 0)
     batched = Snapshot(Filters(), taken_at, None, {}, [], [], Freshness(view, None, None, taken_at))
-    text = freshness_markdown(batched, "* * * * *")
+    text = freshness_markdown(batched, BatchLayerSettings(archive_schedule="* * * * *"))
     assert "complete up to **2026-01-01 10:02:00 UTC**" in text
     assert "archive due 2026-01-01 10:08:00 UTC" in text
+
+    # The demo's trigger: no cron, the sensor starts an archive once the batch layer is free.
+    on_new_offsets = BatchLayerSettings(archive_trigger="new_offsets", new_offsets_check_s=10)
+    text = freshness_markdown(batched, on_new_offsets)
+    assert "**Next batch run**: archive as soon as new records wait in Kafka" in text
+    assert "every 10 s" in text and "due" not in text
 
 
 def test_headline_html_formats_figures_and_marks_the_missing() -> None:

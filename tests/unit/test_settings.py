@@ -52,7 +52,8 @@ def test_mongo_uri_carries_quoted_credentials_only_when_set() -> None:
 
 def test_the_archive_schedule_is_a_checked_cron_expression(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().batch_layer.archive_schedule == "*/15 * * * *"
-    assert Settings().demo.archive_schedule == "* * * * *"
+    assert Settings().batch_layer.archive_trigger == "schedule"
+    assert Settings().demo.new_offsets_check_s == 10
     monkeypatch.setenv("USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE", "every 15 minutes")
 
     with pytest.raises(ValidationError, match="cron"):
