@@ -16,6 +16,7 @@ from typing import Any
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.query import UNSET_VALUE
 from cassandra.util import Date as CassandraDate
 from pymongo import DESCENDING, ReplaceOne
 from pymongo.collection import Collection
@@ -73,14 +74,22 @@ class StoredState:
 def state_row(
     uuid: str, state: ProfileState, batch_id: int, previous: ProfileState | None
 ) -> tuple[Any, ...]:
-    """The ``profiles`` row (``PROFILE_COLUMNS``) of a uuid's state."""
+    """The ``profiles`` row (``PROFILE_COLUMNS``) of a uuid's state.
+
+    A uuid seen for the first time has no stored row: its empty columns are left unset rather than
+    written as null, since Cassandra stores a written null as a tombstone that every later scan of the
+    table reads (a row of a known uuid keeps its nulls: they clear what an older version stored).
+    """
     attributes = state.attributes
-    return (
+    row = (
         uuid, state.first.fetched_at, state.first.partition, state.first.offset, state.latest.fetched_at,
         state.latest.partition, state.latest.offset, state.counted,
         *(attributes.get(name) for name in ATTRIBUTES), batch_id,
         previous.to_json() if previous is not None else None,
     )  # fmt: skip
+    if previous is None:
+        return tuple(UNSET_VALUE if value is None else value for value in row)
+    return row
 
 
 def _stored_state(row: Any) -> StoredState:

@@ -9,6 +9,7 @@ and restarted: the stores must not change.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from cassandra.cluster import NoHostAvailable
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
-from core.stores import mongo_client
+from core.stores import cassandra_session, mongo_client
 from speed_layer.job import speed_layer_job
 from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, sigterm_once
@@ -78,6 +79,27 @@ def committed_batches(settings: Settings) -> int:
         return 0
 
 
+TOMBSTONES_READ = re.compile(r"Read \d+ live rows and (\d+) tombstone cells")
+
+
+def tombstones_read(settings: Settings, uuids: list[str]) -> int:
+    """Tombstone cells Cassandra reports (in a query trace) having read for those uuids' ``profiles`` rows."""
+    cluster, session = cassandra_session(settings)
+    try:
+        counts = []
+        for uuid in uuids:
+            result = session.execute(
+                f"SELECT * FROM {settings.cassandra.keyspace}.profiles WHERE uuid = %s", (uuid,), trace=True
+            )
+            trace = result.get_query_trace(max_wait_sec=30)
+            read = [int(m.group(1)) for e in trace.events if (m := TOMBSTONES_READ.search(e.description))]
+            assert read, f"no read event in the trace of {uuid}: {[e.description for e in trace.events]}"
+            counts.extend(read)
+        return sum(counts)
+    finally:
+        cluster.shutdown()
+
+
 def run_until_consumed(spark: SparkSession, settings: Settings) -> None:
     with speed_layer_job(settings, spark) as job:
         job.run_until_consumed(timeout_s=600)
@@ -129,6 +151,9 @@ def test_speed_layer_stores_exactly_the_recount(spark: SparkSession, speed_setti
         plaintext.add(user["location"]["street"]["name"].strip())
     stored_text = {str(value) for profile in state.profiles.values() for value in profile.values()}
     assert not {text for text in stored_text if any(p in text for p in plaintext if len(p) > 3)}
+    # A profile seen once left no null behind: a written null is a tombstone every later scan reads.
+    seen_once = sorted(uuid for uuid, row in state.profiles.items() if row["previous"] is None)[:5]
+    assert seen_once and tombstones_read(speed_settings, seen_once) == 0
 
     # Running again finds nothing new and changes nothing.
     run_until_consumed(spark, speed_settings)

@@ -6,13 +6,15 @@ import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
+from cassandra.query import UNSET_VALUE
 from pyspark.sql import Row
 
 from core.sealing import new_data_key, seal_identifiers
+from core.versions import ProfileState, Sighting
 from infra.cassandra_schema import cql_statements, migration_files
 from speed_layer.executor import SUMMARY_ARROW_SCHEMA, outcome_of, summary_row
 from speed_layer.job import kafka_lag
-from speed_layer.stores import dead_letter_document, raw_document
+from speed_layer.stores import PROFILE_COLUMNS, dead_letter_document, raw_document, state_row
 from speed_layer.task import TaskOutcome
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -108,3 +110,19 @@ def test_a_task_summary_crosses_arrow_and_comes_back_whole() -> None:
     [row] = table.to_pylist()
 
     assert outcome_of(Row(**row)) == outcome
+
+
+def test_a_new_uuids_row_leaves_its_empty_columns_unset_and_a_known_uuids_row_clears_them() -> None:
+    sighting = Sighting(NOW, 0, 7)
+    state = ProfileState(sighting, sighting, {"country": "France", "age": 40}, counted=True)
+
+    new = dict(zip(PROFILE_COLUMNS, state_row("u-1", state, 3, None), strict=True))
+    known = dict(zip(PROFILE_COLUMNS, state_row("u-1", state, 4, state), strict=True))
+
+    # No stored row to clear: a null would only leave a tombstone.
+    assert None not in new.values()
+    assert new["phone_pseudonym"] is UNSET_VALUE and new["previous"] is UNSET_VALUE
+    assert new["country"] == "France" and new["last_batch_id"] == 3
+    # A later version overwrites what the stored row holds, nulls included.
+    assert known["phone_pseudonym"] is None and UNSET_VALUE not in known.values()
+    assert known["previous"] == state.to_json()
