@@ -47,7 +47,7 @@ def new_offsets_waiting(
     is going (on with ``batch_layer.archive_trigger = new_offsets``)."""
     if batch_layer_busy(context.instance):
         # The cursor stays: the offsets that arrive meanwhile are archived by the run after it.
-        return SkipReason("an archive or refresh run is still in flight")
+        return SkipReason("an archive or refresh run is in flight or due")
     end_offsets = topic_end_offsets(userpulse.settings())
     cursor = offsets_text(end_offsets)
     if not end_offsets or cursor == context.cursor:

@@ -10,6 +10,7 @@ from datetime import date
 
 from dagster import (
     AssetKey,
+    AssetMaterialization,
     BackfillPolicy,
     DagsterRunStatus,
     DailyPartitionsDefinition,
@@ -21,11 +22,12 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
+from orchestration.assets import profile_archive
 from orchestration.definitions import defs
 from orchestration.jobs import archive_job, refresh_job
 from orchestration.metadata import days_from_text, offsets_from_text, offsets_text
 from orchestration.resources import UserPulseResource
-from orchestration.runs import BATCH_LAYER_JOBS
+from orchestration.runs import ARCHIVE_ASSET, ARCHIVE_JOB, REFRESH_DUE_WITHIN_S, REFRESH_JOB, batch_layer_busy
 from orchestration.sensors import (
     new_offsets_waiting,
     partition_range_tags,
@@ -141,7 +143,25 @@ def test_the_archive_trigger_turns_on_either_the_schedule_or_the_new_offsets_sen
 
 
 def test_the_batch_layer_jobs_are_the_archive_and_the_refresh() -> None:
-    assert set(BATCH_LAYER_JOBS) == {archive_job.name, refresh_job.name}
+    assert (archive_job.name, refresh_job.name, profile_archive.key) == (
+        ARCHIVE_JOB,
+        REFRESH_JOB,
+        ARCHIVE_ASSET,
+    )
+
+
+def test_no_archive_starts_between_an_archive_and_the_refresh_it_asks_for() -> None:
+    with instance_for_test() as instance:
+        assert not batch_layer_busy(instance)
+        instance.report_runless_asset_event(AssetMaterialization(ARCHIVE_ASSET))
+        archived_at = instance.get_latest_materialization_event(ARCHIVE_ASSET).timestamp
+
+        assert batch_layer_busy(instance)  # its refresh is due: the refresh sensor has not asked yet
+        # A refresh that never comes (skipped: no day to do) holds the archive back only for a while.
+        assert not batch_layer_busy(instance, now=archived_at + REFRESH_DUE_WITHIN_S + 1)
+
+        create_run_for_test(instance, job_name="refresh_views", status=DagsterRunStatus.SUCCESS)
+        assert not batch_layer_busy(instance)  # the refresh was asked for (and is done)
 
 
 def test_no_archive_starts_while_the_batch_layer_runs_and_no_refresh_while_one_is() -> None:
@@ -161,7 +181,7 @@ def test_no_archive_starts_while_the_batch_layer_runs_and_no_refresh_while_one_i
             create_run_for_test(instance, job_name=running_job, status=DagsterRunStatus.STARTED)
             context = build_sensor_context(instance=instance, cursor="0:5", resources={"userpulse": offline})
             waiting = new_offsets_waiting(context)
-            assert isinstance(waiting, SkipReason) and "in flight" in str(waiting.skip_message)
+            assert isinstance(waiting, SkipReason) and "in flight or due" in str(waiting.skip_message)
             assert context.cursor == "0:5"
 
     with instance_for_test() as instance:
