@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -167,7 +168,11 @@ def demo_processes(settings: Settings) -> list[DemoProcess]:
             ],
             logs / "dagster.log",
             url=f"http://{demo.dagster_host}:{demo.dagster_port}/server_info",
-            extra_env={**environment, "DAGSTER_HOME": str(settings.paths.dagster_home)},
+            extra_env={
+                **environment,
+                "DAGSTER_HOME": str(settings.paths.dagster_home),
+                "USERPULSE_SPARK__CONF": json.dumps({**demo.batch_spark_conf, **settings.spark.conf}),
+            },
             niceness=demo.batch_niceness,
         ),
         DemoProcess(

@@ -31,8 +31,8 @@ from tests.integration.processes import cli_environment, free_port
 pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
-MERGE_WITHIN_S = 900
-"""From ``userpulse demo`` to a batch cutoff that moved once: 8-10 minutes on 2 cores with the test
+MERGE_WITHIN_S = 600
+"""From ``userpulse demo`` to a batch cutoff that moved once: about 5 minutes on 2 cores with the test
 run's own Spark session beside it (the README's "What appears when"), with room for a busier machine."""
 STOP_WITHIN_S = 240
 """From Ctrl-C to every part of the demo stopped."""

@@ -3,6 +3,7 @@ cores, and runs an earlier demo abandoned."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,15 @@ def test_every_demo_process_starts_the_archive_on_new_offsets(tmp_path: Path) ->
     for process in processes:
         assert process.extra_env["USERPULSE_BATCH_LAYER__ARCHIVE_TRIGGER"] == "new_offsets"
         assert process.extra_env["USERPULSE_BATCH_LAYER__NEW_OFFSETS_CHECK_S"] == "10"
+    # Only the batch runs get the quick JIT (short JVMs); the user's own Spark settings still win.
+    quick_jit = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+    spark_conf = {p.name: p.extra_env.get("USERPULSE_SPARK__CONF") for p in processes}
+    assert json.loads(spark_conf.pop("dagster")) == quick_jit
+    assert set(spark_conf.values()) == {None}
+    own = {"spark.driver.extraJavaOptions": "-Xss4m", "spark.executor.memory": "1g"}
+    tuned = settings.model_copy(update={"spark": settings.spark.model_copy(update={"conf": own})})
+    dagster = next(p for p in demo_processes(tuned) if p.name == "dagster")
+    assert json.loads(dagster.extra_env["USERPULSE_SPARK__CONF"]) == own
     # Production's trigger is untouched: only the demo's processes get the override.
     assert settings.batch_layer.archive_trigger == "schedule"
     assert settings.batch_layer.archive_schedule == "*/15 * * * *"
