@@ -370,13 +370,17 @@ class UserPulseDashboard(pn.viewable.Viewer):
         drawn = self._drawn.get(key)
         if drawn is not None and drawn[0] == title and drawn[1].equals(frame):
             return
-        try:
-            chart.update(frame, title)
-            self._drawn[key] = (title, frame)
-        except Exception as error:
-            logger.exception("could not draw the %s chart", key)
-            chart.figure.title.text = f"{title}: could not draw this chart ({error})"
-            self._drawn.pop(key, None)
+        # A Bokeh model changed from a coroutine (the first paint, a filter's change) is outside the
+        # document's lock, and Bokeh refuses the change ("_pending_writes should be non-None"): Panel's
+        # ``unlocked`` takes the changes and sends them to the page itself.
+        with pn.io.unlocked():
+            try:
+                chart.update(frame, title)
+                self._drawn[key] = (title, frame)
+            except Exception as error:
+                logger.exception("could not draw the %s chart", key)
+                chart.figure.title.text = f"{title}: could not draw this chart ({error})"
+                self._drawn.pop(key, None)
 
     def _update_choices(self, snapshot: Snapshot) -> None:
         """Offer the countries and genders the views know, keeping the current choice."""
