@@ -81,7 +81,7 @@ def page_factory(
     shared = SharedSnapshots()
 
     def page() -> pn.viewable.Viewable:
-        pn.extension("tabulator")
+        pn.extension()
         dashboard = UserPulseDashboard(settings, views, documents, profiles, shared)
         dashboard.start_refreshing()
         return dashboard.__panel__()

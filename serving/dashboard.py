@@ -59,12 +59,30 @@ TIMELINE_TITLE = "Ingestion rate (profiles per window)"
 
 LATEST_COLUMNS = ["fetched_at", "name", "gender", "age", "country", "nationality", "email", "phone", "source"]
 
+LATEST_HEADERS = [
+    "Fetched (UTC)",
+    "Name",
+    "Gender",
+    "Age",
+    "Country",
+    "Nationality",
+    "E-mail",
+    "Phone",
+    "Source",
+]
+
 CSS = """
 .kpis { display: flex; flex-wrap: wrap; gap: 12px; }
 .kpi { padding: 8px 16px; border-radius: 8px; background: #f4f6fa; min-width: 150px; }
 .kpi .label { font-size: 0.85em; color: #556; }
 .kpi .value { font-size: 1.9em; font-weight: 600; color: #1f3b73; }
 .part-error { color: #8a1c1c; background: #fdecec; padding: 6px 10px; border-radius: 6px; }
+.latest { max-height: 420px; overflow-y: auto; }
+.latest table { width: 100%; border-collapse: collapse; font-size: 0.9em; }
+.latest th { position: sticky; top: 0; background: #f4f6fa; text-align: left; padding: 4px 6px; }
+.latest td { padding: 3px 6px; border-top: 1px solid #e6e9f0; white-space: nowrap; }
+.latest td.age { text-align: right; }
+.latest .empty { color: #778; font-style: italic; }
 """
 
 
@@ -213,7 +231,32 @@ def latest_frame(snapshot: Snapshot) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=LATEST_COLUMNS)
     if not frame.empty:
         frame["fetched_at"] = pd.to_datetime(frame["fetched_at"], utc=True).dt.strftime("%H:%M:%S")
+        frame["age"] = frame["age"].astype("Int64")  # whole years, even when some are unknown
     return frame
+
+
+def latest_html(frame: pd.DataFrame) -> str:
+    """A ``latest_frame`` as a plain HTML table, newest first.
+
+    Plain HTML rather than a table widget: it is replaced whole on each change, so the page always shows
+    the last rows sent. Panel's Tabulator dropped rows sent while the browser was still building it
+    (a filter chosen right after the page loaded left the unfiltered rows on screen until the data
+    changed again), and its script made the page heavier.
+    """
+    if frame.empty:
+        return '<div class="latest" data-testid="latest"><div class="empty">No profiles yet</div></div>'
+    head = "".join(f"<th>{html.escape(header)}</th>" for header in LATEST_HEADERS)
+    rows = []
+    for row in frame.itertuples(index=False):
+        cells = "".join(
+            f'<td class="{column}">{html.escape("" if pd.isna(value) else str(value))}</td>'
+            for column, value in zip(LATEST_COLUMNS, row, strict=True)
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    return (
+        f'<div class="latest" data-testid="latest"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 class UserPulseDashboard(pn.viewable.Viewer):
@@ -249,7 +292,7 @@ class UserPulseDashboard(pn.viewable.Viewer):
         # Built once the page has loaded (``first_paint``), so that the page sent first is light.
         self.charts: dict[str, pn.pane.HTML] = {}
         self.timeline: TimelineChart | None = None
-        self.latest: pn.widgets.Tabulator | None = None
+        self.latest: pn.pane.HTML | None = None
         self.details = pn.Column(sizing_mode="stretch_width")
         """Charts, latest profiles and lookup, added once the page has loaded."""
         self._shown: Snapshot | None = None
@@ -360,9 +403,9 @@ class UserPulseDashboard(pn.viewable.Viewer):
     def show_latest(self, snapshot: Snapshot) -> None:
         if snapshot.latest is None or self.latest is None:
             return
-        latest = latest_frame(snapshot)
-        if not latest.equals(self.latest.value):
-            self.latest.value = latest
+        latest = latest_html(latest_frame(snapshot))
+        if self.latest.object != latest:
+            self.latest.object = latest
 
     def _draw(self, key: str, chart: TimelineChart, frame: pd.DataFrame, title: str) -> None:
         """Give a chart new data unless it already shows the same; a chart that cannot take it says so
@@ -445,8 +488,8 @@ class UserPulseDashboard(pn.viewable.Viewer):
             for name in BREAKDOWN_TITLES
         }
         self.timeline = TimelineChart(TIMELINE_TITLE, self.window_seconds)
-        self.latest = pn.widgets.Tabulator(
-            latest_frame_empty(), disabled=True, show_index=False, sizing_mode="stretch_width", height=420
+        self.latest = pn.pane.HTML(
+            latest_html(pd.DataFrame(columns=LATEST_COLUMNS)), sizing_mode="stretch_width", stylesheets=[CSS]
         )
         lookup = (
             [ProfileLookup(self.profiles, self.settings.serving.query_timeout_s)] if self.profiles else []
@@ -458,7 +501,3 @@ class UserPulseDashboard(pn.viewable.Viewer):
             self.latest,
             *lookup,
         ]
-
-
-def latest_frame_empty() -> pd.DataFrame:
-    return pd.DataFrame(columns=LATEST_COLUMNS)

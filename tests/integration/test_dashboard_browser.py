@@ -51,6 +51,7 @@ pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
 REFRESH_PERIOD_S = 1.0
 WINDOW = timedelta(minutes=1)
+LATEST_ROWS = "[data-testid=latest] tbody tr"
 FAILURE_SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "dashboard-failures"
 
 
@@ -307,8 +308,8 @@ def test_the_dashboard_shows_the_stores_figures_and_refreshes_without_reload(
     assert headline(page, "countries") == f"{len(countries):,}"
     assert headline(page, "dead-lettered") == "3"
     # The latest profiles are the speed ones, direct identifiers masked.
-    page.locator(".tabulator-row").first.wait_for()
-    table_text = page.locator(".tabulator").inner_text()
+    page.locator(LATEST_ROWS).first.wait_for()
+    table_text = page.get_by_test_id("latest").inner_text()
     newest = max(speed_profiles, key=lambda p: p.fetched_at)
     email = newest.envelope["user"]["email"]
     assert f"{email[0]}***@{email.rsplit('@', 1)[1]}" in table_text
@@ -407,7 +408,7 @@ def test_a_country_filter_narrows_the_headline_and_the_latest_profiles(
     assert headline(page, "countries") == "1"
     assert headline(page, "average-age") == f"{sum(p.age for p in in_country) / len(in_country):,.1f}"
     # The table is a separate component: it may render a moment after the headline.
-    rows = page.locator(".tabulator-row")
+    rows = page.locator(LATEST_ROWS)
     deadline = time.monotonic() + 30
     while not (texts := rows.all_inner_texts()) or not all(country in text for text in texts):
         assert time.monotonic() < deadline, f"rows of other countries still shown: {texts}"

@@ -11,8 +11,23 @@ import pytest
 from batch_layer.view_store import BatchCurrent, ErasureCorrection
 from core.settings import BatchLayerSettings
 from serving.charts import breakdown_html
-from serving.dashboard import breakdown_frame, format_count, freshness_markdown, headline_html, rate_label
-from serving.profiles import latest_profiles_filter, mask_email, mask_name, mask_phone, profile_row
+from serving.dashboard import (
+    breakdown_frame,
+    format_count,
+    freshness_markdown,
+    headline_html,
+    latest_frame,
+    latest_html,
+    rate_label,
+)
+from serving.profiles import (
+    ProfileRow,
+    latest_profiles_filter,
+    mask_email,
+    mask_name,
+    mask_phone,
+    profile_row,
+)
 from serving.snapshot import (
     Filters,
     Headline,
@@ -294,3 +309,21 @@ def test_a_breakdown_is_a_bar_list_with_each_layer_in_proportion() -> None:
     assert "40 profiles (batch 30, speed 10), average age 40.0" in rendered
     empty = breakdown_html(breakdown_frame(_view("country", []), 15), "Profiles by country", "b")
     assert "No profiles yet" in empty
+
+
+def test_the_latest_profiles_are_an_escaped_table_newest_first() -> None:
+    rows = [
+        ProfileRow("u1", CUTOFF + MINUTE, "J. <b>", "female", 31, "France", "FR", "j***@example.com", "***12",
+                   "synthetic"),
+        ProfileRow("u2", CUTOFF, "A. B.", None, None, None, None, "a***@example.com", "***34", "randomuser"),
+    ]  # fmt: skip
+    snapshot = Snapshot(Filters(), CUTOFF, None, {}, None, rows, None)
+    rendered = latest_html(latest_frame(snapshot))
+
+    assert 'data-testid="latest"' in rendered and rendered.count("<tr>") == 3  # the header and two rows
+    assert "J. &lt;b&gt;" in rendered and "<b>" not in rendered
+    assert rendered.index("10:03:00") < rendered.index("10:02:00")
+    assert '<td class="age">31</td>' in rendered and '<td class="age"></td>' in rendered
+    assert "None" not in rendered and "nan" not in rendered.lower()
+    empty = latest_html(latest_frame(Snapshot(Filters(), CUTOFF, None, {}, None, [], None)))
+    assert "No profiles yet" in empty and "<table" not in empty
