@@ -286,7 +286,7 @@ def recompute_batch_views(
     older versions removed."""
     cluster, session = cassandra_session(settings)
     try:
-        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
         cassandra = settings.cassandra
         store = BatchViewStore(session, cassandra.keyspace, cassandra.concurrency, cassandra.rows_per_batch)
         speed = CassandraSpeedStore(

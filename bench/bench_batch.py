@@ -183,7 +183,7 @@ def store_copy_keys(settings: Settings, profiles: int) -> None:
     cluster, session = cassandra_session(settings)
     try:
         keyspace = settings.cassandra.keyspace
-        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, keyspace, settings.cassandra.keyspace_replication)
         insert = session.prepare(
             f"INSERT INTO {keyspace}.subject_keys (uuid, data_key, created_at) VALUES (?, ?, ?)"
         )

@@ -98,7 +98,7 @@ def load(
     cluster, session = cassandra_session(settings)
     try:
         keyspace, concurrency = settings.cassandra.keyspace, settings.cassandra.concurrency
-        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, keyspace, settings.cassandra.keyspace_replication)
         started = time.monotonic()
         batch_rows = aggregate(pool, batch_count, batch_windows)
         totals: dict[tuple[str, str], Counter[int]] = {}

@@ -294,7 +294,7 @@ def erase_subjects(
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
     try:
-        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
         database = mongo_database(client, settings)
         if not force:
             unseen = set(wanted) - seen_subjects(settings, spark, session, database, wanted)

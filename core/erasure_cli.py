@@ -31,7 +31,7 @@ def _uuids_with_email(settings: Settings, spark: SparkSession, email: str) -> se
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
     try:
-        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
         return subjects_with_email(email, settings, session, mongo_database(client, settings), spark)
     finally:
         client.close()

@@ -55,10 +55,11 @@ class StoreUnavailableError(RuntimeError):
 def store_name(error: BaseException, settings: Settings) -> str:
     """The store an availability error came from, with its address (for the operator's one line)."""
     if isinstance(error, MONGO_UNAVAILABLE):
-        return f"MongoDB at {settings.mongo.host}:{settings.mongo.port}"
+        return f"MongoDB at {settings.mongo.address}"
     if isinstance(error, KAFKA_UNAVAILABLE):
         return f"Kafka at {settings.kafka.bootstrap_servers}"
-    return f"Cassandra at {settings.cassandra.host}:{settings.cassandra.port}"
+    cassandra = settings.cassandra
+    return "Cassandra at " + ",".join(f"{node}:{cassandra.port}" for node in cassandra.nodes)
 
 
 def unreachable_line(error: BaseException, settings: Settings) -> str:

@@ -1,11 +1,14 @@
 """The one settings object: every endpoint, port, path and secret, with defaults for the local stack.
 
 Override any field with an environment variable: the prefix ``USERPULSE_`` and ``__`` between a section
-and its field, e.g. ``USERPULSE_KAFKA__PORT=19092`` or ``USERPULSE_MONGO__DATABASE=analytics``.
+and its field, e.g. ``USERPULSE_KAFKA__PORT=19092`` or ``USERPULSE_MONGO__DATABASE=analytics``; the same
+lines in a ``.env`` file of the working directory count too (the environment wins). ``userpulse settings``
+prints the effective values.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import date
 from functools import lru_cache
@@ -17,6 +20,7 @@ from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveFloat,
@@ -25,7 +29,7 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
     from core.validation import RecordLimits
@@ -48,6 +52,22 @@ def _cron_expression(expression: str) -> str:
     return expression
 
 
+def _comma_list(value: Any) -> Any:
+    """A list setting from the environment: ``a:9092,b:9092`` or a JSON list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+"""A list of strings, written in an environment variable as ``a,b,c`` (or as a JSON list)."""
+
+CONSISTENCY_LEVELS = Literal["ONE", "LOCAL_ONE", "TWO", "QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL"]
+
+
 class InsecureSettingsError(ValueError):
     """A secret is still at its public default where that is not allowed."""
 
@@ -60,9 +80,12 @@ class _Section(BaseModel):
 
 class KafkaSettings(_Section):
     host: str = "127.0.0.1"
-    """Host of the Kafka broker's client listener."""
+    """Host of the Kafka broker's client listener (the local stack's broker listens here)."""
     port: int = 9092
     """Port of the Kafka broker's client listener."""
+    servers: CommaList = Field(default_factory=list)
+    """Bootstrap brokers of a cluster, ``host:port,host:port``; clients learn the other brokers from
+    them. Empty: ``host:port``."""
     controller_port: int = 9093
     """Port of the KRaft controller listener of the local broker (not used by clients)."""
     profiles_topic: str = "users.profiles"
@@ -71,6 +94,12 @@ class KafkaSettings(_Section):
     """Topic for records the producer could not validate, each with its reason."""
     topic_partitions: int = 3
     """Partition count used when the producer creates its topics."""
+    topic_replication_factor: PositiveInt = 1
+    """Copies of each partition when the producer creates its topics (3 on a cluster of three or more
+    brokers: a broker can then fail without losing an acknowledged record)."""
+    min_insync_replicas: PositiveInt | None = None
+    """``min.insync.replicas`` of the topics created: with the producer's ``acks=all``, a write counts
+    once this many copies have it (2 with a replication factor of 3). Unset: the broker's default."""
 
     bootstrap_timeout_s: PositiveFloat = 5.0
     """How long a client waits for the broker's first answer before it reports Kafka unreachable."""
@@ -91,12 +120,24 @@ class KafkaSettings(_Section):
     def _sasl_needs_credentials(self) -> KafkaSettings:
         if self.uses_sasl and not (self.sasl_username and self.sasl_password):
             raise ValueError(f"{self.security_protocol} needs sasl_username and sasl_password")
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) above topic_replication_factor "
+                f"({self.topic_replication_factor}): no write could ever be acknowledged"
+            )
         return self
 
     @property
     def bootstrap_servers(self) -> str:
-        """The ``host:port`` string Kafka clients connect to."""
-        return f"{self.host}:{self.port}"
+        """The ``host:port,...`` string Kafka clients connect to."""
+        return ",".join(self.servers) if self.servers else f"{self.host}:{self.port}"
+
+    def topic_configs(self, retention_ms: int) -> dict[str, str]:
+        """Configuration of a topic the platform creates."""
+        configs = {"retention.ms": str(retention_ms)}
+        if self.min_insync_replicas is not None:
+            configs["min.insync.replicas"] = str(self.min_insync_replicas)
+        return configs
 
     @property
     def uses_sasl(self) -> bool:
@@ -189,17 +230,30 @@ class ProducerSettings(_Section):
 
 class CassandraSettings(_Section):
     host: str = "127.0.0.1"
-    """Contact point of the Cassandra cluster."""
+    """Contact point of the Cassandra cluster (the local stack's node listens here)."""
+    contact_points: CommaList = Field(default_factory=list)
+    """Nodes the driver first connects to, ``host,host`` (it learns the others from them; list two or
+    more so one down node does not stop a start). Empty: ``host``."""
     port: int = 9042
-    """CQL native transport port."""
+    """CQL native transport port (of every contact point)."""
     storage_port: int = 7000
     """Inter-node port of the local Cassandra (bound, never used by a single node)."""
     keyspace: str = "userpulse"
     """Keyspace holding the transformed profiles and the speed and batch views."""
     local_datacenter: str = "datacenter1"
     """Data centre the driver's load-balancing policy treats as local."""
-    replication_factor: int = 1
-    """Replication factor of the keyspaces we create (1 on a single node)."""
+    replication_factor: PositiveInt = 1
+    """Replication factor of the keyspaces we create with ``SimpleStrategy`` (1 on a single node), when
+    ``datacenter_replication`` is empty."""
+    datacenter_replication: dict[str, PositiveInt] = Field(default_factory=dict)
+    """Copies per data centre, e.g. ``{"dc1": 3, "dc2": 3}``: the keyspaces we create use
+    ``NetworkTopologyStrategy`` (what a production cluster uses). Empty: ``SimpleStrategy``."""
+    consistency_level: CONSISTENCY_LEVELS = "LOCAL_QUORUM"
+    """Consistency of every read and write. Quorum writes and quorum reads overlap in at least one
+    replica, so the speed layer's dedupe read sees the profiles its earlier micro-batches wrote, at any
+    replication factor. With a replication factor of 3, one node down changes nothing; with 2, a quorum
+    is both copies: a node down fails the micro-batch loudly, and it is retried (outage tolerance) and
+    resumes from its checkpoint. ``ONE`` would keep writing, but a read could miss a write."""
     request_timeout_s: PositiveFloat = 20.0
     """Client-side timeout of one CQL request (schema changes on a busy 2-core node can be slow)."""
     connect_timeout_s: PositiveFloat = 5.0
@@ -222,6 +276,18 @@ class CassandraSettings(_Section):
     """Concurrent requests per bulk write or lookup (the speed layer's rows and keys, the batch views).
     More only adds overhead on one local node: 20,000 profile rows in batches of 5 at 16 took 0.9 s,
     at 64 1.5 s."""
+
+    @property
+    def nodes(self) -> list[str]:
+        """The contact points the driver connects to."""
+        return self.contact_points or [self.host]
+
+    @property
+    def keyspace_replication(self) -> dict[str, str | int]:
+        """The ``replication`` map of the keyspaces we create."""
+        if self.datacenter_replication:
+            return {"class": "NetworkTopologyStrategy", **self.datacenter_replication}
+        return {"class": "SimpleStrategy", "replication_factor": self.replication_factor}
 
 
 class MongoSettings(_Section):
@@ -258,14 +324,30 @@ class MongoSettings(_Section):
     tls_ca_file: Path | None = None
     """PEM file of the CA that signed the server's certificate: set, the client speaks TLS and checks
     it."""
+    connection_uri: SecretStr | None = None
+    """A MongoDB connection string, e.g. ``mongodb+srv://user:pass@cluster.example.net/?tls=true`` or
+    ``mongodb://a:27017,b:27017/?replicaSet=rs0``: replica sets, DNS seed lists, TLS and every other
+    option of the URI. Set, it replaces ``host``, ``port``, ``username`` and ``password``."""
 
     def tls_options(self) -> dict[str, Any]:
         """pymongo's TLS options, when ``tls_ca_file`` is set."""
         return {} if self.tls_ca_file is None else {"tls": True, "tlsCAFile": str(self.tls_ca_file)}
 
     @property
+    def address(self) -> str:
+        """Where the server is, for messages: the hosts of ``connection_uri`` (no credentials) or
+        ``host:port``."""
+        if self.connection_uri is None:
+            return f"{self.host}:{self.port}"
+        scheme, _, rest = self.connection_uri.get_secret_value().partition("://")
+        hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+        return f"{scheme}://{hosts}"
+
+    @property
     def uri(self) -> str:
         """The connection string pymongo connects with (credentials included when set)."""
+        if self.connection_uri is not None:
+            return self.connection_uri.get_secret_value()
         if self.username is None:
             return f"mongodb://{self.host}:{self.port}/"
         password = quote_plus(self.password.get_secret_value()) if self.password else ""
@@ -281,6 +363,11 @@ class SparkSettings(_Section):
     """Heap of the Spark driver JVM (local mode runs executors inside it)."""
     ui_enabled: bool = False
     """Whether to start the Spark web UI (off for tests and the demo)."""
+    driver_host: str = "127.0.0.1"
+    """Address executors connect back to the driver on (``spark.driver.host``): on a cluster, an
+    address of the driver's machine that the workers reach."""
+    driver_bind_address: str = "127.0.0.1"
+    """Interface the driver listens on (``spark.driver.bindAddress``): ``0.0.0.0`` on a cluster."""
     python: str | None = None
     """Python executable of the executors' Python workers (``spark.pyspark.python``); by default the
     interpreter that runs the job. On a cluster, one with the project and its dependencies installed."""
@@ -537,8 +624,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="USERPULSE_",
         env_nested_delimiter="__",
+        env_file=".env",
         frozen=True,
-        extra="forbid",
+        # A .env file may hold other tools' variables too; a section's unknown field is still an error.
+        extra="ignore",
         use_attribute_docstrings=True,
     )
 

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.concurrent import execute_concurrent
@@ -21,15 +22,16 @@ T = TypeVar("T")
 
 
 def cassandra_cluster(settings: Settings) -> Cluster:
-    """A driver cluster object for the configured contact point (call ``shutdown()`` when done)."""
+    """A driver cluster object for the configured contact points (call ``shutdown()`` when done)."""
     cassandra = settings.cassandra
     profile = ExecutionProfile(
         # Token-aware: a statement (or a batch of rows on the same replicas) goes to a replica.
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=cassandra.local_datacenter)),
         request_timeout=cassandra.request_timeout_s,
+        consistency_level=getattr(ConsistencyLevel, cassandra.consistency_level),
     )
     return Cluster(
-        [cassandra.host],
+        cassandra.nodes,
         port=cassandra.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,

@@ -143,7 +143,7 @@ def subject_key_store(settings: Settings, enabled: bool | None = None) -> Iterat
     cluster, session = cassandra_session(settings)
     try:
         keyspace = settings.cassandra.keyspace
-        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, keyspace, settings.cassandra.keyspace_replication)
         yield SubjectKeyStore(
             session, keyspace, settings.secrets.pseudonymization_key_bytes(), settings.cassandra.concurrency
         )

@@ -7,6 +7,7 @@ which files were applied, so starting a job applies only what is new and applyin
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from string import Template
@@ -15,6 +16,8 @@ from cassandra.cluster import Session
 
 CQL_DIR = Path(__file__).resolve().parent / "cql"
 _KEYSPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_REPLICATION_TERM = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+"""A replication class, data-centre name or count: nothing that could end the CQL literal."""
 
 
 def cql_statements(cql: str) -> list[str]:
@@ -28,13 +31,26 @@ def migration_files() -> list[Path]:
     return sorted(CQL_DIR.glob("*.cql"))
 
 
-def apply_schema(session: Session, keyspace: str, replication_factor: int = 1) -> list[str]:
-    """Create the keyspace if needed and apply the schema files it has not seen; returns those applied."""
+SINGLE_NODE: Mapping[str, str | int] = {"class": "SimpleStrategy", "replication_factor": 1}
+
+
+def replication_cql(replication: Mapping[str, str | int]) -> str:
+    """A keyspace's ``replication`` map as a CQL literal, e.g. ``{'class': 'SimpleStrategy', ...}``."""
+    for key, value in replication.items():
+        if not _REPLICATION_TERM.match(key) or not _REPLICATION_TERM.match(str(value)):
+            raise ValueError(f"invalid replication option {key!r}: {value!r}")
+    return "{" + ", ".join(f"'{key}': '{value}'" for key, value in replication.items()) + "}"
+
+
+def apply_schema(
+    session: Session, keyspace: str, replication: Mapping[str, str | int] = SINGLE_NODE
+) -> list[str]:
+    """Create the keyspace if needed (with ``replication``: ``CassandraSettings.keyspace_replication``)
+    and apply the schema files it has not seen; returns those applied."""
     if not _KEYSPACE_NAME.match(keyspace):
         raise ValueError(f"invalid keyspace name {keyspace!r}: letters, digits, underscores, at most 48")
     session.execute(
-        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-        f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}"
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication_cql(replication)}"
     )
     session.execute(
         f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations "

@@ -33,8 +33,8 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> list[str]:
                         NewTopic(
                             name,
                             num_partitions=topics[name],
-                            replication_factor=1,
-                            topic_configs={"retention.ms": str(settings.retention.topic_retention_ms)},
+                            replication_factor=settings.kafka.topic_replication_factor,
+                            topic_configs=settings.kafka.topic_configs(settings.retention.topic_retention_ms),
                         )
                     ],
                     wait_for_metadata=True,

@@ -39,7 +39,7 @@ def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDo
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
     try:
-        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
         views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
         database = mongo_database(client, settings)
         documents = profile_documents(database, settings)

@@ -98,7 +98,7 @@ def profile_store(settings: Settings) -> Iterator[ProfileStore]:
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
     try:
-        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
         raw_profiles = mongo_database(client, settings)[settings.mongo.raw_profiles_collection]
         yield profile_store_of(session, raw_profiles, settings)
     finally:

@@ -106,7 +106,7 @@ def views(
         raise typer.BadParameter(str(error), param_hint="--range") from error
     cluster, session = cassandra_session(settings)
     try:
-        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
         serving = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
         answers = serving.dimensions(chosen, selected)
     finally:

@@ -307,7 +307,7 @@ def speed_layer_job(
     client = mongo_client(settings)
     try:
         keyspace = settings.cassandra.keyspace
-        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, keyspace, settings.cassandra.keyspace_replication)
         database = mongo_database(client, settings)
         mongo = mongo_raw_store(database, settings)
         mongo.ensure_indexes()

@@ -20,6 +20,7 @@ from serving.cli import dashboard
 from serving.profile_cli import profile_app
 from serving.views_cli import views
 from speed_layer.cli import speed
+from userpulse.settings_cli import settings
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -37,6 +38,7 @@ app.command()(forget)
 app.command()(dashboard)
 app.command()(views)
 app.command()(demo)
+app.command()(settings)
 
 
 def main() -> None:

@@ -101,7 +101,7 @@ class Stores:
         self.session = session
         self.database_name = settings.mongo.database
         keyspace = settings.cassandra.keyspace
-        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, keyspace, settings.cassandra.keyspace_replication)
         self.speed = CassandraSpeedStore(session, keyspace, concurrency=32)
         self.batch = BatchViewStore(session, keyspace, concurrency=32)
         self.client = mongo_client(settings)

@@ -111,7 +111,7 @@ def write_cassandra(settings: Settings) -> None:
     keyspace = settings.cassandra.keyspace
     cluster, session = cassandra_session(settings)
     try:
-        apply_schema(session, keyspace, settings.cassandra.replication_factor)
+        apply_schema(session, keyspace, settings.cassandra.keyspace_replication)
         store = CassandraSpeedStore(session, keyspace, concurrency=8)
         store.write_states(
             [profile_row("old-profile", days_ago(21)), profile_row("recent-profile", days_ago(1))]

@@ -107,7 +107,7 @@ def keyspace_settings(stack_settings: Settings, unique_name: Callable[[str], str
 def session(keyspace_settings: Settings) -> Iterator[Session]:
     cluster, session = cassandra_session(keyspace_settings)
     apply_schema(
-        session, keyspace_settings.cassandra.keyspace, keyspace_settings.cassandra.replication_factor
+        session, keyspace_settings.cassandra.keyspace, keyspace_settings.cassandra.keyspace_replication
     )
     yield session
     cluster.shutdown()

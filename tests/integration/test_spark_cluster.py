@@ -93,7 +93,7 @@ def copy_subject_keys(source: Settings, target: Settings) -> None:
     """The producer's subject keys (in the source keyspace) into the target keyspace as well."""
     cluster, session = cassandra_session(source)
     try:
-        apply_schema(session, target.cassandra.keyspace, target.cassandra.replication_factor)
+        apply_schema(session, target.cassandra.keyspace, target.cassandra.keyspace_replication)
         insert = session.prepare(
             f"INSERT INTO {target.cassandra.keyspace}.subject_keys (uuid, data_key, created_at) "
             "VALUES (?, ?, ?)"

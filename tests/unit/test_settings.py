@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -12,8 +14,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr, ValidationError
 
-from core.settings import CassandraSettings, KafkaSettings, MongoSettings, Settings
-from core.stores import cassandra_security, mongo_client
+from core.settings import (
+    PROJECT_ROOT,
+    CassandraSettings,
+    KafkaSettings,
+    MongoSettings,
+    Settings,
+    SparkSettings,
+)
+from core.spark import session_config
+from core.stores import cassandra_cluster, cassandra_security, mongo_client
+from infra.cassandra_schema import replication_cql
+from userpulse.settings_cli import SETTINGS_TABLE_END, SETTINGS_TABLE_START, effective, settings_markdown
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -143,3 +155,95 @@ def test_mongo_tls_reaches_the_client(tmp_path: Path) -> None:
     assert mongo.tls_options() == {"tls": True, "tlsCAFile": str(ca_file)}
     mongo_client(Settings(mongo=mongo)).close()  # pymongo accepts them (it loads the CA file)
     assert MongoSettings().tls_options() == {}
+
+
+def test_cluster_addresses_are_lists_written_with_commas_or_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERPULSE_KAFKA__SERVERS", "b1:9092, b2:9092,b3:9092")
+    monkeypatch.setenv("USERPULSE_CASSANDRA__CONTACT_POINTS", '["10.0.0.1", "10.0.0.2"]')
+    settings = Settings()
+    assert settings.kafka.bootstrap_servers == "b1:9092,b2:9092,b3:9092"
+    assert settings.kafka.client_options()["bootstrap_servers"] == "b1:9092,b2:9092,b3:9092"
+    assert settings.kafka.spark_options()["kafka.bootstrap.servers"] == "b1:9092,b2:9092,b3:9092"
+    assert settings.cassandra.nodes == ["10.0.0.1", "10.0.0.2"]
+    # Unset, the single host of the local stack.
+    assert KafkaSettings().bootstrap_servers == "127.0.0.1:9092"
+    assert CassandraSettings().nodes == ["127.0.0.1"]
+
+
+def test_topics_are_created_with_the_replication_settings_and_refuse_an_impossible_quorum() -> None:
+    kafka = KafkaSettings(topic_replication_factor=3, min_insync_replicas=2)
+    assert kafka.topic_configs(1000) == {"retention.ms": "1000", "min.insync.replicas": "2"}
+    assert KafkaSettings().topic_configs(1000) == {"retention.ms": "1000"}
+    with pytest.raises(ValidationError, match="no write could ever be acknowledged"):
+        KafkaSettings(topic_replication_factor=1, min_insync_replicas=2)
+
+
+def test_keyspaces_replicate_per_data_centre_when_asked() -> None:
+    assert CassandraSettings(replication_factor=3).keyspace_replication == {
+        "class": "SimpleStrategy",
+        "replication_factor": 3,
+    }
+    per_dc = CassandraSettings(datacenter_replication={"dc1": 3, "dc2": 2})
+    assert per_dc.keyspace_replication == {"class": "NetworkTopologyStrategy", "dc1": 3, "dc2": 2}
+    assert replication_cql(per_dc.keyspace_replication) == (
+        "{'class': 'NetworkTopologyStrategy', 'dc1': '3', 'dc2': '2'}"
+    )
+    with pytest.raises(ValueError, match="invalid replication option"):
+        replication_cql({"class": "SimpleStrategy", "dc1'} AND durable_writes = false --": 1})
+    with pytest.raises(ValidationError):
+        CassandraSettings(consistency_level="SOME")
+
+
+def test_the_consistency_level_reaches_the_driver() -> None:
+    settings = Settings().model_copy(
+        update={
+            "cassandra": CassandraSettings(
+                consistency_level="LOCAL_ONE", contact_points=["10.0.0.1", "10.0.0.2"]
+            )
+        }
+    )
+    cluster = cassandra_cluster(settings)
+    assert cluster.contact_points == ["10.0.0.1", "10.0.0.2"]
+    assert cluster.profile_manager.default.consistency_level == ConsistencyLevel.LOCAL_ONE
+    assert (
+        cassandra_cluster(Settings()).profile_manager.default.consistency_level
+        == ConsistencyLevel.LOCAL_QUORUM
+    )
+
+
+def test_a_mongo_connection_uri_wins_and_is_never_shown_with_its_password() -> None:
+    uri = "mongodb://app:s3cret@db1:27017,db2:27017/userpulse?replicaSet=rs0&tls=true"
+    mongo = MongoSettings(connection_uri=SecretStr(uri), username="ignored", port=1)
+    assert mongo.uri == uri
+    assert mongo.address == "mongodb://db1:27017,db2:27017"
+    assert MongoSettings().address == "127.0.0.1:27017"
+    shown = effective(Settings().model_copy(update={"mongo": mongo}))
+    assert shown["USERPULSE_MONGO__CONNECTION_URI"] == "**********"
+    assert "s3cret" not in json.dumps(shown)
+
+
+def test_the_spark_driver_address_is_a_setting() -> None:
+    settings = Settings().model_copy(
+        update={"spark": SparkSettings(driver_host="10.1.2.3", driver_bind_address="0.0.0.0")}
+    )
+    config = session_config(settings, "/usr/bin/python3")
+    assert config["spark.driver.host"] == "10.1.2.3"
+    assert config["spark.driver.bindAddress"] == "0.0.0.0"
+
+
+def test_a_dotenv_file_counts_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("USERPULSE_KAFKA__PORT=19092\nUSERPULSE_MONGO__PORT=27018\nOTHER_TOOL=x\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("USERPULSE_MONGO__PORT", "27019")
+    settings = Settings()
+    assert settings.kafka.port == 19092
+    assert settings.mongo.port == 27019
+
+
+def test_the_readme_documents_every_setting() -> None:
+    """The README's table is ``userpulse settings --markdown``: regenerate it when a setting changes."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    start, end = readme.index(SETTINGS_TABLE_START), readme.index(SETTINGS_TABLE_END)
+    assert readme[start + len(SETTINGS_TABLE_START) : end].strip() == settings_markdown().strip()
