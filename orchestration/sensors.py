@@ -5,13 +5,18 @@ has new offsets."""
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations at definition time.
 
+import time
 from datetime import date
 
 from dagster import (
     AssetRecordsFilter,
+    DagsterInstance,
+    DagsterRunStatus,
     DailyPartitionsDefinition,
     DefaultSensorStatus,
+    RunRecord,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SkipReason,
     sensor,
@@ -29,6 +34,13 @@ from orchestration.runs import batch_layer_busy, job_in_flight
 # strings of its run API, spelled out rather than imported from a private module.
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+MATERIALIZATIONS_AFTER_TAG = "userpulse/archive_materializations_after"
+"""Tag of a refresh run the sensor requested: it covers the archive materializations after this storage
+id (empty: from the first)."""
+REFRESH_RETRY_AFTER_S = 60.0
+"""Pause between a refresh run's failure and the run that does its days again (a store outage has time
+to end; a persistent error does not start a run every tick)."""
 
 
 @sensor(
@@ -71,17 +83,37 @@ def partition_range_tags(first: str, last: str) -> dict[str, str]:
     return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
 
 
+def failed_refresh(instance: DagsterInstance) -> RunRecord | None:
+    """The last ``refresh_views`` run, if this sensor requested it and it failed or was canceled: the
+    days it was to refresh still are to be refreshed."""
+    records = instance.get_run_records(RunsFilter(job_name=refresh_job.name), limit=1)
+    if not records:
+        return None
+    run = records[0].dagster_run
+    failed = run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+    return records[0] if failed and MATERIALIZATIONS_AFTER_TAG in run.tags else None
+
+
 @sensor(job=refresh_job, minimum_interval_seconds=15, default_status=DefaultSensorStatus.RUNNING)
 def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | SkipReason:
     """After archive materializations, refresh silver and the views for the days they appended to.
 
     Reads every archive materialization since its cursor (not only the latest: two archive runs between
-    ticks may have appended to different days) and requests one run over the range of their days.
+    ticks may have appended to different days) and requests one run over the range of their days. The
+    run's tags say which materializations it covers: when it fails, the next request covers them again
+    (``REFRESH_RETRY_AFTER_S`` after the failure), with whatever was archived meanwhile.
     """
     if job_in_flight(context.instance, refresh_job.name):
         # The cursor stays: the next tick after that run covers these materializations too, in one run.
         return SkipReason("a refresh_views run is still in flight")
     after = int(context.cursor) if context.cursor else None
+    retry_of = failed_refresh(context.instance)
+    if retry_of is not None:
+        ended = retry_of.end_time or retry_of.create_timestamp.timestamp()
+        if time.time() - ended < REFRESH_RETRY_AFTER_S:
+            return SkipReason(f"refresh run {retry_of.dagster_run.run_id} failed: retried after a pause")
+        covered_after = retry_of.dagster_run.tags[MATERIALIZATIONS_AFTER_TAG]
+        after = int(covered_after) if covered_after else None
     days: set[date] = set()
     last_seen = after
     page: str | None = None
@@ -106,4 +138,11 @@ def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | Skip
     selected = refresh_range(days, ingestion_days)
     if selected is None:
         return SkipReason(f"the archive appended to no day the partitions offer ({sorted(days)})")
-    return RunRequest(run_key=f"archive-{last_seen}", tags=partition_range_tags(*selected))
+    run_key = f"archive-{last_seen}"
+    if retry_of is not None:  # a run key is requested once: the retry needs its own
+        run_key += f"-retry-of-{retry_of.dagster_run.run_id}"
+    tags = {
+        **partition_range_tags(*selected),
+        MATERIALIZATIONS_AFTER_TAG: "" if after is None else str(after),
+    }
+    return RunRequest(run_key=run_key, tags=tags)

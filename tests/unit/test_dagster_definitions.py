@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from dagster import (
     AssetKey,
     AssetMaterialization,
@@ -29,6 +30,8 @@ from orchestration.metadata import days_from_text, offsets_from_text, offsets_te
 from orchestration.resources import UserPulseResource
 from orchestration.runs import ARCHIVE_ASSET, ARCHIVE_JOB, REFRESH_DUE_WITHIN_S, REFRESH_JOB, batch_layer_busy
 from orchestration.sensors import (
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
     new_offsets_waiting,
     partition_range_tags,
     refresh_appended_days,
@@ -190,3 +193,46 @@ def test_no_archive_starts_while_the_batch_layer_runs_and_no_refresh_while_one_i
         skipped = refresh_appended_days(context)
         assert isinstance(skipped, SkipReason) and "in flight" in str(skipped.skip_message)
         assert context.cursor == "7"  # kept: the next tick covers what arrived meanwhile
+
+
+def test_the_days_of_a_failed_refresh_are_refreshed_again_after_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    today = datetime.now(UTC).date().isoformat()
+    with instance_for_test() as instance:
+        instance.report_runless_asset_event(
+            AssetMaterialization(ARCHIVE_ASSET, metadata={"appended_days": yesterday})
+        )
+        context = build_sensor_context(instance=instance)
+        first = refresh_appended_days(context)
+        assert isinstance(first, RunRequest) and first.tags[PARTITION_RANGE_START_TAG] == yesterday
+        covered = context.cursor
+
+        # The run fails (a store down, say); meanwhile the archive appends to another day.
+        create_run_for_test(
+            instance, job_name="refresh_views", status=DagsterRunStatus.FAILURE, tags=first.tags
+        )
+        instance.report_runless_asset_event(
+            AssetMaterialization(ARCHIVE_ASSET, metadata={"appended_days": today})
+        )
+        paused = refresh_appended_days(build_sensor_context(instance=instance, cursor=covered))
+        assert isinstance(paused, SkipReason) and "failed" in str(paused.skip_message)
+
+        monkeypatch.setattr("orchestration.sensors.REFRESH_RETRY_AFTER_S", 0.0)
+        context = build_sensor_context(instance=instance, cursor=covered)
+        retry = refresh_appended_days(context)
+        # Both days: the failed run's and the new one, under a run key of its own.
+        assert isinstance(retry, RunRequest)
+        assert (retry.tags[PARTITION_RANGE_START_TAG], retry.tags[PARTITION_RANGE_END_TAG]) == (
+            yesterday,
+            today,
+        )
+        assert retry.run_key != first.run_key and "retry" in (retry.run_key or "")
+
+        # Once that run succeeded, nothing is asked again.
+        create_run_for_test(
+            instance, job_name="refresh_views", status=DagsterRunStatus.SUCCESS, tags=retry.tags
+        )
+        done = refresh_appended_days(build_sensor_context(instance=instance, cursor=context.cursor))
+        assert isinstance(done, SkipReason) and "no archive materialization" in str(done.skip_message)
