@@ -1,7 +1,7 @@
 """``userpulse settings``: the effective configuration (secrets masked), or the table of every setting.
 
-Both come from ``core.settings.Settings`` itself (its fields, defaults and docstrings), so the README's
-table cannot drift from the code: a unit test compares them.
+Both come from ``core.settings.Settings`` itself (its fields, defaults and docstrings), so the table of
+``docs/settings.md`` cannot drift from the code: a unit test compares them.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def effective(settings: Settings) -> dict[str, str]:
 
 
 def settings_markdown() -> str:
-    """The README's table: each setting's variable, default (for a local run) and what it does."""
+    """The table of ``docs/settings.md``: each setting's variable, default (local run) and what it does."""
     defaults = Settings.model_construct(
         **{
             name: field.get_default(call_default_factory=True)
@@ -70,9 +70,7 @@ def settings(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of a table.")] = False,
     markdown: Annotated[
         bool,
-        typer.Option(
-            "--markdown", help="Print every setting's default and description (the README's table)."
-        ),
+        typer.Option("--markdown", help="Print every setting's default and description (docs/settings.md)."),
     ] = False,
 ) -> None:
     """Print the effective configuration: defaults, .env and USERPULSE_* variables (secrets masked)."""
