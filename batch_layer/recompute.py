@@ -22,11 +22,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.archive import archived_end_offsets
@@ -43,7 +44,7 @@ from core.aggregates import (
 from core.parsing import dead_letter_records, parse_kafka_records
 from core.pseudonymization import hmac_sha256_hex_column
 from core.settings import Settings
-from core.spark import as_utc, collect_dicts, observed
+from core.spark import as_utc, collect_dicts, observed, row_dict
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.subject_keys import SubjectKeyStore, stored_subject_keys, subject_keys_frame
 from core.transformations import transform_profiles, utc_date
@@ -122,6 +123,38 @@ def _store_partition_dead_letters(settings: Settings, rows: Iterable[Any]) -> No
         )
     finally:
         client.close()
+
+
+WINDOW_ROWS_PER_WRITE = 5_000
+"""Window view rows an executor holds and writes at a time."""
+
+
+def _store_partition_windows(
+    settings: Settings, version: int, window_seconds: int, rows: Iterable[Row]
+) -> None:
+    """Store one partition's window view rows of ``version`` (runs in an executor: it connects to
+    Cassandra itself), a bounded chunk at a time."""
+    remaining = iter(rows)
+    chunk = list(islice(remaining, WINDOW_ROWS_PER_WRITE))
+    if not chunk:
+        return
+    cluster, session = cassandra_session(settings)
+    try:
+        cassandra = settings.cassandra
+        store = BatchViewStore(session, cassandra.keyspace, cassandra.concurrency, cassandra.rows_per_batch)
+        width = timedelta(seconds=window_seconds)
+        while chunk:
+            windows = [row_dict(row) for row in chunk]
+            store.write_windows(version, [{**w, "window_end": w["window_start"] + width} for w in windows])
+            chunk = list(islice(remaining, WINDOW_ROWS_PER_WRITE))
+    finally:
+        cluster.shutdown()
+
+
+def store_window_views(settings: Settings, version: int, window_seconds: int, windows: DataFrame) -> None:
+    """Write ``window_views`` rows as ``version``'s from the executors: their number grows with the
+    archive's days, so they never travel through the driver."""
+    windows.foreachPartition(functools.partial(_store_partition_windows, settings, version, window_seconds))
 
 
 def store_dead_letters(settings: Settings, parsed: DataFrame) -> None:
@@ -327,7 +360,7 @@ def _recompute_once(
         else None
     )
     window_duration = settings.profiles.window_duration
-    windows: list[dict[str, Any]] = []
+    window_seconds = window_seconds_of(window_duration)
     totals: list[dict[str, Any]] = []
     newest_event = None
     profiles = 0
@@ -340,19 +373,17 @@ def _recompute_once(
             copies.select(*COPY_COLUMNS), settings.profiles.minimum_age, window_duration
         )
         counts = age_counts(counted).persist(StorageLevel.MEMORY_AND_DISK)
-        window_seconds = window_seconds_of(window_duration)
-        windows = [
-            {**row, "window_end": row["window_start"] + timedelta(seconds=window_seconds)}
-            for row in collect_dicts(window_views(counts))
-        ]
+        started = time.monotonic()
+        store_window_views(settings, version, window_seconds, window_views(counts))
+        logger.info("window views of version %d written in %.1f s", version, time.monotonic() - started)
+        # One row per dimension value: a small result, written from the driver.
         totals = collect_dicts(total_views(counts))
         # Every counted profile has exactly one age band.
         profiles = sum(row["profiles"] for row in totals if row["dimension"] == "age_band")
         counts.unpersist()
         newest_event = as_utc(copies.agg(F.max("fetched_at")).first()[0])
-    window_seconds = window_seconds_of(window_duration)
     cutoff = window_floor(newest_event, window_seconds) if newest_event is not None else None
-    store.write_version(version, totals, windows)
+    store.write_totals(version, totals)
     view = BatchCurrent(
         version, cutoff, profiles, datetime.now(UTC), speed_batch_id, horizon, erasures_seen=erasure_seq
     )

@@ -181,6 +181,12 @@ class BatchViewStore:
         self, version: int, totals: Sequence[Mapping[str, Any]], windows: Sequence[Mapping[str, Any]]
     ) -> None:
         """Store a version's all-time and per-window rows (``core.aggregates`` view rows)."""
+        self.write_windows(version, windows)
+        self.write_totals(version, totals)
+
+    def write_windows(self, version: int, windows: Sequence[Mapping[str, Any]]) -> None:
+        """Store per-window rows of a version, and their windows in its index (rows of one window may be
+        written in several calls: the index rows are the same, written again)."""
         self._execute_all(
             self._insert_window,
             sorted({(version, w["dimension"], w["window_start"]) for w in windows}),
@@ -193,6 +199,9 @@ class BatchViewStore:
                 for w in windows
             ],
         )  # fmt: skip
+
+    def write_totals(self, version: int, totals: Sequence[Mapping[str, Any]]) -> None:
+        """Store the all-time rows of a version (one per dimension value)."""
         self._execute_all(
             self._insert_aggregate,
             [
