@@ -21,6 +21,7 @@ from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Sett
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from serving.dashboard import UserPulseDashboard
+from serving.operations_page import operations_page_factory
 from serving.profile_store import ProfileStore, profile_store_of
 from serving.profiles import ProfileDocuments, profile_documents
 from serving.snapshot import SharedSnapshots
@@ -112,7 +113,10 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
         console.print(f"dashboard: http://{serving.host}:{serving.port}/")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: a normal stop
             pn.serve(
-                {"/": page_factory(settings, views, documents, profiles)},
+                {
+                    "/": page_factory(settings, views, documents, profiles),
+                    "/operations": operations_page_factory(settings, documents),
+                },
                 address=serving.host,
                 port=serving.port,
                 websocket_origin=[f"{serving.host}:{serving.port}", f"localhost:{serving.port}"],

@@ -473,6 +473,7 @@ class UserPulseDashboard(pn.viewable.Viewer):
             pn.widgets.Select.from_param(self.param.time_range, name="Time range"),
             pn.widgets.Toggle.from_param(self.param.paused, name="Pause refresh", button_type="default"),
             self.status,
+            pn.pane.Markdown("[Operations: topics, lag, dead letters →](operations)"),
         )
         template = pn.template.BootstrapTemplate(
             title="UserPulse — live user-profile analytics",

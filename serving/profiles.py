@@ -1,4 +1,4 @@
-"""The latest profiles from MongoDB, direct identifiers masked, and the dead-letter count.
+"""The latest profiles and the dead letters from MongoDB, direct identifiers masked.
 
 The raw documents hold the profile as received (that is their purpose: a faithful copy for
 investigation). What the dashboard shows is masked here, in one place: an e-mail keeps its first letter
@@ -7,6 +7,7 @@ and domain, a phone number its last two digits, a street its name's first letter
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,71 @@ def mask_name(first: str | None, last: str | None) -> str:
     """``Jane Doe`` -> ``J. D.``: initials, enough to tell rows apart."""
     initials = [f"{part.strip()[0]}." for part in (first, last) if part and part.strip()]
     return " ".join(initials) or MASK
+
+
+DIRECT_IDENTIFIER_KEYS = frozenset({"name", "email", "phone", "cell", "street", "id", "login", "picture"})
+"""Keys of a randomuser record whose values identify a person: masked whole in a dead letter's value."""
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE_LIKE = re.compile(r"(?<![\w-])\+?\d[\d ()./-]{5,}\d(?![\w-])")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+RAW_VALUE_SHOWN = 400
+"""Characters of a dead letter's value shown (the rest is cut, marked with an ellipsis)."""
+
+
+def _masked_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: MASK if k in DIRECT_IDENTIFIER_KEYS else _masked_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked_tree(item) for item in value]
+    return value
+
+
+def mask_raw_value(raw: bytes | None) -> str:
+    """A dead letter's raw value as text a person may read: in a JSON record the values of direct
+    identifiers (``DIRECT_IDENTIFIER_KEYS``) are masked whole; in any text, e-mail addresses and
+    phone-like digit runs are masked as in the table. Sealed identifiers stay sealed (ciphertext)."""
+    if raw is None:
+        return ""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict | list):
+        text = json.dumps(_masked_tree(parsed), ensure_ascii=False)
+    text = _EMAIL.sub(lambda match: mask_email(match.group()), text)
+    text = _PHONE_LIKE.sub(
+        lambda match: match.group() if _ISO_DATE.match(match.group()) else mask_phone(match.group()), text
+    )
+    return text if len(text) <= RAW_VALUE_SHOWN else text[:RAW_VALUE_SHOWN] + "…"
+
+
+@dataclass(frozen=True)
+class DeadLetterRow:
+    """A stored dead letter as an operator sees it: where it came from, why, and its value masked."""
+
+    job: str
+    """The layer that met it first (``speed`` or ``batch``)."""
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    kafka_timestamp: datetime | None
+    stored_at: datetime | None
+    value: str
+
+
+def dead_letter_row(document: dict[str, Any]) -> DeadLetterRow:
+    return DeadLetterRow(
+        job=document.get("job", ""),
+        reason=document.get("reason", ""),
+        topic=document.get("topic", ""),
+        partition=int(document.get("partition", -1)),
+        offset=int(document.get("offset", -1)),
+        kafka_timestamp=document.get("kafka_timestamp"),
+        stored_at=document.get("stored_at"),
+        value=mask_raw_value(document.get("raw_value")),
+    )
 
 
 @dataclass(frozen=True)
@@ -142,6 +208,22 @@ class ProfileDocuments:
     def dead_lettered(self) -> int:
         """Records the streaming jobs could not use (from the collection's metadata: no scan)."""
         return self.dead_letters.estimated_document_count()
+
+    def dead_letter_counts(self) -> list[tuple[str, str, int]]:
+        """(layer, reason, dead letters) for every layer and reason, the most frequent first."""
+        groups = self.dead_letters.aggregate(
+            [{"$group": {"_id": {"job": "$job", "reason": "$reason"}, "count": {"$sum": 1}}}]
+        )
+        counts = [
+            (group["_id"].get("job", ""), group["_id"].get("reason", ""), group["count"]) for group in groups
+        ]
+        return sorted(counts, key=lambda c: (-c[2], c[0], c[1]))
+
+    def latest_dead_letters(self, limit: int, reason: str | None = None) -> list[DeadLetterRow]:
+        """The ``limit`` most recently stored dead letters (of one ``reason``), values masked."""
+        query = {} if reason is None else {"reason": reason}
+        cursor = self.dead_letters.find(query).sort("stored_at", DESCENDING).limit(limit)
+        return [dead_letter_row(document) for document in cursor]
 
 
 def profile_documents(database: Database, settings: Settings) -> ProfileDocuments:

@@ -17,6 +17,7 @@ from core.settings import InsecureSettingsError, get_settings
 from infra.cli import demo, stack_app
 from ingestion.cli import produce
 from serving.cli import dashboard
+from serving.operations_cli import dead_letters_app, lag, topics
 from serving.profile_cli import profile_app
 from serving.views_cli import views
 from speed_layer.cli import speed
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.add_typer(batch_app, name="batch")
 app.add_typer(profile_app, name="profile")
+app.add_typer(dead_letters_app, name="dead-letters")
 app.command()(produce)
 app.command()(speed)
 app.command()(register)
@@ -37,6 +39,8 @@ app.command()(retention)
 app.command()(forget)
 app.command()(dashboard)
 app.command()(views)
+app.command()(topics)
+app.command()(lag)
 app.command()(demo)
 app.command()(settings)
 

@@ -96,15 +96,17 @@ class Pipeline:
         finally:
             producer.close()
 
-    def produce_bad(self, value: bytes, key: str | None = None) -> None:
+    def produce_bad(self, value: bytes, key: str | None = None) -> int:
+        """Publish a record the layers cannot use; returns its partition."""
         producer = KafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap_servers, acks="all")
         try:
-            producer.send(
+            metadata = producer.send(
                 self.settings.kafka.profiles_topic, key=key.encode() if key else None, value=value
             ).get(timeout=30)
         finally:
             producer.close()
         self.bad_records += 1
+        return int(metadata.partition)
 
     def speed(self) -> None:
         """The speed layer over everything the topic holds now."""

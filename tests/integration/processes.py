@@ -25,6 +25,7 @@ def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
         "USERPULSE_KAFKA__HOST": settings.kafka.host,
         "USERPULSE_KAFKA__PORT": str(settings.kafka.port),
         "USERPULSE_KAFKA__PROFILES_TOPIC": settings.kafka.profiles_topic,
+        "USERPULSE_KAFKA__DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
         "USERPULSE_CASSANDRA__HOST": settings.cassandra.host,
         "USERPULSE_CASSANDRA__PORT": str(settings.cassandra.port),
         "USERPULSE_CASSANDRA__KEYSPACE": settings.cassandra.keyspace,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from batch_layer.view_store import BatchCurrent, BatchViewStore
@@ -42,7 +43,7 @@ from speed_layer.stores import (
     partial_row,
     raw_document,
 )
-from tests.integration.kafka_helpers import drop_keyspace
+from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, free_port
 from tests.integration.profiles_input import dimension_values, exact_age
 
@@ -448,6 +449,8 @@ def test_with_basic_auth_nothing_shows_before_the_login(
         USERPULSE_SERVING__COOKIE_SECRET="a-cookie-secret-for-the-test",
     )
     page = browser.new_page()
+    page.goto(url + "operations")
+    assert "/login" in page.url and page.get_by_test_id("topics").count() == 0
     page.goto(url)
     assert "/login" in page.url
     assert page.get_by_test_id("kpi-profiles").count() == 0
@@ -459,3 +462,82 @@ def test_with_basic_auth_nothing_shows_before_the_login(
     page.fill("input[name=password]", "s3cret-for-the-test")
     page.locator("form").evaluate("form => form.submit()")
     wait_for_headline(page, "profiles", "12")
+
+
+def wait_for_text(page: Page, test_id: str, expected: str, timeout_s: float = 30) -> str:
+    """Poll a part of the page until its text holds ``expected``; its text."""
+    deadline = time.monotonic() + timeout_s
+    while expected not in (
+        text := page.get_by_test_id(test_id).inner_text() if page.get_by_test_id(test_id).count() else ""
+    ):
+        assert time.monotonic() < deadline, f"{test_id}: {expected!r} not in {text!r}"
+        page.wait_for_timeout(200)
+    return text
+
+
+def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
+    stores: Stores,
+    dashboard_settings: Settings,
+    start_dashboard: Callable[..., str],
+    browser: Browser,
+    unique_name: Callable[[str], str],
+    output_dir: Path,
+) -> None:
+    topic = unique_name("ops")
+    create_topic(dashboard_settings, topic, partitions=2)
+    try:
+        producer = KafkaProducer(bootstrap_servers=dashboard_settings.kafka.bootstrap_servers, acks="all")
+        for _ in range(5):
+            producer.send(topic, value=b"{}", partition=0).get(timeout=30)
+        producer.send(topic, value=b"{}", partition=1).get(timeout=30)
+        producer.close()
+        stores.dead_letters(3)  # "not JSON", from the speed layer
+        stores.mongo.insert_dead_letters(
+            [dead_letter_document(
+                {"topic": topic, "partition": 1, "offset": 0, "kafka_timestamp": datetime.now(UTC),
+                 "kafka_key": None, "raw_value": b'{"user": {"email": "jane.doe@example.com"}}',
+                 "dead_letter_reason": "missing field: user.login.uuid"},
+                job="batch",
+            )],
+            stored_at=datetime.now(UTC),
+        )  # fmt: skip
+
+        url = start_dashboard(
+            USERPULSE_KAFKA__PROFILES_TOPIC=topic, USERPULSE_KAFKA__DEAD_LETTER_TOPIC=f"{topic}_dlq"
+        )
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_role("link", name="Operations: topics, lag, dead letters →").click()
+        page.wait_for_url("**/operations")
+
+        topics = wait_for_text(page, "topics", topic)
+        rows = [
+            row.split("\t") for row in page.get_by_test_id("topics").locator("tbody tr").all_inner_texts()
+        ]
+        assert [r[:5] for r in rows if r[0] == topic] == [
+            [topic, "0", "0", "5", "5"],
+            [topic, "1", "0", "1", "1"],
+        ]
+        assert f"{topic}_dlq" in topics and "not created yet" in topics
+        # Neither layer has a checkpoint here: no figure rather than a guess.
+        lag = page.get_by_test_id("lag")
+        assert [r.split("\t")[:4] for r in lag.locator("tbody tr").all_inner_texts()] == [
+            ["0", "5", "—", "—"], ["1", "1", "—", "—"],
+        ]  # fmt: skip
+        assert "not committed a micro-batch yet" in lag.inner_text()
+
+        reasons = wait_for_text(page, "reasons", "not JSON")
+        assert "speed\tnot JSON\t3" in reasons and "batch\tmissing field: user.login.uuid\t1" in reasons
+        letters = page.get_by_test_id("letters")
+        assert letters.locator("tbody tr").count() == 4
+        page.get_by_label("Dead-letter reason").select_option("missing field: user.login.uuid")
+        deadline = time.monotonic() + 30
+        while letters.locator("tbody tr").count() != 1:
+            assert time.monotonic() < deadline, letters.inner_text()
+            page.wait_for_timeout(200)
+        [letter] = letters.locator("tbody tr").all_inner_texts()
+        assert f"{topic}:1:0" in letter and "j***@example.com" not in letter and "jane.doe" not in letter
+        assert '"email": "***"' in letter
+        page.screenshot(path=str(output_dir / "operations.png"), full_page=True)
+    finally:
+        delete_topics(dashboard_settings, topic)

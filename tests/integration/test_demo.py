@@ -115,7 +115,9 @@ def test_the_demo_runs_every_part_shows_the_merge_and_ctrl_c_stops_them_all(
     name = unique_name("demo")
     settings = stack_settings.model_copy(
         update={
-            "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": name}),
+            "kafka": stack_settings.kafka.model_copy(
+                update={"profiles_topic": name, "dead_letter_topic": f"{name}.dlq"}
+            ),
             "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": name}),
             "mongo": stack_settings.mongo.model_copy(update={"database": name}),
             "paths": stack_settings.paths.model_copy(update={"checkpoints_dir": tmp_path / "checkpoints"}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from serving.profiles import (
     mask_email,
     mask_name,
     mask_phone,
+    mask_raw_value,
     profile_row,
 )
 from serving.snapshot import (
@@ -327,3 +329,25 @@ def test_the_latest_profiles_are_an_escaped_table_newest_first() -> None:
     assert "None" not in rendered and "nan" not in rendered.lower()
     empty = latest_html(latest_frame(Snapshot(Filters(), CUTOFF, None, {}, None, [], None)))
     assert "No profiles yet" in empty and "<table" not in empty
+
+
+def test_a_dead_letters_value_is_shown_with_its_direct_identifiers_masked() -> None:
+    record = {
+        "schema_version": 2,
+        "user": {"name": {"first": "Jane", "last": "Doe"}, "email": "jane@x.org", "phone": "(555) 123-4567",
+                 "location": {"street": {"number": 12, "name": "Elm"}, "country": "France"},
+                 "gender": "female"},
+        "sealed": "QUJD",
+        "fetched_at": "2026-12-06T10:00:00+00:00",
+    }  # fmt: skip
+    shown = mask_raw_value(json.dumps(record).encode())
+    assert (
+        "Jane" not in shown and "jane@x.org" not in shown and "123-4567" not in shown and "Elm" not in shown
+    )
+    assert '"country": "France"' in shown and '"sealed": "QUJD"' in shown  # sealed stays sealed
+    assert "2026-12-06T10:00:00+00:00" in shown  # dates are not phone numbers
+    # Not JSON: e-mail addresses and phone-like digits are found in the text.
+    assert mask_raw_value(b"from jane.doe@example.com, +1 (555) 123-4567") == "from j***@example.com, ***67"
+    assert mask_raw_value(b"\xff\xfe not utf-8").endswith("not utf-8")
+    assert mask_raw_value(None) == ""
+    assert mask_raw_value(b"x" * 1000).endswith("…") and len(mask_raw_value(b"x" * 1000)) == 401

@@ -1,0 +1,143 @@
+"""``userpulse topics``, ``userpulse lag`` and ``userpulse dead-letters``: the pipeline's topics, each
+layer's progress and the records it could not use, for people (tables) and scripts (``--json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.settings import get_settings
+from core.stores import mongo_client, mongo_database
+from serving.operations import PartitionLag, TopicOverview, layer_lag, topic_overview
+from serving.profiles import DeadLetterRow, profile_documents
+
+console = Console()
+
+JSON_OPTION = typer.Option("--json", help="Print JSON instead of a table.")
+
+
+def _count(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def topic_document(topic: TopicOverview) -> dict[str, Any]:
+    """A topic's overview as JSON-ready data."""
+    return {
+        "topic": topic.name,
+        "exists": topic.partitions is not None,
+        "records": topic.records,
+        "retention_ms": topic.retention_ms,
+        "partitions": [asdict(p) | {"records": p.records} for p in topic.partitions or ()],
+    }
+
+
+def lag_document(row: PartitionLag) -> dict[str, Any]:
+    """A partition's progress as JSON-ready data."""
+    return asdict(row) | {"speed_lag": row.speed_lag, "archive_lag": row.archive_lag}
+
+
+def topics(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
+    """The pipeline's Kafka topics: partitions, earliest and end offsets, records held, retention."""
+    overviews = topic_overview(get_settings())
+    if as_json:
+        typer.echo(json.dumps([topic_document(t) for t in overviews], indent=2))
+        return
+    table = Table("Topic", "Partition", "Earliest", "End", "Records", "Retention", title="Kafka topics")
+    for topic in overviews:
+        if topic.partitions is None:
+            table.add_row(topic.name, "—", "—", "—", "—", "topic not created yet")
+            continue
+        retention = (
+            "broker default" if topic.retention_ms is None else f"{topic.retention_ms / 86_400_000:g} d"
+        )
+        for p in topic.partitions:
+            table.add_row(
+                topic.name, str(p.partition), _count(p.earliest), _count(p.end), _count(p.records), retention
+            )
+    console.print(table)
+
+
+def lag(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
+    """How far behind the topic's end the speed layer and the archive are, per partition (offsets from
+    their checkpoints' last committed micro-batch)."""
+    rows = layer_lag(get_settings())
+    if as_json:
+        typer.echo(json.dumps([lag_document(r) for r in rows], indent=2))
+        return
+    table = Table("Partition", "End offset", "Speed layer at", "Speed lag", "Archive at", "Archive lag")
+    for r in rows:
+        table.add_row(
+            str(r.partition),
+            _count(r.end),
+            _count(r.speed),
+            _count(r.speed_lag),
+            _count(r.archive),
+            _count(r.archive_lag),
+        )
+    console.print(table)
+    if any(r.speed is None for r in rows) or any(r.archive is None for r in rows):
+        console.print("—: that layer has not committed a micro-batch yet (no checkpoint).")
+
+
+dead_letters_app = typer.Typer(
+    help="The records the speed and batch layers could not use, by reason (values masked).",
+    no_args_is_help=True,
+)
+
+
+def dead_letter_document(row: DeadLetterRow) -> dict[str, Any]:
+    """A dead letter as JSON-ready data (its value masked)."""
+    document = asdict(row)
+    for moment in ("kafka_timestamp", "stored_at"):
+        document[moment] = document[moment].isoformat() if document[moment] is not None else None
+    return document
+
+
+@dead_letters_app.command("reasons")
+def dead_letter_reasons(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
+    """Dead letters per layer and reason, the most frequent first."""
+    settings = get_settings()
+    client = mongo_client(settings)
+    try:
+        counts = profile_documents(mongo_database(client, settings), settings).dead_letter_counts()
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps([{"layer": j, "reason": r, "dead_letters": n} for j, r, n in counts], indent=2))
+        return
+    table = Table("Layer", "Reason", "Dead letters", title="Dead letters by reason")
+    for job, reason, count in counts:
+        table.add_row(job, reason, _count(count))
+    console.print(table)
+
+
+@dead_letters_app.command("list")
+def dead_letter_list(
+    reason: Annotated[str | None, typer.Option(help="Only the dead letters of this reason.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """The latest dead letters: layer, reason, Kafka coordinates and the value (identifiers masked)."""
+    settings = get_settings()
+    client = mongo_client(settings)
+    try:
+        rows = profile_documents(mongo_database(client, settings), settings).latest_dead_letters(
+            limit, reason
+        )
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps([dead_letter_document(row) for row in rows], indent=2))
+        return
+    table = Table(
+        "Stored", "Layer", "Reason", "Topic:partition:offset", "Value (masked)", title="Latest dead letters"
+    )
+    for row in rows:
+        stored = row.stored_at.strftime("%Y-%m-%d %H:%M:%S") if row.stored_at else "—"
+        table.add_row(stored, row.job, row.reason, f"{row.topic}:{row.partition}:{row.offset}", row.value)
+    console.print(table)

@@ -1,0 +1,246 @@
+"""The operations page (``/operations``): the pipeline's topics, how far behind each layer is, and the
+records the layers could not use, refreshing itself like the dashboard.
+
+Its reads (Kafka, the checkpoints, MongoDB) run in a worker thread with a deadline
+(``serving.off_loop``), so a slow broker never holds up the dashboard's sessions on the same server.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
+import panel as pn
+import param
+
+from core.settings import Settings
+from serving.off_loop import read_within
+from serving.operations import OperationsSnapshot, PartitionLag, TopicOverview, operations_snapshot
+from serving.profiles import DeadLetterRow, ProfileDocuments
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ALL_REASONS = "All reasons"
+LETTERS_SHOWN = 20
+
+CSS = """
+.ops table { width: 100%; border-collapse: collapse; font-size: 0.9em; margin-bottom: 6px; }
+.ops th { background: #f4f6fa; text-align: left; padding: 4px 6px; }
+.ops td { padding: 3px 6px; border-top: 1px solid #e6e9f0; }
+.ops td.number { text-align: right; white-space: nowrap; }
+.ops td.value { font-family: monospace; font-size: 0.85em; word-break: break-all; }
+.ops .empty, .ops .note { color: #778; font-style: italic; }
+.ops .part-error { color: #8a1c1c; background: #fdecec; padding: 6px 10px; border-radius: 6px; }
+"""
+
+
+def _count(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def _table(test_id: str, headers: list[str], rows: list[list[tuple[str, str]]]) -> str:
+    """An HTML table; each cell is (css class, text), escaped here."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{css}">{html.escape(text)}</td>' for css, text in row) + "</tr>"
+        for row in rows
+    )
+    return (
+        f'<div class="ops" data-testid="{test_id}"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def _error(test_id: str, part: str, message: str) -> str:
+    return (
+        f'<div class="ops" data-testid="{test_id}">'
+        f'<div class="part-error">Could not read {part}: {html.escape(message)}</div></div>'
+    )
+
+
+def topics_html(topics: list[TopicOverview]) -> str:
+    """One row per partition of each topic (a topic not created yet says so)."""
+    rows: list[list[tuple[str, str]]] = []
+    for topic in topics:
+        if topic.partitions is None:
+            rows.append(
+                [
+                    ("", topic.name),
+                    ("", "not created yet"),
+                    ("number", ""),
+                    ("number", ""),
+                    ("number", ""),
+                    ("", ""),
+                ]
+            )
+            continue
+        retention = (
+            "broker default" if topic.retention_ms is None else f"{topic.retention_ms / 86_400_000:g} days"
+        )
+        for p in topic.partitions:
+            rows.append(
+                [("", topic.name), ("number", str(p.partition)), ("number", _count(p.earliest)),
+                 ("number", _count(p.end)), ("number", _count(p.records)), ("", retention)]
+            )  # fmt: skip
+    return _table(
+        "topics", ["Topic", "Partition", "Earliest offset", "End offset", "Records", "Retention"], rows
+    )
+
+
+def lag_html(rows: list[PartitionLag]) -> str:
+    """Per partition: the end offset, where each layer has committed, and how far behind it is."""
+    cells = [
+        [("number", str(r.partition)), ("number", _count(r.end)), ("number", _count(r.speed)),
+         ("number", _count(r.speed_lag)), ("number", _count(r.archive)), ("number", _count(r.archive_lag))]
+        for r in rows
+    ]  # fmt: skip
+    headers = ["Partition", "End offset", "Speed layer at", "Speed lag", "Archive at", "Archive lag"]
+    note = ""
+    if any(r.speed is None or r.archive is None for r in rows):
+        note = '<div class="note">—: that layer has not committed a micro-batch yet.</div>'
+    return _table("lag", headers, cells).replace("</table></div>", f"</table>{note}</div>")
+
+
+def reasons_html(reasons: list[tuple[str, str, int]]) -> str:
+    if not reasons:
+        return '<div class="ops" data-testid="reasons"><div class="empty">No dead letters.</div></div>'
+    rows = [[("", job), ("", reason), ("number", _count(count))] for job, reason, count in reasons]
+    return _table("reasons", ["Layer", "Reason", "Dead letters"], rows)
+
+
+def letters_html(letters: list[DeadLetterRow]) -> str:
+    if not letters:
+        return '<div class="ops" data-testid="letters"><div class="empty">No dead letters.</div></div>'
+    rows = [
+        [("", letter.stored_at.strftime("%Y-%m-%d %H:%M:%S") if letter.stored_at else "—"),
+         ("", letter.job), ("", letter.reason), ("", f"{letter.topic}:{letter.partition}:{letter.offset}"),
+         ("value", letter.value)]
+        for letter in letters
+    ]  # fmt: skip
+    return _table(
+        "letters", ["Stored (UTC)", "Layer", "Reason", "Topic:partition:offset", "Value (masked)"], rows
+    )
+
+
+def _show_part(
+    pane: pn.pane.HTML,
+    test_id: str,
+    part: str,
+    value: T | None,
+    render: Callable[[T], str],
+    errors: dict[str, str],
+) -> None:
+    """Give a pane its part's HTML, or the reason its source could not be read; unchanged if the same."""
+    new = render(value) if value is not None else _error(test_id, part, errors.get(part, "no answer"))
+    if pane.object != new:
+        pane.object = new
+
+
+class OperationsPage(pn.viewable.Viewer):
+    """The page one browser session sees on ``/operations``."""
+
+    reason = param.Selector(
+        default=ALL_REASONS, objects=[ALL_REASONS], doc="Show the dead letters of one reason."
+    )
+    paused = param.Boolean(default=False, doc="Stop refreshing.")
+
+    def __init__(self, settings: Settings, documents: ProfileDocuments) -> None:
+        super().__init__()
+        self.settings = settings
+        self.documents = documents
+        self.status = pn.pane.Markdown("Loading…", sizing_mode="stretch_width")
+        self.topics = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.lag = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.reasons = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.letters = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self._reading = False
+        self._callback: pn.io.PeriodicCallback | None = None
+        self.param.watch(self._reason_changed, ["reason"])
+        self.param.watch(self._pause_changed, ["paused"])
+
+    async def refresh(self, force: bool = False) -> None:
+        if self._reading or (self.paused and not force):
+            return  # the previous read is still running, or paused
+        self._reading = True
+        try:
+            reason = None if self.reason == ALL_REASONS else self.reason
+            read = partial(operations_snapshot, self.settings, self.documents, reason, LETTERS_SHOWN)
+            answer = await read_within(
+                read, self.settings.serving.query_timeout_s, "operations refresh", logger
+            )
+            if answer.value is None:
+                failure = html.escape((answer.failure or "no answer").capitalize())
+                self.status.object = f"⚠️ {failure}; showing the last figures."
+                return
+            self.show(answer.value)
+        finally:
+            self._reading = False
+
+    def show(self, snapshot: OperationsSnapshot) -> None:
+        errors = snapshot.errors
+        _show_part(self.topics, "topics", "topics", snapshot.topics, topics_html, errors)
+        _show_part(self.lag, "lag", "lag", snapshot.lag, lag_html, errors)
+        _show_part(self.reasons, "reasons", "dead letters", snapshot.reasons, reasons_html, errors)
+        _show_part(self.letters, "letters", "dead letters", snapshot.letters, letters_html, errors)
+        if snapshot.reasons is not None:
+            choices = [ALL_REASONS, *sorted({reason for _, reason, _ in snapshot.reasons})]
+            if self.reason not in choices:
+                choices.append(self.reason)
+            if choices != self.param["reason"].objects:
+                self.param["reason"].objects = choices
+        state = "paused" if self.paused else f"every {self.settings.serving.refresh_period_s:g} s"
+        self.status.object = f"Refreshing {state}."
+
+    async def _reason_changed(self, *_events: param.parameterized.Event) -> None:
+        await self.refresh(force=True)
+
+    def _pause_changed(self, event: param.parameterized.Event) -> None:
+        if self._callback is not None:
+            self._callback.running = not event.new
+        self.status.object = "Paused." if event.new else "Refreshing…"
+
+    def start_refreshing(self) -> None:
+        pn.state.onload(partial(self.refresh, force=True))
+        self._callback = pn.state.add_periodic_callback(
+            self.refresh, period=int(self.settings.serving.refresh_period_s * 1000), start=True
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        sidebar = pn.Column(
+            "[← Dashboard](./)",
+            pn.widgets.Select.from_param(self.param.reason, name="Dead-letter reason"),
+            pn.widgets.Toggle.from_param(self.param.paused, name="Pause refresh", button_type="default"),
+            self.status,
+        )
+        return pn.template.BootstrapTemplate(
+            title="UserPulse — operations",
+            sidebar=[sidebar],
+            main=[
+                pn.pane.Markdown("### Kafka topics"),
+                self.topics,
+                pn.pane.Markdown("### Progress of each layer (profiles topic)"),
+                self.lag,
+                pn.pane.Markdown("### Dead letters by reason"),
+                self.reasons,
+                pn.pane.Markdown("### Latest dead letters (direct identifiers masked)"),
+                self.letters,
+            ],
+        )
+
+
+def operations_page_factory(
+    settings: Settings, documents: ProfileDocuments
+) -> Callable[[], pn.viewable.Viewable]:
+    """What ``pn.serve`` calls for each browser session opening ``/operations``."""
+
+    def page() -> pn.viewable.Viewable:
+        pn.extension()
+        operations = OperationsPage(settings, documents)
+        operations.start_refreshing()
+        return operations.__panel__()
+
+    return page

@@ -1,0 +1,94 @@
+"""``userpulse topics`` and ``userpulse lag`` on a real topic, as the layers consume it: the figures are
+checked against the offsets Kafka gave the test's own records."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+
+from core.settings import Settings
+from core.validation import NOT_JSON, NOT_JSON_OBJECT
+from ingestion.synthetic import SyntheticSource
+from tests.integration.pipeline import Pipeline
+from tests.integration.processes import cli_environment
+
+pytestmark = pytest.mark.integration
+
+BASE = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+
+
+def run_json(settings: Settings, command: str) -> Any:
+    """``userpulse <command> --json`` run as a user runs it, its output parsed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "userpulse.cli", *shlex.split(command), "--json"],
+        env=cli_environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def produce(pipeline: Pipeline, seed: int, count: int) -> None:
+    users = SyntheticSource(seed, now=BASE).next_batch(count)
+    pipeline.produce(
+        {"user": user, "fetched_at": BASE + timedelta(seconds=i)} for i, user in enumerate(users)
+    )
+
+
+def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
+    spark: SparkSession, own_stores: Callable[[str], Settings]
+) -> None:
+    settings = own_stores("ops")
+    pipeline = Pipeline(settings, spark)
+    produce(pipeline, 51, 40)
+    per_partition = Counter(copy.partition for copy in pipeline.copies)
+    # Two records the speed layer cannot use, under one key (so one partition).
+    bad_partition = pipeline.produce_bad(b"jane.doe@example.com called +1 (555) 123-4567", key="k")
+    assert pipeline.produce_bad(b"[1, 2, 3]", key="k") == bad_partition
+    per_partition[bad_partition] += 2
+
+    [profiles, dead_letters] = run_json(settings, "topics")
+    assert profiles["topic"] == settings.kafka.profiles_topic and profiles["records"] == 42
+    assert {p["partition"]: (p["earliest"], p["end"]) for p in profiles["partitions"]} == {
+        p: (0, per_partition[p]) for p in range(3)
+    }
+    assert dead_letters == {
+        "topic": settings.kafka.dead_letter_topic, "exists": False, "records": 0, "retention_ms": None,
+        "partitions": [],
+    }  # fmt: skip
+
+    def lag_by_partition() -> dict[int, tuple[int | None, int | None]]:
+        return {row["partition"]: (row["speed_lag"], row["archive_lag"]) for row in run_json(settings, "lag")}
+
+    # Neither layer has run: no checkpoint, no figure (rather than a lag it cannot know).
+    assert lag_by_partition() == {p: (None, None) for p in range(3)}
+
+    pipeline.speed()
+    assert lag_by_partition() == {p: (0, None) for p in range(3)}
+
+    # What the speed layer could not use, by reason, and each letter with its value masked.
+    reasons = run_json(settings, "dead-letters reasons")
+    assert reasons == [
+        {"layer": "speed", "reason": NOT_JSON, "dead_letters": 1},
+        {"layer": "speed", "reason": NOT_JSON_OBJECT, "dead_letters": 1},
+    ]
+    [letter] = run_json(settings, f"dead-letters list --reason {NOT_JSON!r}")
+    assert (letter["topic"], letter["partition"]) == (settings.kafka.profiles_topic, bad_partition)
+    assert letter["value"] == "j***@example.com called ***67"
+
+    produce(pipeline, 52, 20)
+    pipeline.archive()
+    newer = Counter(copy.partition for copy in pipeline.copies[40:])
+    assert lag_by_partition() == {p: (newer[p], 0) for p in range(3)}

@@ -1,0 +1,60 @@
+"""The operator's views without a service: offsets read from a checkpoint's files, lag per partition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from serving.operations import PartitionOffsets, TopicOverview, committed_offsets, lag_rows, source_offsets
+from serving.operations_page import lag_html, letters_html, reasons_html, topics_html
+from serving.profiles import DeadLetterRow
+
+TOPIC = "users.profiles"
+METADATA = '{"batchWatermarkMs":0,"batchTimestampMs":1765000000000,"conf":{}}'
+
+
+def offset_log(*sources: str) -> str:
+    return "\n".join(["v1", METADATA, *sources])
+
+
+def test_the_topic_offsets_of_an_offset_log_file() -> None:
+    text = offset_log('{"other":{"0":5}}', '{"users.profiles":{"2":7,"0":12,"1":3}}')
+    assert source_offsets(text, TOPIC) == {0: 12, 1: 3, 2: 7}
+    assert source_offsets(offset_log("-"), TOPIC) is None
+    assert source_offsets(offset_log('{"other":{"0":5}}'), TOPIC) is None
+
+
+def test_a_checkpoint_counts_up_to_its_last_committed_batch_only(tmp_path: Path) -> None:
+    assert committed_offsets(tmp_path / "none", TOPIC) is None
+    (tmp_path / "offsets").mkdir()
+    (tmp_path / "commits").mkdir()
+    for batch_id, offset in ((0, 10), (1, 20), (2, 30)):
+        (tmp_path / "offsets" / str(batch_id)).write_text(offset_log(f'{{"{TOPIC}":{{"0":{offset}}}}}'))
+    assert committed_offsets(tmp_path, TOPIC) is None  # planned, never committed
+    for batch_id in (0, 1):
+        (tmp_path / "commits" / str(batch_id)).write_text("v1\n{}")
+    (tmp_path / "commits" / ".1.crc").write_text("")
+    # Batch 2 is planned but not committed: under way, not done.
+    assert committed_offsets(tmp_path, TOPIC) == {0: 20}
+
+
+def test_lag_is_the_distance_to_the_end_of_each_partition() -> None:
+    partitions = [PartitionOffsets(0, 0, 100), PartitionOffsets(1, 40, 50)]
+    rows = lag_rows(partitions, {0: 90}, None)
+    assert [(r.partition, r.speed, r.speed_lag, r.archive_lag) for r in rows] == [
+        (0, 90, 10, None),
+        (1, 0, 50, None),
+    ]
+    assert partitions[1].records == 10
+
+
+def test_the_operations_page_parts_are_escaped_tables_that_say_what_is_missing() -> None:
+    topics = topics_html(
+        [TopicOverview("t<1>", [PartitionOffsets(0, 2, 12)], 604_800_000), TopicOverview("t.dlq", None, None)]
+    )
+    assert "t&lt;1&gt;" in topics and "<1>" not in topics and "7 days" in topics
+    assert "not created yet" in topics
+    lag = lag_html(lag_rows([PartitionOffsets(0, 0, 12)], {0: 10}, None))
+    assert '<td class="number">2</td>' in lag and "not committed a micro-batch yet" in lag
+    letter = DeadLetterRow("speed", "not <JSON>", "t", 0, 5, None, None, "a<b")
+    assert "not &lt;JSON&gt;" in letters_html([letter]) and "a&lt;b" in letters_html([letter])
+    assert "No dead letters" in letters_html([]) and "No dead letters" in reasons_html([])
