@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 
 from core.profile import DeadLetter, ProfileEnvelope
 from core.settings import Settings
@@ -92,6 +93,16 @@ class ProfilePublisher:
         future = self._producer.send(self.profiles_topic, key=key, value=value)
         future.add_callback(self._on_sent, len(value))
         future.add_errback(self._on_failed, self.profiles_topic)
+
+    def publish_record(
+        self, key: str, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> FutureRecordMetadata:
+        """Queue a record already serialized (a re-driven dead letter's value) to the profiles topic;
+        the returned future gives its coordinates once the broker has acknowledged it."""
+        future = self._producer.send(self.profiles_topic, key=key.encode(), value=value, headers=headers)
+        future.add_callback(self._on_sent, len(value))
+        future.add_errback(self._on_failed, self.profiles_topic)
+        return future
 
     def publish_dead_letter(self, letter: DeadLetter, key: str | None) -> None:
         """Queue one dead letter (keyed by the record's uuid when it has one)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from core.settings import get_settings
 from core.stores import mongo_client, mongo_database
+from ingestion.redrive import redrive_dead_letters
 from serving.operations import PartitionLag, TopicOverview, layer_lag, topic_overview
 from serving.profiles import DeadLetterRow, profile_documents
 
@@ -141,3 +143,70 @@ def dead_letter_list(
         stored = row.stored_at.strftime("%Y-%m-%d %H:%M:%S") if row.stored_at else "—"
         table.add_row(stored, row.job, row.reason, f"{row.topic}:{row.partition}:{row.offset}", row.value)
     console.print(table)
+
+
+@dead_letters_app.command("show")
+def dead_letter_show(
+    letter_id: Annotated[str, typer.Argument(help="The dead letter's topic:partition:offset.")],
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """One dead letter: layer, reason, Kafka coordinates, where its re-drive went, and its value
+    (identifiers masked)."""
+    settings = get_settings()
+    client = mongo_client(settings)
+    try:
+        row = profile_documents(mongo_database(client, settings), settings).dead_letter(letter_id)
+    finally:
+        client.close()
+    if row is None:
+        console.print(f"[red]No dead letter {letter_id!r}[/red] (see userpulse dead-letters list).")
+        raise typer.Exit(1)
+    document = dead_letter_document(row)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+        return
+    table = Table("Field", "Value", title=f"Dead letter {letter_id}", show_header=False)
+    for name, value in document.items():
+        table.add_row(name, "—" if value is None else str(value))
+    console.print(table)
+
+
+@dead_letters_app.command("redrive")
+def dead_letter_redrive(
+    reason: Annotated[str, typer.Option(help="Re-drive the dead letters of this reason (as listed).")],
+    since: Annotated[
+        datetime | None, typer.Option(help="Only those stored since (ISO 8601, UTC unless an offset).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would happen; change nothing.")
+    ] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Validate the dead letters of a reason again with today's code and settings: publish those that
+    now pass to the profiles topic (once, however often this runs), give the others today's reason.
+    An erased subject's dead letter is never re-driven."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    report = redrive_dead_letters(get_settings(), reason, since, dry_run)
+    document = {
+        "reason": report.reason,
+        "dry_run": report.dry_run,
+        "selected": report.selected,
+        "redriven": report.redriven,
+        "erased": report.erased,
+        "still_refused": dict(report.still_refused),
+    }
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+        return
+    verb = "would be" if dry_run else "were"
+    console.print(
+        f"{report.selected:,} dead letters of {reason!r} not re-driven yet{' (dry run)' if dry_run else ''}:"
+    )
+    console.print(f"  {report.redriven:,} pass today's validation and {verb} published to the profiles topic")
+    for new_reason, count in report.still_refused.most_common():
+        console.print(f"  {count:,} still refused: {new_reason}")
+    if report.erased:
+        console.print(
+            f"  {report.erased:,} of erased subjects: not re-driven, {'to be ' if dry_run else ''}deleted"
+        )

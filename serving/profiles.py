@@ -80,6 +80,10 @@ def mask_raw_value(raw: bytes | None) -> str:
     return text if len(text) <= RAW_VALUE_SHOWN else text[:RAW_VALUE_SHOWN] + "…"
 
 
+OUTSTANDING: dict[str, Any] = {"redriven": {"$exists": False}}
+"""Dead letters not re-driven (a re-driven one keeps its document, marked with where its copy went)."""
+
+
 @dataclass(frozen=True)
 class DeadLetterRow:
     """A stored dead letter as an operator sees it: where it came from, why, and its value masked."""
@@ -93,6 +97,8 @@ class DeadLetterRow:
     kafka_timestamp: datetime | None
     stored_at: datetime | None
     value: str
+    redriven_as: str | None = None
+    """Where its re-driven copy was published (``topic:partition:offset``), when it was."""
 
 
 def dead_letter_row(document: dict[str, Any]) -> DeadLetterRow:
@@ -105,6 +111,7 @@ def dead_letter_row(document: dict[str, Any]) -> DeadLetterRow:
         kafka_timestamp=document.get("kafka_timestamp"),
         stored_at=document.get("stored_at"),
         value=mask_raw_value(document.get("raw_value")),
+        redriven_as=(document.get("redriven") or {}).get("published_as"),
     )
 
 
@@ -210,9 +217,13 @@ class ProfileDocuments:
         return self.dead_letters.estimated_document_count()
 
     def dead_letter_counts(self) -> list[tuple[str, str, int]]:
-        """(layer, reason, dead letters) for every layer and reason, the most frequent first."""
+        """(layer, reason, dead letters) for every layer and reason, the most frequent first (those
+        re-driven are no longer counted: ``ingestion.redrive``)."""
         groups = self.dead_letters.aggregate(
-            [{"$group": {"_id": {"job": "$job", "reason": "$reason"}, "count": {"$sum": 1}}}]
+            [
+                {"$match": OUTSTANDING},
+                {"$group": {"_id": {"job": "$job", "reason": "$reason"}, "count": {"$sum": 1}}},
+            ]
         )
         counts = [
             (group["_id"].get("job", ""), group["_id"].get("reason", ""), group["count"]) for group in groups
@@ -220,10 +231,16 @@ class ProfileDocuments:
         return sorted(counts, key=lambda c: (-c[2], c[0], c[1]))
 
     def latest_dead_letters(self, limit: int, reason: str | None = None) -> list[DeadLetterRow]:
-        """The ``limit`` most recently stored dead letters (of one ``reason``), values masked."""
-        query = {} if reason is None else {"reason": reason}
+        """The ``limit`` most recently stored dead letters (of one ``reason``) not re-driven, values
+        masked."""
+        query = OUTSTANDING if reason is None else {**OUTSTANDING, "reason": reason}
         cursor = self.dead_letters.find(query).sort("stored_at", DESCENDING).limit(limit)
         return [dead_letter_row(document) for document in cursor]
+
+    def dead_letter(self, letter_id: str) -> DeadLetterRow | None:
+        """One dead letter by its Kafka coordinates (``topic:partition:offset``), value masked."""
+        document = self.dead_letters.find_one({"_id": letter_id})
+        return None if document is None else dead_letter_row(document)
 
 
 def profile_documents(database: Database, settings: Settings) -> ProfileDocuments:

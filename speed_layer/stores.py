@@ -18,7 +18,7 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.query import UNSET_VALUE
 from cassandra.util import Date as CassandraDate
-from pymongo import DESCENDING, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
@@ -383,6 +383,29 @@ class MongoRawStore:
     def insert_dead_letters(self, letters: Sequence[Mapping[str, Any]], stored_at: datetime) -> None:
         """Insert each dead letter once, keyed by its Kafka coordinates."""
         _insert_once(self.dead_letters, [{**letter, "stored_at": stored_at} for letter in letters])
+
+    def dead_letters_to_redrive(self, reason: str, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """The dead letters of ``reason`` (stored since ``since``) not re-driven yet, oldest first."""
+        query: dict[str, Any] = {"reason": reason, "redriven": {"$exists": False}}
+        if since is not None:
+            query["stored_at"] = {"$gte": since}
+        yield from self.dead_letters.find(query).sort("_id", ASCENDING)
+
+    def mark_redriven(self, letter_id: str, redriven_at: datetime, published_as: str) -> None:
+        """Record that a dead letter was published again (as ``topic:partition:offset``)."""
+        self.dead_letters.update_one(
+            {"_id": letter_id}, {"$set": {"redriven": {"at": redriven_at, "published_as": published_as}}}
+        )
+
+    def set_dead_letter_reason(self, letter_id: str, reason: str, revalidated_at: datetime) -> None:
+        """Give a dead letter the reason today's validation gives it."""
+        self.dead_letters.update_one(
+            {"_id": letter_id}, {"$set": {"reason": reason, "revalidated_at": revalidated_at}}
+        )
+
+    def delete_dead_letters(self, letter_ids: Sequence[str]) -> None:
+        if letter_ids:
+            self.dead_letters.delete_many({"_id": {"$in": list(letter_ids)}})
 
 
 def raw_document(row: Mapping[str, Any], ingested_at: datetime) -> dict[str, Any]:

@@ -156,6 +156,15 @@ class RecordingCollection:
     def find(self, *_: Any) -> RecordingCursor:
         return RecordingCursor(list(self.documents))
 
+    def update_one(self, query: dict[str, Any], update: dict[str, Any]) -> None:
+        """``$set`` on the document of an ``_id``: the fields it adds are held too."""
+        [(operator, values)] = update.items()
+        assert list(query) == ["_id"] and operator == "$set", (query, update)
+        for document in self.documents:
+            if document["_id"] == query["_id"]:
+                document.update(values)
+                self.inserted.append({**document})
+
     def delete_many(self, query: dict[str, Any]) -> None:
         [(field, condition)] = query.items()
         assert field == "_id" and list(condition) == ["$nin"], query
@@ -302,6 +311,10 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
     bad_rows = collect_dicts(dead_letter_records(parse_kafka_records(kafka_rows, RecordLimits())))
     assert bad_rows
     mongo.insert_dead_letters([dead_letter_document(row, "speed") for row in bad_rows], NOW)
+    # What a re-drive adds to a dead letter (ingestion.redrive): where its copy went, or today's reason.
+    letter_id = dead_letter_document(bad_rows[0], "speed")["_id"]
+    mongo.mark_redriven(letter_id, NOW, "t:0:9")
+    mongo.set_dead_letter_reason(letter_id, "a reason of today", NOW)
     for name, collection in database.collections.items():
         if collection.inserted:
             key = (reg.StoreKind.MONGODB_COLLECTION, f"{settings.mongo.database}.{name}")
