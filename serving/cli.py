@@ -115,7 +115,7 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
             pn.serve(
                 {
                     "/": page_factory(settings, views, documents, profiles),
-                    "/operations": operations_page_factory(settings, documents),
+                    "/operations": operations_page_factory(settings, documents, views),
                 },
                 address=serving.host,
                 port=serving.port,

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,9 +22,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from core.retention import topic_retention_ms
 from core.settings import Settings
 from serving.profiles import DeadLetterRow, ProfileDocuments
+from serving.views import ServingViews
+from speed_layer.stores import StreamBatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+PRODUCER = "producer"
+"""The layer name of the producer's dead letters (kept in their topic, not in the dead-letter store)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,10 @@ class PartitionLag:
     """Offset up to which the speed layer has committed (None: no committed micro-batch yet)."""
     archive: int | None
     """Offset up to which the archive has committed."""
+    speed_lag_s: float | None = None
+    """How long the oldest record the speed layer has not committed has waited (0: none waits; None:
+    unknown)."""
+    archive_lag_s: float | None = None
 
     @property
     def speed_lag(self) -> int | None:
@@ -132,23 +144,77 @@ def layer_lag(settings: Settings) -> list[PartitionLag]:
     """Per partition of the profiles topic: its end offset, and where the speed layer and the archive
     have committed up to."""
     [overview] = [t for t in topic_overview(settings) if t.name == settings.kafka.profiles_topic]
-    return lag_rows(overview.partitions or [], *checkpoint_offsets(settings))
+    return lag_rows(
+        overview.partitions or [], *checkpoint_offsets(settings), partial(record_timestamps, settings)
+    )
 
 
 def lag_rows(
-    partitions: list[PartitionOffsets], speed: dict[int, int] | None, archive: dict[int, int] | None
+    partitions: list[PartitionOffsets],
+    speed: dict[int, int] | None,
+    archive: dict[int, int] | None,
+    waiting_since: Callable[[dict[int, int]], dict[int, datetime]] | None = None,
+    now: datetime | None = None,
 ) -> list[PartitionLag]:
     """Each partition's end offset beside the layers' committed offsets. A layer that has committed
-    but not yet seen a partition is at its start (0 offsets consumed)."""
+    but not yet seen a partition is at its start (0 offsets consumed).
+
+    With ``waiting_since`` (partition -> first offset not committed => that record's Kafka timestamp),
+    each lag is also given in seconds: how long the oldest record a layer has not committed has waited.
+    """
+    now = now or datetime.now(UTC)
+
+    def at(committed: dict[int, int] | None) -> dict[int, int] | None:
+        if committed is None:
+            return None
+        return {p.partition: max(committed.get(p.partition, 0), p.earliest) for p in partitions}
+
+    def seconds(positions: dict[int, int] | None) -> dict[int, float]:
+        if positions is None or waiting_since is None:
+            return {}
+        behind = {p.partition: positions[p.partition] for p in partitions if positions[p.partition] < p.end}
+        waited = waiting_since(behind) if behind else {}
+        caught_up = {p.partition: 0.0 for p in partitions if p.partition not in behind}
+        return caught_up | {part: max(0.0, (now - ts).total_seconds()) for part, ts in waited.items()}
+
+    speed_at, archive_at = at(speed), at(archive)
+    speed_s, archive_s = seconds(speed_at), seconds(archive_at)
     return [
         PartitionLag(
             p.partition,
             p.end,
             None if speed is None else speed.get(p.partition, 0),
             None if archive is None else archive.get(p.partition, 0),
+            speed_s.get(p.partition),
+            archive_s.get(p.partition),
         )
         for p in partitions
     ]
+
+
+def record_timestamps(
+    settings: Settings, positions: dict[int, int], timeout_s: float = 2.0
+) -> dict[int, datetime]:
+    """The Kafka timestamp of the record at each (partition -> offset) of the profiles topic; a partition
+    whose record does not arrive within ``timeout_s`` is left out."""
+    topic = settings.kafka.profiles_topic
+    consumer = KafkaConsumer(
+        **settings.kafka.client_options(), enable_auto_commit=False, max_partition_fetch_bytes=65_536
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition) for partition in positions])
+        for partition, offset in positions.items():
+            consumer.seek(TopicPartition(topic, partition), offset)
+        found: dict[int, datetime] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(found) < len(positions) and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                if records and tp.partition not in found:
+                    found[tp.partition] = datetime.fromtimestamp(records[0].timestamp / 1000, UTC)
+                    consumer.pause(tp)
+        return found
+    finally:
+        consumer.close()
 
 
 @dataclass(frozen=True)
@@ -160,11 +226,27 @@ class OperationsSnapshot:
     reasons: list[tuple[str, str, int]] | None
     """(layer, reason, dead letters), the most frequent first."""
     letters: list[DeadLetterRow] | None
+    batches: list[StreamBatch] | None
+    """The speed layer's latest micro-batches, newest first."""
     errors: dict[str, str]
 
 
+def producer_dead_letters(topics: list[TopicOverview], settings: Settings) -> tuple[str, str, int] | None:
+    """The producer's dead letters as a row of the counts by reason: they are kept in their own topic,
+    each with its reason inside (counted from the offsets: reading them all is no refresh's work)."""
+    dead_letter_topic = next((t for t in topics if t.name == settings.kafka.dead_letter_topic), None)
+    if dead_letter_topic is None or not dead_letter_topic.records:
+        return None
+    return (PRODUCER, f"any (in the topic {dead_letter_topic.name})", dead_letter_topic.records)
+
+
 def operations_snapshot(
-    settings: Settings, documents: ProfileDocuments, reason: str | None, letters_shown: int
+    settings: Settings,
+    documents: ProfileDocuments,
+    views: ServingViews,
+    reason: str | None,
+    letters_shown: int,
+    batches_shown: int = 10,
 ) -> OperationsSnapshot:
     """Read the topics, each layer's progress and the dead letters; each source on its own, so one that
     fails leaves the others' parts."""
@@ -182,7 +264,15 @@ def operations_snapshot(
     lag = None
     if topics is not None:
         profiles = next(t for t in topics if t.name == settings.kafka.profiles_topic)
-        lag = attempt("lag", lambda: lag_rows(profiles.partitions or [], *checkpoint_offsets(settings)))
+        lag = attempt(
+            "lag",
+            lambda: lag_rows(
+                profiles.partitions or [], *checkpoint_offsets(settings), partial(record_timestamps, settings)
+            ),
+        )
     reasons = attempt("dead letters", documents.dead_letter_counts)
     letters = attempt("dead letters", lambda: documents.latest_dead_letters(letters_shown, reason))
-    return OperationsSnapshot(topics, lag, reasons, letters, errors)
+    if reasons is not None and topics is not None and (producer := producer_dead_letters(topics, settings)):
+        reasons = sorted([*reasons, producer], key=lambda c: (-c[2], c[0], c[1]))
+    batches = attempt("micro-batches", lambda: views.recent_speed_batches(batches_shown))
+    return OperationsSnapshot(topics, lag, reasons, letters, batches, errors)

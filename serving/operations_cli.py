@@ -1,5 +1,6 @@
-"""``userpulse topics``, ``userpulse lag`` and ``userpulse dead-letters``: the pipeline's topics, each
-layer's progress and the records it could not use, for people (tables) and scripts (``--json``)."""
+"""``userpulse topics``, ``lag``, ``batches`` and ``dead-letters``: the pipeline's topics, each layer's
+progress, the speed layer's latest micro-batches and the records the layers could not use (and their
+re-drive), for people (tables) and scripts (``--json``)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from cassandra import InvalidRequest
 from rich.console import Console
 from rich.table import Table
 
 from core.settings import get_settings
-from core.stores import mongo_client, mongo_database
+from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.redrive import redrive_dead_letters
 from serving.operations import PartitionLag, TopicOverview, layer_lag, topic_overview
 from serving.profiles import DeadLetterRow, profile_documents
+from serving.views import ServingViews
 
 console = Console()
 
@@ -25,6 +28,10 @@ JSON_OPTION = typer.Option("--json", help="Print JSON instead of a table.")
 
 def _count(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} s"
 
 
 def topic_document(topic: TopicOverview) -> dict[str, Any]:
@@ -71,19 +78,57 @@ def lag(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
     if as_json:
         typer.echo(json.dumps([lag_document(r) for r in rows], indent=2))
         return
-    table = Table("Partition", "End offset", "Speed layer at", "Speed lag", "Archive at", "Archive lag")
+    table = Table(
+        "Partition", "End offset", "Speed layer at", "Speed lag", "Waiting", "Archive at", "Archive lag",
+        "Waiting",
+    )  # fmt: skip
     for r in rows:
         table.add_row(
-            str(r.partition),
-            _count(r.end),
-            _count(r.speed),
-            _count(r.speed_lag),
-            _count(r.archive),
-            _count(r.archive_lag),
-        )
+            str(r.partition), _count(r.end), _count(r.speed), _count(r.speed_lag), _seconds(r.speed_lag_s),
+            _count(r.archive), _count(r.archive_lag), _seconds(r.archive_lag_s),
+        )  # fmt: skip
     console.print(table)
+    console.print("Waiting: how long the oldest record that layer has not committed has waited.")
     if any(r.speed is None for r in rows) or any(r.archive is None for r in rows):
         console.print("—: that layer has not committed a micro-batch yet (no checkpoint).")
+
+
+def batches(
+    limit: Annotated[int, typer.Option(min=1, max=1_000, help="How many, newest first.")] = 10,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """The speed layer's latest micro-batches: records read, new profiles, duplicates, dead letters,
+    under age, duration, input rate and the records left in the topic after each."""
+    settings = get_settings()
+    cluster, session = cassandra_session(settings)
+    try:
+        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        try:
+            recent = views.recent_speed_batches(limit)
+        except InvalidRequest:  # no keyspace or table: no layer has run against these settings
+            recent = []
+    finally:
+        cluster.shutdown()
+    if as_json:
+        typer.echo(
+            json.dumps([asdict(b) | {"processed_at": b.processed_at.isoformat()} for b in recent], indent=2)
+        )
+        return
+    if not recent:
+        console.print("No micro-batch of the speed layer yet.")
+        return
+    table = Table(
+        "Batch", "Processed (UTC)", "Records", "New profiles", "Duplicates", "Dead letters", "Under age",
+        "Duration", "Records/s", "Left in topic", title="Latest micro-batches of the speed layer",
+    )  # fmt: skip
+    for b in recent:
+        table.add_row(
+            str(b.batch_id), b.processed_at.strftime("%Y-%m-%d %H:%M:%S"), _count(b.input_rows),
+            _count(b.new_profiles), _count(b.duplicates), _count(b.dead_lettered), _count(b.under_age),
+            f"{b.duration_ms / 1000:,.1f} s", "—" if b.rows_per_s is None else f"{b.rows_per_s:,.0f}",
+            _count(b.kafka_lag),
+        )  # fmt: skip
+    console.print(table)
 
 
 dead_letters_app = typer.Typer(

@@ -1,7 +1,8 @@
-"""The operations page (``/operations``): the pipeline's topics, how far behind each layer is, and the
-records the layers could not use, refreshing itself like the dashboard.
+"""The operations page (``/operations``): the pipeline's topics, how far behind each layer is, the speed
+layer's latest micro-batches and the records the layers could not use, refreshing itself like the
+dashboard.
 
-Its reads (Kafka, the checkpoints, MongoDB) run in a worker thread with a deadline
+Its reads (Kafka, the checkpoints, Cassandra, MongoDB) run in a worker thread with a deadline
 (``serving.off_loop``), so a slow broker never holds up the dashboard's sessions on the same server.
 """
 
@@ -18,8 +19,16 @@ import param
 
 from core.settings import Settings
 from serving.off_loop import read_within
-from serving.operations import OperationsSnapshot, PartitionLag, TopicOverview, operations_snapshot
+from serving.operations import (
+    PRODUCER,
+    OperationsSnapshot,
+    PartitionLag,
+    TopicOverview,
+    operations_snapshot,
+)
 from serving.profiles import DeadLetterRow, ProfileDocuments
+from serving.views import ServingViews
+from speed_layer.stores import StreamBatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,14 +100,24 @@ def topics_html(topics: list[TopicOverview]) -> str:
     )
 
 
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} s"
+
+
 def lag_html(rows: list[PartitionLag]) -> str:
-    """Per partition: the end offset, where each layer has committed, and how far behind it is."""
+    """Per partition: the end offset, where each layer has committed, and how far behind it is (in
+    records, and how long the oldest record it has not committed has waited)."""
     cells = [
-        [("number", str(r.partition)), ("number", _count(r.end)), ("number", _count(r.speed)),
-         ("number", _count(r.speed_lag)), ("number", _count(r.archive)), ("number", _count(r.archive_lag))]
+        [("number", str(r.partition)), ("number", _count(r.end)),
+         ("number", _count(r.speed)), ("number", _count(r.speed_lag)), ("number", _seconds(r.speed_lag_s)),
+         ("number", _count(r.archive)), ("number", _count(r.archive_lag)),
+         ("number", _seconds(r.archive_lag_s))]
         for r in rows
     ]  # fmt: skip
-    headers = ["Partition", "End offset", "Speed layer at", "Speed lag", "Archive at", "Archive lag"]
+    headers = [
+        "Partition", "End offset", "Speed layer at", "Speed lag", "Waiting", "Archive at", "Archive lag",
+        "Waiting",
+    ]  # fmt: skip
     note = ""
     if any(r.speed is None or r.archive is None for r in rows):
         note = '<div class="note">—: that layer has not committed a micro-batch yet.</div>'
@@ -126,6 +145,25 @@ def letters_html(letters: list[DeadLetterRow]) -> str:
     )
 
 
+def batches_html(batches: list[StreamBatch]) -> str:
+    """The speed layer's latest micro-batches, newest first."""
+    if not batches:
+        return '<div class="ops" data-testid="batches"><div class="empty">No micro-batch yet.</div></div>'
+    rows = [
+        [("number", str(b.batch_id)), ("", b.processed_at.strftime("%Y-%m-%d %H:%M:%S")),
+         ("number", _count(b.input_rows)), ("number", _count(b.new_profiles)),
+         ("number", _count(b.duplicates)), ("number", _count(b.dead_lettered)),
+         ("number", _count(b.under_age)), ("number", f"{b.duration_ms / 1000:,.1f} s"),
+         ("number", "—" if b.rows_per_s is None else f"{b.rows_per_s:,.0f}"), ("number", _count(b.kafka_lag))]
+        for b in batches
+    ]  # fmt: skip
+    headers = [
+        "Batch", "Processed (UTC)", "Records", "New profiles", "Duplicates", "Dead letters", "Under age",
+        "Duration", "Records/s", "Left in topic",
+    ]  # fmt: skip
+    return _table("batches", headers, rows)
+
+
 def _show_part(
     pane: pn.pane.HTML,
     test_id: str,
@@ -148,15 +186,17 @@ class OperationsPage(pn.viewable.Viewer):
     )
     paused = param.Boolean(default=False, doc="Stop refreshing.")
 
-    def __init__(self, settings: Settings, documents: ProfileDocuments) -> None:
+    def __init__(self, settings: Settings, documents: ProfileDocuments, views: ServingViews) -> None:
         super().__init__()
         self.settings = settings
         self.documents = documents
+        self.views = views
         self.status = pn.pane.Markdown("Loading…", sizing_mode="stretch_width")
         self.topics = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.lag = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.reasons = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.letters = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.batches = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self._reading = False
         self._callback: pn.io.PeriodicCallback | None = None
         self.param.watch(self._reason_changed, ["reason"])
@@ -168,7 +208,9 @@ class OperationsPage(pn.viewable.Viewer):
         self._reading = True
         try:
             reason = None if self.reason == ALL_REASONS else self.reason
-            read = partial(operations_snapshot, self.settings, self.documents, reason, LETTERS_SHOWN)
+            read = partial(
+                operations_snapshot, self.settings, self.documents, self.views, reason, LETTERS_SHOWN
+            )
             answer = await read_within(
                 read, self.settings.serving.query_timeout_s, "operations refresh", logger
             )
@@ -186,8 +228,10 @@ class OperationsPage(pn.viewable.Viewer):
         _show_part(self.lag, "lag", "lag", snapshot.lag, lag_html, errors)
         _show_part(self.reasons, "reasons", "dead letters", snapshot.reasons, reasons_html, errors)
         _show_part(self.letters, "letters", "dead letters", snapshot.letters, letters_html, errors)
+        _show_part(self.batches, "batches", "micro-batches", snapshot.batches, batches_html, errors)
         if snapshot.reasons is not None:
-            choices = [ALL_REASONS, *sorted({reason for _, reason, _ in snapshot.reasons})]
+            stored = {reason for layer, reason, _ in snapshot.reasons if layer != PRODUCER}
+            choices = [ALL_REASONS, *sorted(stored)]
             if self.reason not in choices:
                 choices.append(self.reason)
             if choices != self.param["reason"].objects:
@@ -224,6 +268,8 @@ class OperationsPage(pn.viewable.Viewer):
                 self.topics,
                 pn.pane.Markdown("### Progress of each layer (profiles topic)"),
                 self.lag,
+                pn.pane.Markdown("### Latest micro-batches of the speed layer"),
+                self.batches,
                 pn.pane.Markdown("### Dead letters by reason"),
                 self.reasons,
                 pn.pane.Markdown("### Latest dead letters (direct identifiers masked)"),
@@ -233,13 +279,13 @@ class OperationsPage(pn.viewable.Viewer):
 
 
 def operations_page_factory(
-    settings: Settings, documents: ProfileDocuments
+    settings: Settings, documents: ProfileDocuments, views: ServingViews
 ) -> Callable[[], pn.viewable.Viewable]:
     """What ``pn.serve`` calls for each browser session opening ``/operations``."""
 
     def page() -> pn.viewable.Viewable:
         pn.extension()
-        operations = OperationsPage(settings, documents)
+        operations = OperationsPage(settings, documents, views)
         operations.start_refreshing()
         return operations.__panel__()
 

@@ -31,7 +31,7 @@ from cassandra.cluster import Session
 
 from batch_layer.view_store import BatchCurrent, BatchViewStore, ErasureCorrection
 from core.aggregates import DIMENSIONS
-from speed_layer.stores import CassandraSpeedStore, SpeedProgress
+from speed_layer.stores import CassandraSpeedStore, SpeedProgress, StreamBatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -248,6 +248,9 @@ class ServingViews:
 
     def speed_progress(self) -> SpeedProgress | None:
         return self.speed.progress(self.speed_job)
+
+    def recent_speed_batches(self, limit: int) -> list[StreamBatch]:
+        return self.speed.recent_batches(self.speed_job, limit)
 
     def last_speed_window(self) -> datetime | None:
         return self.speed.last_window(TOTAL_DIMENSION)

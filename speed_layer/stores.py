@@ -141,6 +141,30 @@ class SpeedProgress:
     late_rows_dropped: int
 
 
+@dataclass(frozen=True)
+class StreamBatch:
+    """One micro-batch of the speed layer, as its ``stream_batches`` row tells."""
+
+    batch_id: int
+    processed_at: datetime
+    input_rows: int
+    new_profiles: int
+    duplicates: int
+    dead_lettered: int
+    under_age: int
+    duration_ms: int
+    rows_per_s: float | None
+    """Spark's input rate of the batch (None until its progress is recorded)."""
+    kafka_lag: int | None
+    """Records left in the topic after it (all partitions), if known."""
+
+
+RECENT_BATCH_COLUMNS = (
+    "batch_id", "processed_at", "input_rows", "new_profiles", "duplicates", "dead_lettered", "under_age",
+    "duration_ms", "rows_per_s", "kafka_lag",
+)  # fmt: skip
+
+
 class CassandraSpeedStore:
     """The speed layer's Cassandra tables in one keyspace, with prepared statements: the writes of the
     micro-batches, and the reads of serving and the batch layer."""
@@ -167,6 +191,9 @@ class CassandraSpeedStore:
         self._progress = session.prepare(
             "SELECT processed_at, max_event_time, kafka_lag, late_rows_dropped "
             f"FROM {keyspace}.stream_batches WHERE job = ? LIMIT 1"
+        )
+        self._recent = session.prepare(
+            f"SELECT {', '.join(RECENT_BATCH_COLUMNS)} FROM {keyspace}.stream_batches WHERE job = ? LIMIT ?"
         )
         self._windows_after = session.prepare(
             f"SELECT windows FROM {keyspace}.stream_batches WHERE job = ? AND batch_id > ?"
@@ -260,6 +287,24 @@ class CassandraSpeedStore:
             lag,
             row.late_rows_dropped or 0,
         )
+
+    def recent_batches(self, job: str, limit: int) -> list[StreamBatch]:
+        """The job's ``limit`` latest micro-batches, newest first (one partition, clustered by batch)."""
+        return [
+            StreamBatch(
+                row.batch_id,
+                _aware(row.processed_at),
+                row.input_rows or 0,
+                row.new_profiles or 0,
+                row.duplicates or 0,
+                row.dead_lettered or 0,
+                row.under_age or 0,
+                row.duration_ms or 0,
+                row.rows_per_s,
+                sum(row.kafka_lag.values()) if row.kafka_lag else None,
+            )
+            for row in self.session.execute(self._recent, (job, limit))
+        ]
 
     def last_window(self, dimension: str) -> datetime | None:
         """The newest window with partials of ``dimension``."""

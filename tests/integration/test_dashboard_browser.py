@@ -485,12 +485,16 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
 ) -> None:
     topic = unique_name("ops")
     create_topic(dashboard_settings, topic, partitions=2)
+    create_topic(dashboard_settings, f"{topic}_dlq", partitions=1)
     try:
         producer = KafkaProducer(bootstrap_servers=dashboard_settings.kafka.bootstrap_servers, acks="all")
         for _ in range(5):
             producer.send(topic, value=b"{}", partition=0).get(timeout=30)
         producer.send(topic, value=b"{}", partition=1).get(timeout=30)
+        for _ in range(2):  # the producer's own dead letters
+            producer.send(f"{topic}_dlq", value=b"{}").get(timeout=30)
         producer.close()
+        stores.speed_batch(synthetic_profiles(9, 12, window_floor(datetime.now(UTC), 60) - WINDOW, 1))
         stores.dead_letters(3)  # "not JSON", from the speed layer
         stores.mongo.insert_dead_letters(
             [dead_letter_document(
@@ -510,7 +514,7 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         page.get_by_role("link", name="Operations: topics, lag, dead letters →").click()
         page.wait_for_url("**/operations")
 
-        topics = wait_for_text(page, "topics", topic)
+        wait_for_text(page, "topics", f"{topic}_dlq")
         rows = [
             row.split("\t") for row in page.get_by_test_id("topics").locator("tbody tr").all_inner_texts()
         ]
@@ -518,7 +522,7 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
             [topic, "0", "0", "5", "5"],
             [topic, "1", "0", "1", "1"],
         ]
-        assert f"{topic}_dlq" in topics and "not created yet" in topics
+        assert [r[:5] for r in rows if r[0] == f"{topic}_dlq"] == [[f"{topic}_dlq", "0", "0", "2", "2"]]
         # Neither layer has a checkpoint here: no figure rather than a guess.
         lag = page.get_by_test_id("lag")
         assert [r.split("\t")[:4] for r in lag.locator("tbody tr").all_inner_texts()] == [
@@ -526,8 +530,14 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         ]  # fmt: skip
         assert "not committed a micro-batch yet" in lag.inner_text()
 
+        [batch] = page.get_by_test_id("batches").locator("tbody tr").all_inner_texts()
+        assert batch.split("\t")[2:8] == ["12", "12", "0", "0", "0", "0.1 s"]
+
         reasons = wait_for_text(page, "reasons", "not JSON")
         assert "speed\tnot JSON\t3" in reasons and "batch\tmissing field: user.login.uuid\t1" in reasons
+        assert f"producer\tany (in the topic {topic}_dlq)\t2" in reasons
+        options = page.get_by_label("Dead-letter reason").locator("option").all_inner_texts()
+        assert sorted(options) == ["All reasons", "missing field: user.login.uuid", "not JSON"]
         letters = page.get_by_test_id("letters")
         assert letters.locator("tbody tr").count() == 4
         page.get_by_label("Dead-letter reason").select_option("missing field: user.login.uuid")
@@ -540,4 +550,4 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         assert '"email": "***"' in letter
         page.screenshot(path=str(output_dir / "operations.png"), full_page=True)
     finally:
-        delete_topics(dashboard_settings, topic)
+        delete_topics(dashboard_settings, topic, f"{topic}_dlq")

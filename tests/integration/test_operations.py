@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -77,6 +78,12 @@ def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
 
     pipeline.speed()
     assert lag_by_partition() == {p: (0, None) for p in range(3)}
+    # Its micro-batches: every record read once, the two bad ones dead-lettered.
+    speed_batches = run_json(settings, "batches")
+    totals = {
+        name: sum(b[name] for b in speed_batches) for name in ("input_rows", "new_profiles", "dead_lettered")
+    }
+    assert totals == {"input_rows": 42, "new_profiles": 40, "dead_lettered": 2}
 
     # What the speed layer could not use, by reason, and each letter with its value masked.
     reasons = run_json(settings, "dead-letters reasons")
@@ -88,7 +95,19 @@ def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
     assert (letter["topic"], letter["partition"]) == (settings.kafka.profiles_topic, bad_partition)
     assert letter["value"] == "j***@example.com called ***67"
 
+    produced_at = time.time()
     produce(pipeline, 52, 20)
     pipeline.archive()
     newer = Counter(copy.partition for copy in pipeline.copies[40:])
-    assert lag_by_partition() == {p: (newer[p], 0) for p in range(3)}
+    lag_rows = run_json(settings, "lag")
+    waited = time.time() - produced_at
+    assert {r["partition"]: (r["speed_lag"], r["archive_lag"]) for r in lag_rows} == {
+        p: (newer[p], 0) for p in range(3)
+    }
+    # In seconds: the speed layer's oldest record not committed has waited since it was produced.
+    for row in lag_rows:
+        assert row["archive_lag_s"] == 0
+        if newer[row["partition"]]:
+            assert 0 < row["speed_lag_s"] <= waited + 1, row
+        else:
+            assert row["speed_lag_s"] == 0

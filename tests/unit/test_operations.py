@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from serving.operations import PartitionOffsets, TopicOverview, committed_offsets, lag_rows, source_offsets
-from serving.operations_page import lag_html, letters_html, reasons_html, topics_html
+from serving.operations import (
+    PartitionLag,
+    PartitionOffsets,
+    TopicOverview,
+    committed_offsets,
+    lag_rows,
+    source_offsets,
+)
+from serving.operations_page import batches_html, lag_html, letters_html, reasons_html, topics_html
 from serving.profiles import DeadLetterRow
+from speed_layer.stores import StreamBatch
 
 TOPIC = "users.profiles"
 METADATA = '{"batchWatermarkMs":0,"batchTimestampMs":1765000000000,"conf":{}}'
@@ -47,6 +56,23 @@ def test_lag_is_the_distance_to_the_end_of_each_partition() -> None:
     assert partitions[1].records == 10
 
 
+def test_lag_in_seconds_is_how_long_the_oldest_record_not_committed_has_waited() -> None:
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    partitions = [PartitionOffsets(0, 0, 100), PartitionOffsets(1, 40, 50), PartitionOffsets(2, 0, 7)]
+    asked: list[dict[int, int]] = []
+
+    def waiting_since(positions: dict[int, int]) -> dict[int, datetime]:
+        asked.append(positions)
+        return {0: now - timedelta(seconds=42)}  # partition 1's record did not arrive in time
+
+    rows = lag_rows(partitions, {0: 90, 2: 7}, None, waiting_since, now)
+    # Partition 1 was never consumed, and its records before 40 have expired: it waits from 40.
+    assert asked == [{0: 90, 1: 40}]
+    assert [(r.partition, r.speed_lag_s, r.archive_lag_s) for r in rows] == [
+        (0, 42.0, None), (1, None, None), (2, 0.0, None),
+    ]  # fmt: skip
+
+
 def test_the_operations_page_parts_are_escaped_tables_that_say_what_is_missing() -> None:
     topics = topics_html(
         [TopicOverview("t<1>", [PartitionOffsets(0, 2, 12)], 604_800_000), TopicOverview("t.dlq", None, None)]
@@ -58,3 +84,7 @@ def test_the_operations_page_parts_are_escaped_tables_that_say_what_is_missing()
     letter = DeadLetterRow("speed", "not <JSON>", "t", 0, 5, None, None, "a<b")
     assert "not &lt;JSON&gt;" in letters_html([letter]) and "a&lt;b" in letters_html([letter])
     assert "No dead letters" in letters_html([]) and "No dead letters" in reasons_html([])
+    batch = StreamBatch(7, datetime(2026, 12, 6, 12, tzinfo=UTC), 100, 90, 8, 1, 1, 1_340, None, 3)
+    assert batches_html([batch]).count("<tr>") == 2 and "1.3 s" in batches_html([batch])
+    assert "No micro-batch yet" in batches_html([])
+    assert "42 s" in lag_html([PartitionLag(0, 12, 10, None, 42.4, None)])
