@@ -21,6 +21,7 @@ from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Sett
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from serving.dashboard import UserPulseDashboard
+from serving.operations import TopicReader
 from serving.operations_page import operations_page_factory
 from serving.profile_store import ProfileStore, profile_store_of
 from serving.profiles import ProfileDocuments, profile_documents
@@ -109,13 +110,13 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
         console.print(f"[yellow]warning:[/yellow] dashboard exposed on {serving.host} without basic auth")
     # SIGTERM (e.g. from ``userpulse demo``) stops the server as Ctrl-C does: connections closed, exit 0.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with serving_stores(settings) as (views, documents, profiles):
+    with serving_stores(settings) as (views, documents, profiles), TopicReader(settings) as topic_reader:
         console.print(f"dashboard: http://{serving.host}:{serving.port}/")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: a normal stop
             pn.serve(
                 {
                     "/": page_factory(settings, views, documents, profiles),
-                    "/operations": operations_page_factory(settings, documents, views),
+                    "/operations": operations_page_factory(settings, topic_reader, documents, views),
                 },
                 address=serving.host,
                 port=serving.port,

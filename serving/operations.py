@@ -7,13 +7,14 @@ partition. Nothing here starts Spark.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -106,29 +107,102 @@ def committed_offsets(checkpoint: Path, topic: str) -> dict[int, int] | None:
     return source_offsets(offsets.read_text(), topic) if offsets.is_file() else None
 
 
+class TopicReader:
+    """The Kafka reads of the operations views, on one consumer and one admin client kept open between
+    refreshes: opening them (connections, metadata) costs more than the reads themselves. One read at a
+    time (the clients are not thread-safe); clients that failed are closed and opened again next time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._consumer: KafkaConsumer | None = None
+        self._admin: KafkaAdminClient | None = None
+
+    def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
+        options = self.settings.kafka.client_options()
+        if self._consumer is None:
+            # Small fetches: a record's timestamp is all it reads. The broker still returns the whole
+            # record batch that holds the offset asked (however large), and nothing after it.
+            self._consumer = KafkaConsumer(
+                **options, enable_auto_commit=False, max_partition_fetch_bytes=1_024, fetch_max_wait_ms=100
+            )
+        if self._admin is None:
+            self._admin = KafkaAdminClient(**options, client_id="userpulse-operations")
+        return self._consumer, self._admin
+
+    def _reset(self) -> None:
+        for client in (self._consumer, self._admin):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+        self._consumer = self._admin = None
+
+    def overview(self) -> list[TopicOverview]:
+        """The profiles and dead-letter topics: partitions, offsets and retention."""
+        kafka = self.settings.kafka
+        names = [kafka.profiles_topic, kafka.dead_letter_topic]
+        with self._lock:
+            try:
+                consumer, admin = self._clients()
+                existing = set(admin.list_topics())
+                present = [name for name in names if name in existing]
+                retention = topic_retention_ms(admin, present) if present else {}
+                overviews = []
+                for name in names:
+                    if name not in existing:
+                        overviews.append(TopicOverview(name, None, None))
+                        continue
+                    numbers = consumer.partitions_for_topic(name) or set()
+                    partitions = [TopicPartition(name, p) for p in sorted(numbers)]
+                    earliest = consumer.beginning_offsets(partitions)
+                    end = consumer.end_offsets(partitions)
+                    offsets = [PartitionOffsets(tp.partition, earliest[tp], end[tp]) for tp in partitions]
+                    overviews.append(TopicOverview(name, offsets, retention.get(name)))
+                return overviews
+            except Exception:
+                self._reset()
+                raise
+
+    def record_timestamps(self, positions: dict[int, int], timeout_s: float = 2.0) -> dict[int, datetime]:
+        """The Kafka timestamp of the record at each (partition -> offset) of the profiles topic; a
+        partition whose record does not arrive within ``timeout_s`` is left out."""
+        topic = self.settings.kafka.profiles_topic
+        with self._lock:
+            try:
+                consumer, _ = self._clients()
+                consumer.assign([TopicPartition(topic, partition) for partition in positions])
+                for partition, offset in positions.items():
+                    consumer.seek(TopicPartition(topic, partition), offset)
+                found: dict[int, datetime] = {}
+                deadline = time.monotonic() + timeout_s
+                while len(found) < len(positions) and time.monotonic() < deadline:
+                    for tp, records in consumer.poll(timeout_ms=100).items():
+                        if records and tp.partition not in found:
+                            found[tp.partition] = datetime.fromtimestamp(records[0].timestamp / 1000, UTC)
+                            consumer.pause(tp)
+                # A paused partition stays paused in the next assignment of it: resume before leaving.
+                consumer.resume(*consumer.paused())
+                consumer.unsubscribe()
+                return found
+            except Exception:
+                self._reset()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 def topic_overview(settings: Settings) -> list[TopicOverview]:
-    """The profiles and dead-letter topics: partitions, offsets and retention."""
-    names = [settings.kafka.profiles_topic, settings.kafka.dead_letter_topic]
-    consumer = KafkaConsumer(**settings.kafka.client_options())
-    admin = KafkaAdminClient(**settings.kafka.client_options(), client_id="userpulse-operations")
-    try:
-        existing = set(admin.list_topics())
-        present = [name for name in names if name in existing]
-        retention = topic_retention_ms(admin, present) if present else {}
-        overviews = []
-        for name in names:
-            if name not in existing:
-                overviews.append(TopicOverview(name, None, None))
-                continue
-            partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
-            earliest = consumer.beginning_offsets(partitions)
-            end = consumer.end_offsets(partitions)
-            offsets = [PartitionOffsets(tp.partition, earliest[tp], end[tp]) for tp in partitions]
-            overviews.append(TopicOverview(name, offsets, retention.get(name)))
-        return overviews
-    finally:
-        admin.close()
-        consumer.close()
+    """The profiles and dead-letter topics: partitions, offsets and retention (clients opened for it)."""
+    with TopicReader(settings) as reader:
+        return reader.overview()
 
 
 def checkpoint_offsets(settings: Settings) -> tuple[dict[int, int] | None, dict[int, int] | None]:
@@ -141,12 +215,11 @@ def checkpoint_offsets(settings: Settings) -> tuple[dict[int, int] | None, dict[
 
 
 def layer_lag(settings: Settings) -> list[PartitionLag]:
-    """Per partition of the profiles topic: its end offset, and where the speed layer and the archive
-    have committed up to."""
-    [overview] = [t for t in topic_overview(settings) if t.name == settings.kafka.profiles_topic]
-    return lag_rows(
-        overview.partitions or [], *checkpoint_offsets(settings), partial(record_timestamps, settings)
-    )
+    """Per partition of the profiles topic: its end offset, where the speed layer and the archive have
+    committed up to, and how long the oldest record each has not committed has waited."""
+    with TopicReader(settings) as reader:
+        [overview] = [t for t in reader.overview() if t.name == settings.kafka.profiles_topic]
+        return lag_rows(overview.partitions or [], *checkpoint_offsets(settings), reader.record_timestamps)
 
 
 def lag_rows(
@@ -192,31 +265,6 @@ def lag_rows(
     ]
 
 
-def record_timestamps(
-    settings: Settings, positions: dict[int, int], timeout_s: float = 2.0
-) -> dict[int, datetime]:
-    """The Kafka timestamp of the record at each (partition -> offset) of the profiles topic; a partition
-    whose record does not arrive within ``timeout_s`` is left out."""
-    topic = settings.kafka.profiles_topic
-    consumer = KafkaConsumer(
-        **settings.kafka.client_options(), enable_auto_commit=False, max_partition_fetch_bytes=65_536
-    )
-    try:
-        consumer.assign([TopicPartition(topic, partition) for partition in positions])
-        for partition, offset in positions.items():
-            consumer.seek(TopicPartition(topic, partition), offset)
-        found: dict[int, datetime] = {}
-        deadline = time.monotonic() + timeout_s
-        while len(found) < len(positions) and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=200).items():
-                if records and tp.partition not in found:
-                    found[tp.partition] = datetime.fromtimestamp(records[0].timestamp / 1000, UTC)
-                    consumer.pause(tp)
-        return found
-    finally:
-        consumer.close()
-
-
 @dataclass(frozen=True)
 class OperationsSnapshot:
     """What one refresh of the operations page shows; a part whose source failed is None, with why."""
@@ -242,14 +290,17 @@ def producer_dead_letters(topics: list[TopicOverview], settings: Settings) -> tu
 
 def operations_snapshot(
     settings: Settings,
+    reader: TopicReader,
     documents: ProfileDocuments,
     views: ServingViews,
     reason: str | None,
     letters_shown: int,
     batches_shown: int = 10,
+    dead_letters: bool = True,
 ) -> OperationsSnapshot:
-    """Read the topics, each layer's progress and the dead letters; each source on its own, so one that
-    fails leaves the others' parts."""
+    """Read the topics, each layer's progress, the latest micro-batches and (with ``dead_letters``) the
+    dead letters; each source on its own, so one that fails leaves the others' parts. Parts not read are
+    None without an error."""
     errors: dict[str, str] = {}
 
     def attempt(part: str, read: Callable[[], T]) -> T | None:
@@ -260,18 +311,20 @@ def operations_snapshot(
             errors[part] = f"{type(error).__name__}: {error}"
             return None
 
-    topics = attempt("topics", lambda: topic_overview(settings))
+    topics = attempt("topics", reader.overview)
     lag = None
     if topics is not None:
         profiles = next(t for t in topics if t.name == settings.kafka.profiles_topic)
         lag = attempt(
             "lag",
             lambda: lag_rows(
-                profiles.partitions or [], *checkpoint_offsets(settings), partial(record_timestamps, settings)
+                profiles.partitions or [], *checkpoint_offsets(settings), reader.record_timestamps
             ),
         )
-    reasons = attempt("dead letters", documents.dead_letter_counts)
-    letters = attempt("dead letters", lambda: documents.latest_dead_letters(letters_shown, reason))
+    reasons = letters = None
+    if dead_letters:
+        reasons = attempt("dead letters", documents.dead_letter_counts)
+        letters = attempt("dead letters", lambda: documents.latest_dead_letters(letters_shown, reason))
     if reasons is not None and topics is not None and (producer := producer_dead_letters(topics, settings)):
         reasons = sorted([*reasons, producer], key=lambda c: (-c[2], c[0], c[1]))
     batches = attempt("micro-batches", lambda: views.recent_speed_batches(batches_shown))

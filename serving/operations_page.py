@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
@@ -24,6 +26,7 @@ from serving.operations import (
     OperationsSnapshot,
     PartitionLag,
     TopicOverview,
+    TopicReader,
     operations_snapshot,
 )
 from serving.profiles import DeadLetterRow, ProfileDocuments
@@ -172,7 +175,10 @@ def _show_part(
     render: Callable[[T], str],
     errors: dict[str, str],
 ) -> None:
-    """Give a pane its part's HTML, or the reason its source could not be read; unchanged if the same."""
+    """Give a pane its part's HTML, or the reason its source could not be read; unchanged if the same
+    or not read this time."""
+    if value is None and part not in errors:
+        return
     new = render(value) if value is not None else _error(test_id, part, errors.get(part, "no answer"))
     if pane.object != new:
         pane.object = new
@@ -186,9 +192,12 @@ class OperationsPage(pn.viewable.Viewer):
     )
     paused = param.Boolean(default=False, doc="Stop refreshing.")
 
-    def __init__(self, settings: Settings, documents: ProfileDocuments, views: ServingViews) -> None:
+    def __init__(
+        self, settings: Settings, reader: TopicReader, documents: ProfileDocuments, views: ServingViews
+    ) -> None:
         super().__init__()
         self.settings = settings
+        self.reader = reader
         self.documents = documents
         self.views = views
         self.status = pn.pane.Markdown("Loading…", sizing_mode="stretch_width")
@@ -198,6 +207,9 @@ class OperationsPage(pn.viewable.Viewer):
         self.letters = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.batches = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self._reading = False
+        self._letters_due = 0.0
+        """When the dead letters are read next (monotonic seconds)."""
+        self._letters_read_at: datetime | None = None
         self._callback: pn.io.PeriodicCallback | None = None
         self.param.watch(self._reason_changed, ["reason"])
         self.param.watch(self._pause_changed, ["paused"])
@@ -208,9 +220,12 @@ class OperationsPage(pn.viewable.Viewer):
         self._reading = True
         try:
             reason = None if self.reason == ALL_REASONS else self.reason
+            # The dead letters on their own cadence: on FerretDB their reads scan the collection.
+            letters_due = force or time.monotonic() >= self._letters_due
             read = partial(
-                operations_snapshot, self.settings, self.documents, self.views, reason, LETTERS_SHOWN
-            )
+                operations_snapshot, self.settings, self.reader, self.documents, self.views, reason,
+                LETTERS_SHOWN, dead_letters=letters_due,
+            )  # fmt: skip
             answer = await read_within(
                 read, self.settings.serving.query_timeout_s, "operations refresh", logger
             )
@@ -218,6 +233,9 @@ class OperationsPage(pn.viewable.Viewer):
                 failure = html.escape((answer.failure or "no answer").capitalize())
                 self.status.object = f"⚠️ {failure}; showing the last figures."
                 return
+            if letters_due and "dead letters" not in answer.value.errors:
+                self._letters_due = time.monotonic() + self.settings.serving.dead_letters_refresh_s
+                self._letters_read_at = datetime.now(UTC)
             self.show(answer.value)
         finally:
             self._reading = False
@@ -236,10 +254,18 @@ class OperationsPage(pn.viewable.Viewer):
                 choices.append(self.reason)
             if choices != self.param["reason"].objects:
                 self.param["reason"].objects = choices
-        state = "paused" if self.paused else f"every {self.settings.serving.refresh_period_s:g} s"
-        self.status.object = f"Refreshing {state}."
+        serving = self.settings.serving
+        state = "paused" if self.paused else f"every {serving.refresh_period_s:g} s"
+        letters = (
+            f" Dead letters every {serving.dead_letters_refresh_s:g} s, last read at "
+            f"{self._letters_read_at:%H:%M:%S} UTC."
+            if self._letters_read_at
+            else ""
+        )
+        self.status.object = f"Refreshing {state}.{letters}"
 
     async def _reason_changed(self, *_events: param.parameterized.Event) -> None:
+        self._letters_due = 0.0  # read them at the next refresh, should this one be skipped
         await self.refresh(force=True)
 
     def _pause_changed(self, event: param.parameterized.Event) -> None:
@@ -279,13 +305,13 @@ class OperationsPage(pn.viewable.Viewer):
 
 
 def operations_page_factory(
-    settings: Settings, documents: ProfileDocuments, views: ServingViews
+    settings: Settings, reader: TopicReader, documents: ProfileDocuments, views: ServingViews
 ) -> Callable[[], pn.viewable.Viewable]:
     """What ``pn.serve`` calls for each browser session opening ``/operations``."""
 
     def page() -> pn.viewable.Viewable:
         pn.extension()
-        operations = OperationsPage(settings, documents, views)
+        operations = OperationsPage(settings, reader, documents, views)
         operations.start_refreshing()
         return operations.__panel__()
 

@@ -507,7 +507,9 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         )  # fmt: skip
 
         url = start_dashboard(
-            USERPULSE_KAFKA__PROFILES_TOPIC=topic, USERPULSE_KAFKA__DEAD_LETTER_TOPIC=f"{topic}_dlq"
+            USERPULSE_KAFKA__PROFILES_TOPIC=topic,
+            USERPULSE_KAFKA__DEAD_LETTER_TOPIC=f"{topic}_dlq",
+            USERPULSE_SERVING__DEAD_LETTERS_REFRESH_S="3",
         )
         page = browser.new_page()
         page.goto(url)
@@ -549,5 +551,8 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         assert f"{topic}:1:0" in letter and "j***@example.com" not in letter and "jane.doe" not in letter
         assert '"email": "***"' in letter
         page.screenshot(path=str(output_dir / "operations.png"), full_page=True)
+        # New dead letters appear at the dead letters' own cadence (3 s here), without a reload.
+        stores.dead_letters(5)
+        wait_for_text(page, "reasons", "speed\tnot JSON\t5")
     finally:
         delete_topics(dashboard_settings, topic, f"{topic}_dlq")

@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from core.settings import Settings
 from core.validation import NOT_JSON, NOT_JSON_OBJECT
 from ingestion.synthetic import SyntheticSource
+from serving.operations import TopicReader
 from tests.integration.pipeline import Pipeline
 from tests.integration.processes import cli_environment
 
@@ -111,3 +112,24 @@ def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
             assert 0 < row["speed_lag_s"] <= waited + 1, row
         else:
             assert row["speed_lag_s"] == 0
+
+
+def test_a_topic_reader_kept_open_reads_the_timestamps_of_the_records_asked_each_time(
+    spark: SparkSession, own_stores: Callable[[str], Settings]
+) -> None:
+    """The operations page keeps one reader open between refreshes, and asks it twice per refresh (the
+    speed layer's positions, then the archive's): each answer holds every partition asked."""
+    settings = own_stores("reader")
+    pipeline = Pipeline(settings, spark)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    produce(pipeline, 53, 30)
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    ends = Counter(copy.partition for copy in pipeline.copies)
+    with TopicReader(settings) as reader:
+        for round_ in range(4):
+            positions = {p: (round_ * 3 + p) % ends[p] for p in range(3)}
+            stamps = reader.record_timestamps(positions)
+            assert sorted(stamps) == [0, 1, 2], (round_, positions, stamps)
+            assert all(before <= stamp <= after for stamp in stamps.values())
+        # A partition with nothing at the position asked is left out, not waited on forever.
+        assert reader.record_timestamps({0: ends[0]}, timeout_s=0.5) == {}
