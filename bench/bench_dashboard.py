@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from harness import drop_stores, local_stack, timed
 
 from batch_layer.view_store import BatchCurrent, BatchViewStore
 from core.aggregates import window_floor
@@ -33,7 +34,6 @@ from core.settings import Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.transformations import age_band_of
 from infra.cassandra_schema import apply_schema
-from infra.stack import LocalStack
 from ingestion.synthetic import SyntheticSource
 from serving.profiles import profile_documents
 from serving.snapshot import Filters, take_snapshot
@@ -152,23 +152,6 @@ def load(
         client.close()
 
 
-def timed(label: str, call: Callable[[], object], repeat: int) -> dict[str, Any]:
-    call()  # warm-up: prepared statements, connection pools
-    durations = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        durations.append((time.perf_counter() - started) * 1000)
-    durations.sort()
-    figures = {
-        "query": label,
-        "p50_ms": round(statistics.median(durations), 1),
-        "p95_ms": round(durations[min(len(durations) - 1, int(len(durations) * 0.95))], 1),
-    }
-    print(f"{label:<40} p50 {figures['p50_ms']:>8.1f} ms   p95 {figures['p95_ms']:>8.1f} ms")
-    return figures
-
-
 def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
@@ -223,23 +206,20 @@ def main() -> None:
             "mongo": base.mongo.model_copy(update={"database": name}),
         }
     )
-    stack = LocalStack(base)
-    started_stack = not stack.all_answering()
-    if started_stack:
-        stack.up()
-    try:
-        load(settings, args.profiles, args.documents, args.hours, args.speed_windows, args.batches_per_window)
-        results = measure(settings, args.repeat)
-        print(json.dumps({"profiles": args.profiles, "documents": args.documents, "results": results}))
-    finally:
-        cluster, session = cassandra_session(settings)
-        session.execute(f"DROP KEYSPACE IF EXISTS {name}")
-        cluster.shutdown()
-        client = mongo_client(settings)
-        client.drop_database(name)
-        client.close()
-        if started_stack:
-            stack.down()
+    with local_stack(base):
+        try:
+            load(
+                settings,
+                args.profiles,
+                args.documents,
+                args.hours,
+                args.speed_windows,
+                args.batches_per_window,
+            )
+            results = measure(settings, args.repeat)
+            print(json.dumps({"profiles": args.profiles, "documents": args.documents, "results": results}))
+        finally:
+            drop_stores(settings, name, name)
 
 
 if __name__ == "__main__":

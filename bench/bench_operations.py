@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -29,12 +28,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from harness import drop_stores, local_stack, timed
 from kafka import KafkaAdminClient, KafkaProducer
 
 from core.settings import Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
-from infra.stack import LocalStack
 from ingestion.kafka_publisher import ensure_topics
 from serving.operations import TopicReader, layer_lag, operations_snapshot, topic_overview
 from serving.profiles import profile_documents
@@ -124,23 +123,6 @@ def load_stores(settings: Settings, dead_letters: int) -> None:
     print(f"stores: {dead_letters:,} dead letters, 200 micro-batches loaded in {elapsed:.0f} s")
 
 
-def timed(label: str, call: Callable[[], object], repeat: int) -> dict[str, Any]:
-    call()  # warm-up: connections, prepared statements
-    durations = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        durations.append((time.perf_counter() - started) * 1000)
-    durations.sort()
-    figures = {
-        "query": label,
-        "p50_ms": round(statistics.median(durations), 1),
-        "p95_ms": round(durations[min(len(durations) - 1, int(len(durations) * 0.95))], 1),
-    }
-    print(f"{label:<45} p50 {figures['p50_ms']:>8.1f} ms   p95 {figures['p95_ms']:>8.1f} ms")
-    return figures
-
-
 def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
@@ -198,35 +180,23 @@ def main() -> None:
             "paths": base.paths.model_copy(update={"checkpoints_dir": checkpoints}),
         }
     )
-    stack = LocalStack(base)
-    started_stack = not stack.all_answering()
-    if started_stack:
-        stack.up()
-    try:
-        ends = load_topics(settings, args.records)
-        write_checkpoint(
-            checkpoints / settings.speed_layer.job_name, name, {p: end * 9 // 10 for p, end in ends.items()}
-        )
-        write_checkpoint(
-            checkpoints / settings.batch_layer.archive_job_name,
-            name,
-            {p: end // 2 for p, end in ends.items()},
-        )
-        load_stores(settings, args.dead_letters)
-        results = measure(settings, args.repeat)
-        print(json.dumps({"records": args.records, "dead_letters": args.dead_letters, "results": results}))
-    finally:
-        admin = KafkaAdminClient(**base.kafka.client_options())
-        admin.delete_topics([name, f"{name}.dlq"])
-        admin.close()
-        cluster, session = cassandra_session(settings)
-        session.execute(f"DROP KEYSPACE IF EXISTS {name}")
-        cluster.shutdown()
-        client = mongo_client(settings)
-        client.drop_database(name)
-        client.close()
-        if started_stack:
-            stack.down()
+    with local_stack(base):
+        try:
+            ends = load_topics(settings, args.records)
+            speed_at = {p: end * 9 // 10 for p, end in ends.items()}
+            write_checkpoint(checkpoints / settings.speed_layer.job_name, name, speed_at)
+            archive_at = {p: end // 2 for p, end in ends.items()}
+            write_checkpoint(checkpoints / settings.batch_layer.archive_job_name, name, archive_at)
+            load_stores(settings, args.dead_letters)
+            results = measure(settings, args.repeat)
+            print(
+                json.dumps({"records": args.records, "dead_letters": args.dead_letters, "results": results})
+            )
+        finally:
+            admin = KafkaAdminClient(**base.kafka.client_options())
+            admin.delete_topics([name, f"{name}.dlq"])
+            admin.close()
+            drop_stores(settings, name, name)
 
 
 if __name__ == "__main__":

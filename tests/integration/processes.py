@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from core.settings import Settings
 
@@ -69,3 +73,18 @@ def sigterm_once(process: subprocess.Popen[str], ready: Callable[[], bool], time
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def run_json(settings: Settings, command: str, **overrides: str) -> Any:
+    """``userpulse <command> --json`` run as a user runs it, on the test's services and stores (more
+    ``USERPULSE_*`` variables as keyword arguments); its output parsed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "userpulse.cli", *shlex.split(command), "--json"],
+        env=cli_environment(settings, **overrides),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

@@ -3,15 +3,10 @@ checked against the offsets Kafka gave the test's own records."""
 
 from __future__ import annotations
 
-import json
-import shlex
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
@@ -21,25 +16,11 @@ from core.validation import NOT_JSON, NOT_JSON_OBJECT
 from ingestion.synthetic import SyntheticSource
 from serving.operations import TopicReader
 from tests.integration.pipeline import Pipeline
-from tests.integration.processes import cli_environment
+from tests.integration.processes import run_json
 
 pytestmark = pytest.mark.integration
 
 BASE = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
-
-
-def run_json(settings: Settings, command: str) -> Any:
-    """``userpulse <command> --json`` run as a user runs it, its output parsed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "userpulse.cli", *shlex.split(command), "--json"],
-        env=cli_environment(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def produce(pipeline: Pipeline, seed: int, count: int) -> None:

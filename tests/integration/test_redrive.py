@@ -4,13 +4,9 @@ others keep today's reason; an erased subject's dead letter is never re-driven."
 
 from __future__ import annotations
 
-import json
 import shlex
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -23,7 +19,7 @@ from core.subject_keys import subject_key_store
 from ingestion.redrive import REDRIVE_SOURCE
 from ingestion.synthetic import SyntheticSource
 from tests.integration.pipeline import Pipeline
-from tests.integration.processes import cli_environment
+from tests.integration.processes import run_json
 
 pytestmark = pytest.mark.integration
 
@@ -32,20 +28,6 @@ SMALL_LIMIT = 500
 """Below any profile's size (~1 KB): every profile of the test is a dead letter at first."""
 OVER_THE_LIMIT = f"record over the limit of {SMALL_LIMIT} bytes"
 RAISED = {"USERPULSE_PROFILES__MAX_RECORD_BYTES": "262144"}
-
-
-def run_json(settings: Settings, command: str, **overrides: str) -> Any:
-    """``userpulse <command> --json`` as a user runs it, its output parsed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "userpulse.cli", *shlex.split(command), "--json"],
-        env=cli_environment(settings, **overrides),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def redriven_records(settings: Settings) -> list[tuple[str, dict[str, bytes]]]:
