@@ -35,7 +35,8 @@ from core.settings import Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ensure_topics
-from serving.operations import TopicReader, layer_lag, operations_snapshot, topic_overview
+from orchestration.runs import RunHistory
+from serving.operations import OperationsSources, TopicReader, layer_lag, operations_snapshot, topic_overview
 from serving.profiles import profile_documents
 from serving.views import ServingViews
 from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store
@@ -127,16 +128,16 @@ def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
     reader = TopicReader(settings)  # kept open between refreshes, as the page keeps it
+    history = RunHistory(settings.paths.dagster_home)
     try:
         views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
         documents = profile_documents(mongo_database(client, settings), settings)
+        sources = OperationsSources(reader, documents, views, history)
 
         def refresh(reason: str | None, dead_letters: bool = True) -> Callable[[], object]:
-            return lambda: operations_snapshot(
-                settings, reader, documents, views, reason, 20, dead_letters=dead_letters
-            )
+            return lambda: operations_snapshot(settings, sources, reason, 20, dead_letters=dead_letters)
 
-        snapshot = operations_snapshot(settings, reader, documents, views, None, 20)
+        snapshot = operations_snapshot(settings, sources, None, 20)
         assert not snapshot.errors, snapshot.errors
         assert snapshot.lag is not None and all(row.speed_lag_s is not None for row in snapshot.lag)
         return [
@@ -151,6 +152,7 @@ def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
             timed("latest micro-batches (Cassandra)", lambda: views.recent_speed_batches(10), repeat),
         ]  # fmt: skip
     finally:
+        history.close()
         reader.close()
         client.close()
         cluster.shutdown()

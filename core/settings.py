@@ -532,6 +532,9 @@ class ServingSettings(_Section):
     """How often the dashboard re-queries the stores (a Panel periodic callback, no page reload)."""
     query_timeout_s: float = 10.0
     """How long a refresh may take before the page says the stores are slow (and keeps its figures)."""
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+    """Where the operations page links a batch-layer run to (the Dagster UI of ``paths.dagster_home``,
+    the demo's by default)."""
     dead_letters_refresh_s: float = 30.0
     """How often the operations page reads the dead letters again (its other parts follow
     ``refresh_period_s``): on FerretDB, counting them by reason scans them all (~1 s per 10,000)."""

@@ -9,10 +9,13 @@ on a home, nothing can be running on it, so every run still in flight then was a
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
@@ -76,3 +79,80 @@ def fail_abandoned_runs(dagster_home: Path) -> list[str]:
     finally:
         instance.dispose()
     return [run.job_name for run in abandoned]
+
+
+# The tags Dagster sets on a run over partitions (its single-run backfills read them): public strings of
+# its run API, spelled out rather than imported from a private module.
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One run of the batch layer as Dagster's run storage tells it."""
+
+    run_id: str
+    job: str
+    status: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    days: str | None
+    """The ingestion days it covered (``first..last`` or one day), when it ran over partitions."""
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+def batch_run(record: RunRecord) -> BatchRun:
+    run, tags = record.dagster_run, record.dagster_run.tags
+    first, last = tags.get(PARTITION_RANGE_START_TAG), tags.get(PARTITION_RANGE_END_TAG)
+    days = tags.get(PARTITION_TAG) or (first if first == last else f"{first}..{last}" if first else None)
+
+    def moment(timestamp: float | None) -> datetime | None:
+        return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+    return BatchRun(
+        run.run_id, run.job_name, run.status.value, moment(record.start_time), moment(record.end_time), days
+    )
+
+
+class RunHistory:
+    """The batch layer's runs in the storage of a Dagster home (``paths.dagster_home``, as the demo and
+    ``dagster dev`` use it; its ``dagster.yaml`` says where the storage is), opened once and read by one
+    thread at a time. A home that does not exist yet has no runs."""
+
+    def __init__(self, dagster_home: Path) -> None:
+        self.dagster_home = dagster_home
+        self._instance: DagsterInstance | None = None
+        self._lock = threading.Lock()
+
+    def recent(self, limit: int) -> list[BatchRun]:
+        """The latest ``limit`` runs of the archive and refresh jobs, newest first."""
+        with self._lock:
+            if self._instance is None:
+                if not self.dagster_home.exists():
+                    return []
+                self._instance = DagsterInstance.from_config(str(self.dagster_home))
+            records = [
+                record
+                for job in (ARCHIVE_JOB, REFRESH_JOB)
+                for record in self._instance.get_run_records(RunsFilter(job_name=job), limit=limit)
+            ]
+        records.sort(key=lambda record: record.create_timestamp, reverse=True)
+        return [batch_run(record) for record in records[:limit]]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._instance is not None:
+                self._instance.dispose()
+                self._instance = None
+
+    def __enter__(self) -> RunHistory:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -28,12 +28,12 @@ from orchestration.assets import ingestion_days, profile_archive
 from orchestration.jobs import archive_job, refresh_job
 from orchestration.metadata import days_from_text, offsets_text
 from orchestration.resources import UserPulseResource
-from orchestration.runs import batch_layer_busy, job_in_flight
-
-# The tags Dagster sets on a run over a partition range (its single-run backfills read them): public
-# strings of its run API, spelled out rather than imported from a private module.
-PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
-PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+from orchestration.runs import (
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    batch_layer_busy,
+    job_in_flight,
+)
 
 MATERIALIZATIONS_AFTER_TAG = "userpulse/archive_materializations_after"
 """Tag of a refresh run the sensor requested: it covers the archive materializations after this storage

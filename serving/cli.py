@@ -20,8 +20,9 @@ from core.logs import configure_logging
 from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
+from orchestration.runs import RunHistory
 from serving.dashboard import UserPulseDashboard
-from serving.operations import TopicReader
+from serving.operations import OperationsSources, TopicReader
 from serving.operations_page import operations_page_factory
 from serving.profile_store import ProfileStore, profile_store_of
 from serving.profiles import ProfileDocuments, profile_documents
@@ -110,13 +111,18 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
         console.print(f"[yellow]warning:[/yellow] dashboard exposed on {serving.host} without basic auth")
     # SIGTERM (e.g. from ``userpulse demo``) stops the server as Ctrl-C does: connections closed, exit 0.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with serving_stores(settings) as (views, documents, profiles), TopicReader(settings) as topic_reader:
+    with (
+        serving_stores(settings) as (views, documents, profiles),
+        TopicReader(settings) as topic_reader,
+        RunHistory(settings.paths.dagster_home) as run_history,
+    ):
+        operations = OperationsSources(topic_reader, documents, views, run_history)
         console.print(f"dashboard: http://{serving.host}:{serving.port}/")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: a normal stop
             pn.serve(
                 {
                     "/": page_factory(settings, views, documents, profiles),
-                    "/operations": operations_page_factory(settings, topic_reader, documents, views),
+                    "/operations": operations_page_factory(settings, operations),
                 },
                 address=serving.host,
                 port=serving.port,

@@ -22,6 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from core.retention import topic_retention_ms
 from core.settings import Settings
+from orchestration.runs import BatchRun, RunHistory
 from serving.profiles import DeadLetterRow, ProfileDocuments
 from serving.views import ServingViews
 from speed_layer.stores import StreamBatch
@@ -276,6 +277,8 @@ class OperationsSnapshot:
     letters: list[DeadLetterRow] | None
     batches: list[StreamBatch] | None
     """The speed layer's latest micro-batches, newest first."""
+    runs: list[BatchRun] | None
+    """The batch layer's latest runs, newest first."""
     errors: dict[str, str]
 
 
@@ -288,17 +291,26 @@ def producer_dead_letters(topics: list[TopicOverview], settings: Settings) -> tu
     return (PRODUCER, f"any (in the topic {dead_letter_topic.name})", dead_letter_topic.records)
 
 
+@dataclass(frozen=True)
+class OperationsSources:
+    """What the operations views read, each opened once by the server and shared by its sessions."""
+
+    reader: TopicReader
+    documents: ProfileDocuments
+    views: ServingViews
+    history: RunHistory
+
+
 def operations_snapshot(
     settings: Settings,
-    reader: TopicReader,
-    documents: ProfileDocuments,
-    views: ServingViews,
+    sources: OperationsSources,
     reason: str | None,
     letters_shown: int,
     batches_shown: int = 10,
     dead_letters: bool = True,
 ) -> OperationsSnapshot:
-    """Read the topics, each layer's progress, the latest micro-batches and (with ``dead_letters``) the
+    """Read the topics, each layer's progress, the latest micro-batches and batch runs and (with
+    ``dead_letters``) the
     dead letters; each source on its own, so one that fails leaves the others' parts. Parts not read are
     None without an error."""
     errors: dict[str, str] = {}
@@ -311,21 +323,24 @@ def operations_snapshot(
             errors[part] = f"{type(error).__name__}: {error}"
             return None
 
-    topics = attempt("topics", reader.overview)
+    topics = attempt("topics", sources.reader.overview)
     lag = None
     if topics is not None:
         profiles = next(t for t in topics if t.name == settings.kafka.profiles_topic)
         lag = attempt(
             "lag",
             lambda: lag_rows(
-                profiles.partitions or [], *checkpoint_offsets(settings), reader.record_timestamps
+                profiles.partitions or [], *checkpoint_offsets(settings), sources.reader.record_timestamps
             ),
         )
     reasons = letters = None
     if dead_letters:
-        reasons = attempt("dead letters", documents.dead_letter_counts)
-        letters = attempt("dead letters", lambda: documents.latest_dead_letters(letters_shown, reason))
+        reasons = attempt("dead letters", sources.documents.dead_letter_counts)
+        letters = attempt(
+            "dead letters", lambda: sources.documents.latest_dead_letters(letters_shown, reason)
+        )
     if reasons is not None and topics is not None and (producer := producer_dead_letters(topics, settings)):
         reasons = sorted([*reasons, producer], key=lambda c: (-c[2], c[0], c[1]))
-    batches = attempt("micro-batches", lambda: views.recent_speed_batches(batches_shown))
-    return OperationsSnapshot(topics, lag, reasons, letters, batches, errors)
+    batches = attempt("micro-batches", lambda: sources.views.recent_speed_batches(batches_shown))
+    runs = attempt("batch runs", lambda: sources.history.recent(batches_shown))
+    return OperationsSnapshot(topics, lag, reasons, letters, batches, runs, errors)

@@ -1,6 +1,6 @@
-"""``userpulse topics``, ``lag``, ``batches`` and ``dead-letters``: the pipeline's topics, each layer's
-progress, the speed layer's latest micro-batches and the records the layers could not use (and their
-re-drive), for people (tables) and scripts (``--json``)."""
+"""``userpulse topics``, ``lag``, ``batches``, ``runs`` and ``dead-letters``: the pipeline's topics, each
+layer's progress, the speed layer's latest micro-batches, the batch layer's latest runs and the records
+the layers could not use (and their re-drive), for people (tables) and scripts (``--json``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.table import Table
 from core.settings import get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.redrive import redrive_dead_letters
+from orchestration.runs import RunHistory
 from serving.operations import PartitionLag, TopicOverview, layer_lag, topic_overview
 from serving.profiles import DeadLetterRow, profile_documents
 from serving.views import ServingViews
@@ -127,6 +128,44 @@ def batches(
             _count(b.new_profiles), _count(b.duplicates), _count(b.dead_lettered), _count(b.under_age),
             f"{b.duration_ms / 1000:,.1f} s", "—" if b.rows_per_s is None else f"{b.rows_per_s:,.0f}",
             _count(b.kafka_lag),
+        )  # fmt: skip
+    console.print(table)
+
+
+def runs(
+    limit: Annotated[int, typer.Option(min=1, max=1_000, help="How many, newest first.")] = 10,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """The batch layer's latest runs (archive and refresh) in Dagster's storage (``paths.dagster_home``):
+    status, start, duration, the ingestion days covered, and a link to each in the Dagster UI."""
+    settings = get_settings()
+    with RunHistory(settings.paths.dagster_home) as history:
+        recent = history.recent(limit)
+    ui = settings.serving.dagster_ui_url.rstrip("/")
+    if as_json:
+        documents = [
+            asdict(run)
+            | {
+                "started_at": run.started_at.isoformat() if run.started_at else None,
+                "ended_at": run.ended_at.isoformat() if run.ended_at else None,
+                "duration_s": run.duration_s,
+                "url": f"{ui}/runs/{run.run_id}",
+            }
+            for run in recent
+        ]
+        typer.echo(json.dumps(documents, indent=2))
+        return
+    if not recent:
+        console.print(f"No batch-layer run in the Dagster storage of {settings.paths.dagster_home}.")
+        return
+    table = Table(
+        "Run", "Job", "Status", "Started (UTC)", "Duration", "Ingestion days", title="Batch-layer runs"
+    )
+    for run in recent:
+        table.add_row(
+            f"[link={ui}/runs/{run.run_id}]{run.run_id[:8]}[/link]", run.job, run.status,
+            run.started_at.strftime("%Y-%m-%d %H:%M:%S") if run.started_at else "—",
+            "—" if run.duration_s is None else f"{run.duration_s:,.1f} s", run.days or "—",
         )  # fmt: skip
     console.print(table)
 

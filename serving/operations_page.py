@@ -1,9 +1,10 @@
 """The operations page (``/operations``): the pipeline's topics, how far behind each layer is, the speed
-layer's latest micro-batches and the records the layers could not use, refreshing itself like the
-dashboard.
+layer's latest micro-batches, the batch layer's latest runs and the records the layers could not use,
+refreshing itself like the dashboard.
 
-Its reads (Kafka, the checkpoints, Cassandra, MongoDB) run in a worker thread with a deadline
-(``serving.off_loop``), so a slow broker never holds up the dashboard's sessions on the same server.
+Its reads (Kafka, the checkpoints, Cassandra, Dagster's run storage, MongoDB) run in a worker thread
+with a deadline (``serving.off_loop``), so a slow broker never holds up the dashboard's sessions on the
+same server.
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ import panel as pn
 import param
 
 from core.settings import Settings
+from orchestration.runs import BatchRun
 from serving.off_loop import read_within
 from serving.operations import (
     PRODUCER,
     OperationsSnapshot,
+    OperationsSources,
     PartitionLag,
     TopicOverview,
-    TopicReader,
     operations_snapshot,
 )
-from serving.profiles import DeadLetterRow, ProfileDocuments
-from serving.views import ServingViews
+from serving.profiles import DeadLetterRow
 from speed_layer.stores import StreamBatch
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,33 @@ def batches_html(batches: list[StreamBatch]) -> str:
     return _table("batches", headers, rows)
 
 
+def runs_html(runs: list[BatchRun], dagster_ui_url: str) -> str:
+    """The batch layer's latest runs, newest first, each linked to its page in the Dagster UI."""
+    if not runs:
+        return (
+            '<div class="ops" data-testid="runs"><div class="empty">No batch-layer run in Dagster\'s '
+            "storage yet.</div></div>"
+        )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("Run", "Job", "Status", "Started (UTC)", "Duration", "Ingestion days")
+    )
+    rows = []
+    for run in runs:
+        link = html.escape(f"{dagster_ui_url.rstrip('/')}/runs/{run.run_id}")
+        started = run.started_at.strftime("%Y-%m-%d %H:%M:%S") if run.started_at else "—"
+        duration = "—" if run.duration_s is None else f"{run.duration_s:,.1f} s"
+        cells = [
+            f'<a href="{link}" target="_blank">{html.escape(run.run_id[:8])}</a>',
+            html.escape(run.job), html.escape(run.status), started,
+            f'<span class="number">{duration}</span>', html.escape(run.days or "—"),
+        ]  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    return (
+        f'<div class="ops" data-testid="runs"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def _show_part(
     pane: pn.pane.HTML,
     test_id: str,
@@ -192,20 +220,17 @@ class OperationsPage(pn.viewable.Viewer):
     )
     paused = param.Boolean(default=False, doc="Stop refreshing.")
 
-    def __init__(
-        self, settings: Settings, reader: TopicReader, documents: ProfileDocuments, views: ServingViews
-    ) -> None:
+    def __init__(self, settings: Settings, sources: OperationsSources) -> None:
         super().__init__()
         self.settings = settings
-        self.reader = reader
-        self.documents = documents
-        self.views = views
+        self.sources = sources
         self.status = pn.pane.Markdown("Loading…", sizing_mode="stretch_width")
         self.topics = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.lag = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.reasons = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.letters = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.batches = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.runs = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self._reading = False
         self._letters_due = 0.0
         """When the dead letters are read next (monotonic seconds)."""
@@ -223,8 +248,8 @@ class OperationsPage(pn.viewable.Viewer):
             # The dead letters on their own cadence: on FerretDB their reads scan the collection.
             letters_due = force or time.monotonic() >= self._letters_due
             read = partial(
-                operations_snapshot, self.settings, self.reader, self.documents, self.views, reason,
-                LETTERS_SHOWN, dead_letters=letters_due,
+                operations_snapshot, self.settings, self.sources, reason, LETTERS_SHOWN,
+                dead_letters=letters_due,
             )  # fmt: skip
             answer = await read_within(
                 read, self.settings.serving.query_timeout_s, "operations refresh", logger
@@ -247,6 +272,8 @@ class OperationsPage(pn.viewable.Viewer):
         _show_part(self.reasons, "reasons", "dead letters", snapshot.reasons, reasons_html, errors)
         _show_part(self.letters, "letters", "dead letters", snapshot.letters, letters_html, errors)
         _show_part(self.batches, "batches", "micro-batches", snapshot.batches, batches_html, errors)
+        runs_of = partial(runs_html, dagster_ui_url=self.settings.serving.dagster_ui_url)
+        _show_part(self.runs, "runs", "batch runs", snapshot.runs, runs_of, errors)
         if snapshot.reasons is not None:
             stored = {reason for layer, reason, _ in snapshot.reasons if layer != PRODUCER}
             choices = [ALL_REASONS, *sorted(stored)]
@@ -296,6 +323,8 @@ class OperationsPage(pn.viewable.Viewer):
                 self.lag,
                 pn.pane.Markdown("### Latest micro-batches of the speed layer"),
                 self.batches,
+                pn.pane.Markdown("### Latest runs of the batch layer (Dagster)"),
+                self.runs,
                 pn.pane.Markdown("### Dead letters by reason"),
                 self.reasons,
                 pn.pane.Markdown("### Latest dead letters (direct identifiers masked)"),
@@ -305,13 +334,13 @@ class OperationsPage(pn.viewable.Viewer):
 
 
 def operations_page_factory(
-    settings: Settings, reader: TopicReader, documents: ProfileDocuments, views: ServingViews
+    settings: Settings, sources: OperationsSources
 ) -> Callable[[], pn.viewable.Viewable]:
     """What ``pn.serve`` calls for each browser session opening ``/operations``."""
 
     def page() -> pn.viewable.Viewable:
         pn.extension()
-        operations = OperationsPage(settings, reader, documents, views)
+        operations = OperationsPage(settings, sources)
         operations.start_refreshing()
         return operations.__panel__()
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from dagster import DagsterInstance, job, op
+
+from orchestration.runs import (
+    ARCHIVE_JOB,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    REFRESH_JOB,
+    RunHistory,
+)
 from serving.operations import (
     PartitionLag,
     PartitionOffsets,
@@ -13,7 +26,7 @@ from serving.operations import (
     lag_rows,
     source_offsets,
 )
-from serving.operations_page import batches_html, lag_html, letters_html, reasons_html, topics_html
+from serving.operations_page import batches_html, lag_html, letters_html, reasons_html, runs_html, topics_html
 from serving.profiles import DeadLetterRow
 from speed_layer.stores import StreamBatch
 
@@ -88,3 +101,65 @@ def test_the_operations_page_parts_are_escaped_tables_that_say_what_is_missing()
     assert batches_html([batch]).count("<tr>") == 2 and "1.3 s" in batches_html([batch])
     assert "No micro-batch yet" in batches_html([])
     assert "42 s" in lag_html([PartitionLag(0, 12, 10, None, 42.4, None)])
+
+
+def test_the_batch_layers_runs_come_from_dagsters_own_storage_newest_first(tmp_path: Path) -> None:
+    """Runs of jobs named like the batch layer's, executed on a Dagster home of the test, read back
+    through ``RunHistory`` as the operations page reads them (other jobs left out)."""
+    home = tmp_path / "dagster"
+    assert RunHistory(home).recent(5) == []  # no home yet: no run, no error
+    home.mkdir()
+
+    @op
+    def works() -> None:
+        pass
+
+    @op
+    def fails() -> None:
+        raise RuntimeError("the store is down")
+
+    @job(name=ARCHIVE_JOB)
+    def archive() -> None:
+        works()
+
+    @job(name=REFRESH_JOB)
+    def refresh() -> None:
+        fails()
+
+    @job(name="something_else")
+    def other() -> None:
+        works()
+
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        archive.execute_in_process(instance=instance)
+        refresh.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            tags={PARTITION_RANGE_START_TAG: "2026-12-05", PARTITION_RANGE_END_TAG: "2026-12-06"},
+        )
+        other.execute_in_process(instance=instance)
+    finally:
+        instance.dispose()
+
+    with RunHistory(home) as history:
+        runs = history.recent(5)
+    assert [(r.job, r.status, r.days) for r in runs] == [
+        (REFRESH_JOB, "FAILURE", "2026-12-05..2026-12-06"),
+        (ARCHIVE_JOB, "SUCCESS", None),
+    ]
+    assert all(r.duration_s is not None and r.duration_s >= 0 for r in runs)
+    page = runs_html(runs, "http://dagster.example:3000/")
+    assert f'href="http://dagster.example:3000/runs/{runs[0].run_id}"' in page and "FAILURE" in page
+    assert "No batch-layer run" in runs_html([], "http://x")
+
+    # The same from the CLI, for scripts.
+    result = subprocess.run(
+        [sys.executable, "-m", "userpulse.cli", "runs", "--json"],
+        env={**os.environ, "USERPULSE_PATHS__DAGSTER_HOME": str(home),
+             "USERPULSE_SERVING__DAGSTER_UI_URL": "http://dagster.example:3000"},
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    listed = json.loads(result.stdout)
+    assert [(r["job"], r["status"], r["days"]) for r in listed] == [(r.job, r.status, r.days) for r in runs]
+    assert listed[0]["url"] == f"http://dagster.example:3000/runs/{runs[0].run_id}"
