@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from core.retention import topic_retention_ms
 from core.settings import Settings
 from orchestration.runs import BatchRun, RunHistory
-from serving.profiles import DeadLetterRow, ProfileDocuments
+from serving.profiles import DeadLetterRow, ProfileDocuments, mask_raw_value
 from serving.views import ServingViews
 from speed_layer.stores import StreamBatch
 
@@ -108,6 +108,31 @@ def committed_offsets(checkpoint: Path, topic: str) -> dict[int, int] | None:
     return source_offsets(offsets.read_text(), topic) if offsets.is_file() else None
 
 
+@dataclass(frozen=True)
+class TopicMessage:
+    """One record of a topic as an operator sees it: its coordinates, key and value masked."""
+
+    partition: int
+    offset: int
+    timestamp: datetime
+    key: str | None
+    value: str
+    """Decoded, direct identifiers masked (``serving.profiles.mask_raw_value``); sealed ones stay sealed."""
+    headers: dict[str, str]
+
+
+def topic_message(record: Any) -> TopicMessage:
+    """A consumed Kafka record -> what the operator is shown of it."""
+    return TopicMessage(
+        record.partition,
+        record.offset,
+        datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        record.key.decode("utf-8", errors="replace") if record.key is not None else None,
+        mask_raw_value(record.value),
+        {name: value.decode("utf-8", errors="replace") for name, value in record.headers or []},
+    )
+
+
 class TopicReader:
     """The Kafka reads of the operations views, on one consumer and one admin client kept open between
     refreshes: opening them (connections, metadata) costs more than the reads themselves. One read at a
@@ -185,6 +210,31 @@ class TopicReader:
                 consumer.resume(*consumer.paused())
                 consumer.unsubscribe()
                 return found
+            except Exception:
+                self._reset()
+                raise
+
+    def last_messages(
+        self, topic: str, partition: int, count: int, timeout_s: float = 2.0
+    ) -> list[TopicMessage]:
+        """The last ``count`` records of a partition (fewer if it holds fewer), newest first."""
+        with self._lock:
+            try:
+                consumer, _ = self._clients()
+                tp = TopicPartition(topic, partition)
+                if partition not in (consumer.partitions_for_topic(topic) or set()):
+                    return []
+                earliest, end = consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
+                start = max(earliest, end - count)
+                consumer.assign([tp])
+                consumer.seek(tp, start)
+                records: list[Any] = []
+                deadline = time.monotonic() + timeout_s
+                while start + len(records) < end and time.monotonic() < deadline:
+                    for batch in consumer.poll(timeout_ms=100).values():
+                        records.extend(r for r in batch if r.offset < end)
+                consumer.unsubscribe()
+                return [topic_message(record) for record in sorted(records, key=lambda r: -r.offset)[:count]]
             except Exception:
                 self._reset()
                 raise
@@ -279,6 +329,8 @@ class OperationsSnapshot:
     """The speed layer's latest micro-batches, newest first."""
     runs: list[BatchRun] | None
     """The batch layer's latest runs, newest first."""
+    messages: list[TopicMessage] | None
+    """The last records of the partition asked, newest first."""
     errors: dict[str, str]
 
 
@@ -308,10 +360,12 @@ def operations_snapshot(
     letters_shown: int,
     batches_shown: int = 10,
     dead_letters: bool = True,
+    messages_of: tuple[str, int] | None = None,
+    messages_shown: int = 10,
 ) -> OperationsSnapshot:
-    """Read the topics, each layer's progress, the latest micro-batches and batch runs and (with
-    ``dead_letters``) the
-    dead letters; each source on its own, so one that fails leaves the others' parts. Parts not read are
+    """Read the topics, each layer's progress, the latest micro-batches and batch runs, the dead letters
+    (with ``dead_letters``) and the last records of a partition (with ``messages_of``: topic,
+    partition). Each source on its own, so one that fails leaves the others' parts; parts not read are
     None without an error."""
     errors: dict[str, str] = {}
 
@@ -343,4 +397,8 @@ def operations_snapshot(
         reasons = sorted([*reasons, producer], key=lambda c: (-c[2], c[0], c[1]))
     batches = attempt("micro-batches", lambda: sources.views.recent_speed_batches(batches_shown))
     runs = attempt("batch runs", lambda: sources.history.recent(batches_shown))
-    return OperationsSnapshot(topics, lag, reasons, letters, batches, runs, errors)
+    messages = None
+    if messages_of is not None:
+        topic, partition = messages_of
+        messages = attempt("messages", lambda: sources.reader.last_messages(topic, partition, messages_shown))
+    return OperationsSnapshot(topics, lag, reasons, letters, batches, runs, messages, errors)

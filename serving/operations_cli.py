@@ -1,6 +1,7 @@
-"""``userpulse topics``, ``lag``, ``batches``, ``runs`` and ``dead-letters``: the pipeline's topics, each
-layer's progress, the speed layer's latest micro-batches, the batch layer's latest runs and the records
-the layers could not use (and their re-drive), for people (tables) and scripts (``--json``)."""
+"""``userpulse topics``, ``lag``, ``batches``, ``runs``, ``messages`` and ``dead-letters``: the pipeline's
+topics, each layer's progress, the speed layer's latest micro-batches, the batch layer's latest runs, a
+partition's last records and the records the layers could not use (and their re-drive), for people
+(tables) and scripts (``--json``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from core.settings import get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.redrive import redrive_dead_letters
 from orchestration.runs import RunHistory
-from serving.operations import PartitionLag, TopicOverview, layer_lag, topic_overview
+from serving.operations import PartitionLag, TopicOverview, TopicReader, layer_lag, topic_overview
 from serving.profiles import DeadLetterRow, profile_documents
 from serving.views import ServingViews
 
@@ -130,6 +131,34 @@ def batches(
             _count(b.kafka_lag),
         )  # fmt: skip
     console.print(table)
+
+
+def messages(
+    topic: Annotated[str | None, typer.Option(help="The topic (default: the profiles topic).")] = None,
+    partition: Annotated[int, typer.Option(min=0, help="Its partition.")] = 0,
+    last: Annotated[int, typer.Option(min=1, max=1_000, help="How many records, newest first.")] = 10,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """The last records of a topic's partition: offset, time written, key, headers and the value decoded,
+    direct identifiers masked (sealed ones stay sealed)."""
+    settings = get_settings()
+    name = topic or settings.kafka.profiles_topic
+    with TopicReader(settings) as reader:
+        records = reader.last_messages(name, partition, last)
+    if as_json:
+        typer.echo(
+            json.dumps([asdict(m) | {"timestamp": m.timestamp.isoformat()} for m in records], indent=2)
+        )
+        return
+    table = Table("Offset", "Written (UTC)", "Key", "Headers", "Value (masked)", title=f"{name}:{partition}")
+    for m in records:
+        headers = ", ".join(f"{k}: {v}" for k, v in m.headers.items()) or "—"
+        table.add_row(
+            _count(m.offset), m.timestamp.strftime("%Y-%m-%d %H:%M:%S"), m.key or "—", headers, m.value
+        )
+    console.print(table)
+    if not records:
+        console.print(f"No records in {name}:{partition} (or no such topic or partition).")
 
 
 def runs(

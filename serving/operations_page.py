@@ -28,6 +28,7 @@ from serving.operations import (
     OperationsSnapshot,
     OperationsSources,
     PartitionLag,
+    TopicMessage,
     TopicOverview,
     operations_snapshot,
 )
@@ -168,6 +169,18 @@ def batches_html(batches: list[StreamBatch]) -> str:
     return _table("batches", headers, rows)
 
 
+def messages_html(messages: list[TopicMessage]) -> str:
+    """The last records of a partition, newest first: coordinates, key, value masked."""
+    if not messages:
+        return '<div class="ops" data-testid="messages"><div class="empty">No records.</div></div>'
+    rows = [
+        [("number", _count(m.offset)), ("", m.timestamp.strftime("%Y-%m-%d %H:%M:%S")), ("", m.key or "—"),
+         ("", ", ".join(f"{k}: {v}" for k, v in m.headers.items()) or "—"), ("value", m.value)]
+        for m in messages
+    ]  # fmt: skip
+    return _table("messages", ["Offset", "Written (UTC)", "Key", "Headers", "Value (masked)"], rows)
+
+
 def runs_html(runs: list[BatchRun], dagster_ui_url: str) -> str:
     """The batch layer's latest runs, newest first, each linked to its page in the Dagster UI."""
     if not runs:
@@ -219,6 +232,8 @@ class OperationsPage(pn.viewable.Viewer):
         default=ALL_REASONS, objects=[ALL_REASONS], doc="Show the dead letters of one reason."
     )
     paused = param.Boolean(default=False, doc="Stop refreshing.")
+    messages_topic = param.Selector(default=None, objects=[], doc="Whose last records to show.")
+    messages_partition = param.Integer(default=0, bounds=(0, None), doc="Which partition of it.")
 
     def __init__(self, settings: Settings, sources: OperationsSources) -> None:
         super().__init__()
@@ -231,12 +246,17 @@ class OperationsPage(pn.viewable.Viewer):
         self.letters = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.batches = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.runs = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.messages = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        kafka = settings.kafka
+        self.param["messages_topic"].objects = [kafka.profiles_topic, kafka.dead_letter_topic]
+        self.messages_topic = kafka.profiles_topic
         self._reading = False
         self._letters_due = 0.0
         """When the dead letters are read next (monotonic seconds)."""
         self._letters_read_at: datetime | None = None
         self._callback: pn.io.PeriodicCallback | None = None
         self.param.watch(self._reason_changed, ["reason"])
+        self.param.watch(self._messages_changed, ["messages_topic", "messages_partition"])
         self.param.watch(self._pause_changed, ["paused"])
 
     async def refresh(self, force: bool = False) -> None:
@@ -249,7 +269,7 @@ class OperationsPage(pn.viewable.Viewer):
             letters_due = force or time.monotonic() >= self._letters_due
             read = partial(
                 operations_snapshot, self.settings, self.sources, reason, LETTERS_SHOWN,
-                dead_letters=letters_due,
+                dead_letters=letters_due, messages_of=(self.messages_topic, self.messages_partition),
             )  # fmt: skip
             answer = await read_within(
                 read, self.settings.serving.query_timeout_s, "operations refresh", logger
@@ -274,6 +294,7 @@ class OperationsPage(pn.viewable.Viewer):
         _show_part(self.batches, "batches", "micro-batches", snapshot.batches, batches_html, errors)
         runs_of = partial(runs_html, dagster_ui_url=self.settings.serving.dagster_ui_url)
         _show_part(self.runs, "runs", "batch runs", snapshot.runs, runs_of, errors)
+        _show_part(self.messages, "messages", "messages", snapshot.messages, messages_html, errors)
         if snapshot.reasons is not None:
             stored = {reason for layer, reason, _ in snapshot.reasons if layer != PRODUCER}
             choices = [ALL_REASONS, *sorted(stored)]
@@ -293,6 +314,9 @@ class OperationsPage(pn.viewable.Viewer):
 
     async def _reason_changed(self, *_events: param.parameterized.Event) -> None:
         self._letters_due = 0.0  # read them at the next refresh, should this one be skipped
+        await self.refresh(force=True)
+
+    async def _messages_changed(self, *_events: param.parameterized.Event) -> None:
         await self.refresh(force=True)
 
     def _pause_changed(self, event: param.parameterized.Event) -> None:
@@ -325,6 +349,12 @@ class OperationsPage(pn.viewable.Viewer):
                 self.batches,
                 pn.pane.Markdown("### Latest runs of the batch layer (Dagster)"),
                 self.runs,
+                pn.pane.Markdown("### Last records of a partition (direct identifiers masked)"),
+                pn.Row(
+                    pn.widgets.Select.from_param(self.param.messages_topic, name="Topic"),
+                    pn.widgets.IntInput.from_param(self.param.messages_partition, name="Partition"),
+                ),
+                self.messages,
                 pn.pane.Markdown("### Dead letters by reason"),
                 self.reasons,
                 pn.pane.Markdown("### Latest dead letters (direct identifiers masked)"),

@@ -17,7 +17,7 @@ from core.settings import InsecureSettingsError, get_settings
 from infra.cli import demo, stack_app
 from ingestion.cli import produce
 from serving.cli import dashboard
-from serving.operations_cli import batches, dead_letters_app, lag, runs, topics
+from serving.operations_cli import batches, dead_letters_app, lag, messages, runs, topics
 from serving.profile_cli import profile_app
 from serving.views_cli import views
 from speed_layer.cli import speed
@@ -43,6 +43,7 @@ app.command()(topics)
 app.command()(lag)
 app.command()(batches)
 app.command()(runs)
+app.command()(messages)
 app.command()(demo)
 app.command()(settings)
 

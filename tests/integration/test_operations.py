@@ -42,6 +42,17 @@ def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
     assert pipeline.produce_bad(b"[1, 2, 3]", key="k") == bad_partition
     per_partition[bad_partition] += 2
 
+    # The partition's last records, newest first, identifiers masked.
+    last_two = run_json(settings, f"messages --partition {bad_partition} --last 2")
+    assert [(m["offset"], m["key"], m["value"]) for m in last_two] == [
+        (per_partition[bad_partition] - 1, "k", "[1, 2, 3]"),
+        (per_partition[bad_partition] - 2, "k", "j***@example.com called ***67"),
+    ]
+    profile_copy = pipeline.copies[0]
+    [shown] = run_json(settings, f"messages --partition {profile_copy.partition} --last 1000")[-1:]
+    assert shown["offset"] == 0 and shown["key"] == profile_copy.uuid
+    assert profile_copy.envelope["user"]["email"] not in shown["value"]
+
     [profiles, dead_letters] = run_json(settings, "topics")
     assert profiles["topic"] == settings.kafka.profiles_topic and profiles["records"] == 42
     assert {p["partition"]: (p["earliest"], p["end"]) for p in profiles["partitions"]} == {

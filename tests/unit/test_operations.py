@@ -21,12 +21,21 @@ from orchestration.runs import (
 from serving.operations import (
     PartitionLag,
     PartitionOffsets,
+    TopicMessage,
     TopicOverview,
     committed_offsets,
     lag_rows,
     source_offsets,
 )
-from serving.operations_page import batches_html, lag_html, letters_html, reasons_html, runs_html, topics_html
+from serving.operations_page import (
+    batches_html,
+    lag_html,
+    letters_html,
+    messages_html,
+    reasons_html,
+    runs_html,
+    topics_html,
+)
 from serving.profiles import DeadLetterRow
 from speed_layer.stores import StreamBatch
 
@@ -101,6 +110,9 @@ def test_the_operations_page_parts_are_escaped_tables_that_say_what_is_missing()
     assert batches_html([batch]).count("<tr>") == 2 and "1.3 s" in batches_html([batch])
     assert "No micro-batch yet" in batches_html([])
     assert "42 s" in lag_html([PartitionLag(0, 12, 10, None, 42.4, None)])
+    message = TopicMessage(3, 41, datetime(2026, 12, 6, 12, tzinfo=UTC), "k<1>", "a<b", {"h": "v"})
+    assert "k&lt;1&gt;" in messages_html([message]) and "h: v" in messages_html([message])
+    assert "No records" in messages_html([])
 
 
 def test_the_batch_layers_runs_come_from_dagsters_own_storage_newest_first(tmp_path: Path) -> None:
