@@ -30,6 +30,8 @@ from speed_layer.stores import StreamBatch
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+LAG_HISTORY_BATCHES = 120
+"""Micro-batches read per refresh: the lag chart's history (the table shows the newest of them)."""
 PRODUCER = "producer"
 """The layer name of the producer's dead letters (kept in their topic, not in the dead-letter store)."""
 
@@ -326,7 +328,7 @@ class OperationsSnapshot:
     """(layer, reason, dead letters), the most frequent first."""
     letters: list[DeadLetterRow] | None
     batches: list[StreamBatch] | None
-    """The speed layer's latest micro-batches, newest first."""
+    """The speed layer's latest micro-batches (``LAG_HISTORY_BATCHES``), newest first."""
     runs: list[BatchRun] | None
     """The batch layer's latest runs, newest first."""
     messages: list[TopicMessage] | None
@@ -358,7 +360,7 @@ def operations_snapshot(
     sources: OperationsSources,
     reason: str | None,
     letters_shown: int,
-    batches_shown: int = 10,
+    runs_shown: int = 10,
     dead_letters: bool = True,
     messages_of: tuple[str, int] | None = None,
     messages_shown: int = 10,
@@ -395,8 +397,8 @@ def operations_snapshot(
         )
     if reasons is not None and topics is not None and (producer := producer_dead_letters(topics, settings)):
         reasons = sorted([*reasons, producer], key=lambda c: (-c[2], c[0], c[1]))
-    batches = attempt("micro-batches", lambda: sources.views.recent_speed_batches(batches_shown))
-    runs = attempt("batch runs", lambda: sources.history.recent(batches_shown))
+    batches = attempt("micro-batches", lambda: sources.views.recent_speed_batches(LAG_HISTORY_BATCHES))
+    runs = attempt("batch runs", lambda: sources.history.recent(runs_shown))
     messages = None
     if messages_of is not None:
         topic, partition = messages_of

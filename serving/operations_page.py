@@ -150,10 +150,40 @@ def letters_html(letters: list[DeadLetterRow]) -> str:
     )
 
 
+BATCHES_SHOWN = 10
+CHART_WIDTH, CHART_HEIGHT = 640, 120
+
+
+def lag_chart_svg(batches: list[StreamBatch]) -> str:
+    """The records left in the topic after each micro-batch, over time: a line in an inline SVG (no
+    script), oldest on the left; batches whose lag is not known yet are left out."""
+    points = sorted((b.processed_at, b.kafka_lag) for b in batches if b.kafka_lag is not None)
+    if len(points) < 2:
+        return '<div class="note">The lag chart needs two micro-batches with a known lag.</div>'
+    first, last = points[0][0], points[-1][0]
+    span = max((last - first).total_seconds(), 1.0)
+    top = max(max(lag for _, lag in points), 1)
+    coordinates = " ".join(
+        f"{(moment - first).total_seconds() / span * CHART_WIDTH:.1f},"
+        f"{CHART_HEIGHT - lag / top * (CHART_HEIGHT - 10):.1f}"
+        for moment, lag in points
+    )
+    return (
+        f'<svg data-testid="lag-chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" width="100%" '
+        f'height="{CHART_HEIGHT}" preserveAspectRatio="none" role="img" '
+        f'aria-label="Records left in the topic after each micro-batch, up to {top:,}">'
+        f'<polyline fill="none" stroke="#0072b5" stroke-width="2" points="{coordinates}"/></svg>'
+        f'<div class="note">Records left in the topic after each of the last {len(points)} micro-batches, '
+        f"{first:%H:%M:%S} to {last:%H:%M:%S} UTC (top of the chart: {top:,}).</div>"
+    )
+
+
 def batches_html(batches: list[StreamBatch]) -> str:
-    """The speed layer's latest micro-batches, newest first."""
+    """The lag over the micro-batches read, then the newest ``BATCHES_SHOWN`` of them."""
     if not batches:
         return '<div class="ops" data-testid="batches"><div class="empty">No micro-batch yet.</div></div>'
+    chart = lag_chart_svg(batches)
+    batches = batches[:BATCHES_SHOWN]
     rows = [
         [("number", str(b.batch_id)), ("", b.processed_at.strftime("%Y-%m-%d %H:%M:%S")),
          ("number", _count(b.input_rows)), ("number", _count(b.new_profiles)),
@@ -166,7 +196,9 @@ def batches_html(batches: list[StreamBatch]) -> str:
         "Batch", "Processed (UTC)", "Records", "New profiles", "Duplicates", "Dead letters", "Under age",
         "Duration", "Records/s", "Left in topic",
     ]  # fmt: skip
-    return _table("batches", headers, rows)
+    return _table("batches", headers, rows).replace(
+        '<div class="ops" data-testid="batches">', f'<div class="ops" data-testid="batches">{chart}', 1
+    )
 
 
 def messages_html(messages: list[TopicMessage]) -> str:
@@ -345,7 +377,7 @@ class OperationsPage(pn.viewable.Viewer):
                 self.topics,
                 pn.pane.Markdown("### Progress of each layer (profiles topic)"),
                 self.lag,
-                pn.pane.Markdown("### Latest micro-batches of the speed layer"),
+                pn.pane.Markdown("### Speed layer: its lag over time and its latest micro-batches"),
                 self.batches,
                 pn.pane.Markdown("### Latest runs of the batch layer (Dagster)"),
                 self.runs,

@@ -29,6 +29,7 @@ from serving.operations import (
 )
 from serving.operations_page import (
     batches_html,
+    lag_chart_svg,
     lag_html,
     letters_html,
     messages_html,
@@ -175,3 +176,17 @@ def test_the_batch_layers_runs_come_from_dagsters_own_storage_newest_first(tmp_p
     listed = json.loads(result.stdout)
     assert [(r["job"], r["status"], r["days"]) for r in listed] == [(r.job, r.status, r.days) for r in runs]
     assert listed[0]["url"] == f"http://dagster.example:3000/runs/{runs[0].run_id}"
+
+
+def test_the_lag_chart_draws_the_records_left_after_each_micro_batch_oldest_on_the_left() -> None:
+    start = datetime(2026, 12, 6, 12, tzinfo=UTC)
+
+    def batch(seconds: int, lag: int | None) -> StreamBatch:
+        return StreamBatch(seconds, start + timedelta(seconds=seconds), 10, 10, 0, 0, 0, 100, None, lag)
+
+    svg = lag_chart_svg([batch(20, 0), batch(10, 50), batch(15, None), batch(0, 100)])  # newest first
+    points = svg.split('points="')[1].split('"')[0].split()
+    assert points == ["0.0,10.0", "320.0,65.0", "640.0,120.0"]  # 100 at the top, 0 at the bottom
+    assert "last 3 micro-batches" in svg and "12:00:00 to 12:00:20" in svg
+    assert "needs two micro-batches" in lag_chart_svg([batch(0, 5), batch(1, None)])
+    assert batches_html([batch(s, 1) for s in range(30)]).count("<tr>") == 1 + 10  # the newest 10
