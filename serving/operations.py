@@ -208,7 +208,8 @@ class TopicReader:
                         if records and tp.partition not in found:
                             found[tp.partition] = datetime.fromtimestamp(records[0].timestamp / 1000, UTC)
                             consumer.pause(tp)
-                # A paused partition stays paused in the next assignment of it: resume before leaving.
+                # Leave nothing paused: without this, every refresh on a million records waited out a
+                # fetch's deadline (bench/bench_operations.py; docs/performance.md).
                 consumer.resume(*consumer.paused())
                 consumer.unsubscribe()
                 return found
