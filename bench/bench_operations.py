@@ -10,9 +10,10 @@ layer (90% of each partition committed) and of the archive (50%), so each refres
 oldest record each layer waits on (the lag in seconds).
 
 Then times ``--repeat`` times the page's periodic refresh (topics, lag in records and seconds, the latest
-micro-batches), the refresh that also reads the dead letters (every ``serving.dead_letters_refresh_s``;
-all reasons, one reason), and each part on its own: p50 and p95 in milliseconds. Starts the local stack
-if it is not running (and stops it after); everything it creates is removed.
+micro-batches and batch runs, a partition's last records), the refresh that also reads the dead letters
+(every ``serving.dead_letters_refresh_s``; all reasons, one reason), and each part on its own: p50 and
+p95 in milliseconds. Starts the local stack if it is not running (and stops it after); everything it
+creates is removed.
 """
 
 from __future__ import annotations
@@ -135,13 +136,20 @@ def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
         sources = OperationsSources(reader, documents, views, history)
 
         def refresh(reason: str | None, dead_letters: bool = True) -> Callable[[], object]:
-            return lambda: operations_snapshot(settings, sources, reason, 20, dead_letters=dead_letters)
+            return lambda: operations_snapshot(
+                settings,
+                sources,
+                reason,
+                20,
+                dead_letters=dead_letters,
+                messages_of=(settings.kafka.profiles_topic, 0),
+            )
 
         snapshot = operations_snapshot(settings, sources, None, 20)
         assert not snapshot.errors, snapshot.errors
         assert snapshot.lag is not None and all(row.speed_lag_s is not None for row in snapshot.lag)
         return [
-            timed("refresh (topics, lag in s, micro-batches)", refresh(None, dead_letters=False), repeat),
+            timed("periodic refresh (no dead letters)", refresh(None, dead_letters=False), repeat),
             timed("refresh with the dead letters, all reasons", refresh(None), repeat),
             timed("refresh with the dead letters, one reason", refresh(REASONS[3]), repeat),
             timed("topics (Kafka)", reader.overview, repeat),
@@ -149,7 +157,10 @@ def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
             timed("lag with seconds, clients opened for it (the CLI)", lambda: layer_lag(settings), repeat),
             timed("dead letters by reason (MongoDB)", documents.dead_letter_counts, repeat),
             timed("latest dead letters (MongoDB)", lambda: documents.latest_dead_letters(20), repeat),
-            timed("latest micro-batches (Cassandra)", lambda: views.recent_speed_batches(10), repeat),
+            timed("latest 120 micro-batches (Cassandra)", lambda: views.recent_speed_batches(120), repeat),
+            timed("last 10 records of a partition (Kafka)",
+                  lambda: reader.last_messages(settings.kafka.profiles_topic, 0, 10), repeat),
+            timed("latest 10 batch runs (Dagster storage)", lambda: history.recent(10), repeat),
         ]  # fmt: skip
     finally:
         history.close()

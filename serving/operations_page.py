@@ -231,7 +231,7 @@ def runs_html(runs: list[BatchRun], dagster_ui_url: str) -> str:
         cells = [
             f'<a href="{link}" target="_blank">{html.escape(run.run_id[:8])}</a>',
             html.escape(run.job), html.escape(run.status), started,
-            f'<span class="number">{duration}</span>', html.escape(run.days or "—"),
+            duration, html.escape(run.days or "—"),
         ]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return (
