@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from rich.filesize import decimal
 
 from core.retention import topic_retention_ms
 from core.settings import Settings
@@ -30,6 +31,8 @@ from speed_layer.stores import StreamBatch
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+RATE_WINDOW_S = 300
+"""The window of a topic's rate: records appended in the last five minutes."""
 LAG_HISTORY_BATCHES = 120
 """Micro-batches read per refresh: the lag chart's history (the table shows the newest of them)."""
 PRODUCER = "producer"
@@ -43,6 +46,10 @@ class PartitionOffsets:
     """The first offset the broker still holds (older records have expired)."""
     end: int
     """The offset the next record will get."""
+    recent: int = 0
+    """Records appended in the last ``RATE_WINDOW_S`` (by their Kafka timestamps)."""
+    size_bytes: int | None = None
+    """The partition's log on disk, over all its replicas; None when no broker reported it."""
 
     @property
     def records(self) -> int:
@@ -60,6 +67,16 @@ class TopicOverview:
     @property
     def records(self) -> int:
         return sum(p.records for p in self.partitions or ())
+
+    @property
+    def rate_per_s(self) -> float:
+        """Records appended per second over the last ``RATE_WINDOW_S``."""
+        return sum(p.recent for p in self.partitions or ()) / RATE_WINDOW_S
+
+    @property
+    def size_bytes(self) -> int | None:
+        sizes = [p.size_bytes for p in self.partitions or () if p.size_bytes is not None]
+        return sum(sizes) if sizes else None
 
 
 @dataclass(frozen=True)
@@ -166,7 +183,8 @@ class TopicReader:
         self._consumer = self._admin = None
 
     def overview(self) -> list[TopicOverview]:
-        """The profiles and dead-letter topics: partitions, offsets and retention."""
+        """The profiles and dead-letter topics: partitions, offsets, recent records, size on disk and
+        retention."""
         kafka = self.settings.kafka
         names = [kafka.profiles_topic, kafka.dead_letter_topic]
         with self._lock:
@@ -175,6 +193,8 @@ class TopicReader:
                 existing = set(admin.list_topics())
                 present = [name for name in names if name in existing]
                 retention = topic_retention_ms(admin, present) if present else {}
+                sizes = partition_sizes(admin.describe_log_dirs(present)) if present else {}
+                since_ms = int((time.time() - RATE_WINDOW_S) * 1000)
                 overviews = []
                 for name in names:
                     if name not in existing:
@@ -184,7 +204,18 @@ class TopicReader:
                     partitions = [TopicPartition(name, p) for p in sorted(numbers)]
                     earliest = consumer.beginning_offsets(partitions)
                     end = consumer.end_offsets(partitions)
-                    offsets = [PartitionOffsets(tp.partition, earliest[tp], end[tp]) for tp in partitions]
+                    # The first offset at or after the window's start (None: nothing appended since).
+                    window_start = consumer.offsets_for_times({tp: since_ms for tp in partitions})
+                    offsets = [
+                        PartitionOffsets(
+                            tp.partition,
+                            earliest[tp],
+                            end[tp],
+                            recent=0 if window_start[tp] is None else end[tp] - window_start[tp].offset,
+                            size_bytes=sizes.get((name, tp.partition)),
+                        )
+                        for tp in partitions
+                    ]
                     overviews.append(TopicOverview(name, offsets, retention.get(name)))
                 return overviews
             except Exception:
@@ -251,6 +282,29 @@ class TopicReader:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def partition_sizes(log_dirs: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> bytes on disk over all replicas, from the admin client's
+    ``describe_log_dirs`` answer (one entry per broker; a log directory that failed is left out, as is
+    a replica being moved to another directory, which would count its bytes twice)."""
+    sizes: dict[tuple[str, int], int] = {}
+    for broker in log_dirs:
+        for log_dir in broker["log_dirs"]:
+            if log_dir["error_code"]:
+                continue
+            for topic in log_dir["topics"]:
+                for partition in topic["partitions"]:
+                    if partition["is_future_key"]:
+                        continue
+                    key = (topic["name"], partition["partition_index"])
+                    sizes[key] = sizes.get(key, 0) + partition["partition_size"]
+    return sizes
+
+
+def size_on_disk(size_bytes: int | None) -> str:
+    """A size for people ("12.3 MB"); "—" when the broker did not report it."""
+    return "—" if size_bytes is None else decimal(size_bytes)
 
 
 def topic_overview(settings: Settings) -> list[TopicOverview]:

@@ -19,7 +19,15 @@ from core.settings import get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.redrive import redrive_dead_letters
 from orchestration.runs import RunHistory
-from serving.operations import PartitionLag, TopicOverview, TopicReader, layer_lag, topic_overview
+from serving.operations import (
+    RATE_WINDOW_S,
+    PartitionLag,
+    TopicOverview,
+    TopicReader,
+    layer_lag,
+    size_on_disk,
+    topic_overview,
+)
 from serving.profiles import DeadLetterRow, profile_documents
 from serving.views import ServingViews
 
@@ -42,6 +50,8 @@ def topic_document(topic: TopicOverview) -> dict[str, Any]:
         "topic": topic.name,
         "exists": topic.partitions is not None,
         "records": topic.records,
+        "rate_per_s": topic.rate_per_s,
+        "size_bytes": topic.size_bytes,
         "retention_ms": topic.retention_ms,
         "partitions": [asdict(p) | {"records": p.records} for p in topic.partitions or ()],
     }
@@ -53,23 +63,28 @@ def lag_document(row: PartitionLag) -> dict[str, Any]:
 
 
 def topics(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
-    """The pipeline's Kafka topics: partitions, earliest and end offsets, records held, retention."""
+    """The pipeline's Kafka topics: partitions, earliest and end offsets, records held, records appended
+    in the last five minutes, size on disk, retention."""
     overviews = topic_overview(get_settings())
     if as_json:
         typer.echo(json.dumps([topic_document(t) for t in overviews], indent=2))
         return
-    table = Table("Topic", "Partition", "Earliest", "End", "Records", "Retention", title="Kafka topics")
+    table = Table(
+        "Topic", "Partition", "Earliest", "End", "Records", f"Last {RATE_WINDOW_S // 60} min", "On disk",
+        "Retention", title="Kafka topics",
+    )  # fmt: skip
     for topic in overviews:
         if topic.partitions is None:
-            table.add_row(topic.name, "—", "—", "—", "—", "topic not created yet")
+            table.add_row(topic.name, "—", "—", "—", "—", "—", "—", "topic not created yet")
             continue
         retention = (
             "broker default" if topic.retention_ms is None else f"{topic.retention_ms / 86_400_000:g} d"
         )
         for p in topic.partitions:
             table.add_row(
-                topic.name, str(p.partition), _count(p.earliest), _count(p.end), _count(p.records), retention
-            )
+                topic.name, str(p.partition), _count(p.earliest), _count(p.end), _count(p.records),
+                _count(p.recent), size_on_disk(p.size_bytes), retention,
+            )  # fmt: skip
     console.print(table)
 
 

@@ -25,12 +25,14 @@ from orchestration.runs import BatchRun
 from serving.off_loop import read_within
 from serving.operations import (
     PRODUCER,
+    RATE_WINDOW_S,
     OperationsSnapshot,
     OperationsSources,
     PartitionLag,
     TopicMessage,
     TopicOverview,
     operations_snapshot,
+    size_on_disk,
 )
 from serving.profiles import DeadLetterRow
 from speed_layer.stores import StreamBatch
@@ -76,21 +78,17 @@ def _error(test_id: str, part: str, message: str) -> str:
     )
 
 
+def _rate(per_s: float) -> str:
+    """Two significant digits below ten per second ("0.02", "3.5"), whole numbers above."""
+    return f"{per_s:,.0f}" if per_s >= 10 else f"{per_s:.2g}"
+
+
 def topics_html(topics: list[TopicOverview]) -> str:
     """One row per partition of each topic (a topic not created yet says so)."""
     rows: list[list[tuple[str, str]]] = []
     for topic in topics:
         if topic.partitions is None:
-            rows.append(
-                [
-                    ("", topic.name),
-                    ("", "not created yet"),
-                    ("number", ""),
-                    ("number", ""),
-                    ("number", ""),
-                    ("", ""),
-                ]
-            )
+            rows.append([("", topic.name), ("", "not created yet"), *[("number", "")] * 5, ("", "")])
             continue
         retention = (
             "broker default" if topic.retention_ms is None else f"{topic.retention_ms / 86_400_000:g} days"
@@ -98,11 +96,20 @@ def topics_html(topics: list[TopicOverview]) -> str:
         for p in topic.partitions:
             rows.append(
                 [("", topic.name), ("number", str(p.partition)), ("number", _count(p.earliest)),
-                 ("number", _count(p.end)), ("number", _count(p.records)), ("", retention)]
+                 ("number", _count(p.end)), ("number", _count(p.records)), ("number", _count(p.recent)),
+                 ("number", size_on_disk(p.size_bytes)), ("", retention)]
             )  # fmt: skip
-    return _table(
-        "topics", ["Topic", "Partition", "Earliest offset", "End offset", "Records", "Retention"], rows
+    minutes = RATE_WINDOW_S // 60
+    headers = ["Topic", "Partition", "Earliest offset", "End offset", "Records", f"Last {minutes} min",
+               "On disk", "Retention"]  # fmt: skip
+    rates = " · ".join(
+        f"{t.name}: {_rate(t.rate_per_s)} records/s over the last {minutes} min, "
+        f"{size_on_disk(t.size_bytes)} on disk"
+        for t in topics
+        if t.partitions is not None
     )
+    note = f'<div class="ops note" data-testid="topic-rates">{html.escape(rates)}</div>'
+    return _table("topics", headers, rows) + (note if rates else "")
 
 
 def _seconds(value: float | None) -> str:

@@ -96,12 +96,16 @@ class Pipeline:
         finally:
             producer.close()
 
-    def produce_bad(self, value: bytes, key: str | None = None) -> int:
-        """Publish a record the layers cannot use; returns its partition."""
+    def produce_bad(self, value: bytes, key: str | None = None, timestamp_ms: int | None = None) -> int:
+        """Publish a record the layers cannot use (with the Kafka timestamp given, or now); returns its
+        partition."""
         producer = KafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap_servers, acks="all")
         try:
             metadata = producer.send(
-                self.settings.kafka.profiles_topic, key=key.encode() if key else None, value=value
+                self.settings.kafka.profiles_topic,
+                key=key.encode() if key else None,
+                value=value,
+                timestamp_ms=timestamp_ms,
             ).get(timeout=30)
         finally:
             producer.close()

@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from core.settings import Settings
 from core.validation import NOT_JSON, NOT_JSON_OBJECT
 from ingestion.synthetic import SyntheticSource
-from serving.operations import TopicReader
+from serving.operations import RATE_WINDOW_S, TopicReader
 from tests.integration.pipeline import Pipeline
 from tests.integration.processes import run_json
 
@@ -55,12 +55,14 @@ def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
 
     [profiles, dead_letters] = run_json(settings, "topics")
     assert profiles["topic"] == settings.kafka.profiles_topic and profiles["records"] == 42
-    assert {p["partition"]: (p["earliest"], p["end"]) for p in profiles["partitions"]} == {
-        p: (0, per_partition[p]) for p in range(3)
+    # Every record was appended within the rate's window, and each partition holds bytes on disk.
+    assert {p["partition"]: (p["earliest"], p["end"], p["recent"]) for p in profiles["partitions"]} == {
+        p: (0, per_partition[p], per_partition[p]) for p in range(3)
     }
+    assert profiles["size_bytes"] == sum(p["size_bytes"] for p in profiles["partitions"]) > 0
     assert dead_letters == {
-        "topic": settings.kafka.dead_letter_topic, "exists": False, "records": 0, "retention_ms": None,
-        "partitions": [],
+        "topic": settings.kafka.dead_letter_topic, "exists": False, "records": 0, "rate_per_s": 0.0,
+        "size_bytes": None, "retention_ms": None, "partitions": [],
     }  # fmt: skip
 
     def lag_by_partition() -> dict[int, tuple[int | None, int | None]]:
@@ -104,6 +106,23 @@ def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
             assert 0 < row["speed_lag_s"] <= waited + 1, row
         else:
             assert row["speed_lag_s"] == 0
+
+
+def test_a_topic_rate_counts_the_records_appended_within_its_window(
+    spark: SparkSession, own_stores: Callable[[str], Settings]
+) -> None:
+    """By their Kafka timestamps: a record stamped before the window holds bytes but adds no rate."""
+    settings = own_stores("rate")
+    pipeline = Pipeline(settings, spark)
+    long_ago_ms = int((time.time() - RATE_WINDOW_S - 600) * 1000)
+    partition = pipeline.produce_bad(b"[0]", key="k", timestamp_ms=long_ago_ms)
+    assert pipeline.produce_bad(b"[1]", key="k") == pipeline.produce_bad(b"[2]", key="k") == partition
+    with TopicReader(settings) as reader:
+        [profiles, _] = reader.overview()
+    assert profiles.partitions is not None
+    held = {p.partition: (p.records, p.recent, bool(p.size_bytes)) for p in profiles.partitions}
+    assert held == {p: (3, 2, True) if p == partition else (0, 0, False) for p in range(3)}
+    assert profiles.rate_per_s == 2 / RATE_WINDOW_S
 
 
 def test_a_topic_reader_kept_open_reads_the_timestamps_of_the_records_asked_each_time(

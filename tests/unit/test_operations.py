@@ -25,6 +25,7 @@ from serving.operations import (
     TopicOverview,
     committed_offsets,
     lag_rows,
+    partition_sizes,
     source_offsets,
 )
 from serving.operations_page import (
@@ -94,6 +95,44 @@ def test_lag_in_seconds_is_how_long_the_oldest_record_not_committed_has_waited()
     assert [(r.partition, r.speed_lag_s, r.archive_lag_s) for r in rows] == [
         (0, 42.0, None), (1, None, None), (2, 0.0, None),
     ]  # fmt: skip
+
+
+def log_dir(topics: dict[str, dict[int, int]], error_code: int = 0, moving: bool = False) -> dict:
+    """One log directory of a ``describe_log_dirs`` answer: topic -> partition -> bytes."""
+    return {
+        "error_code": error_code,
+        "log_dir": "/var/kafka",
+        "topics": [
+            {
+                "name": name,
+                "partitions": [
+                    {"partition_index": p, "partition_size": size, "offset_lag": 0, "is_future_key": moving}
+                    for p, size in partitions.items()
+                ],
+            }
+            for name, partitions in topics.items()
+        ],
+    }
+
+
+def test_a_partition_size_on_disk_sums_its_replicas_and_leaves_out_failed_or_moving_logs() -> None:
+    answer = [
+        {"broker": 1, "log_dirs": [log_dir({"p": {0: 100, 1: 50}})]},
+        {"broker": 2, "log_dirs": [log_dir({"p": {0: 100}}), log_dir({"p": {1: 999}}, error_code=57)]},
+        {"broker": 3, "log_dirs": [log_dir({"p": {1: 50}}), log_dir({"p": {1: 50}}, moving=True)]},
+    ]
+    assert partition_sizes(answer) == {("p", 0): 200, ("p", 1): 100}
+
+
+def test_a_topic_rate_and_size_add_up_its_partitions() -> None:
+    busy = PartitionOffsets(0, 0, 900, recent=600, size_bytes=2_000)
+    quiet = PartitionOffsets(1, 0, 10, recent=300)
+    topic = TopicOverview("users", [busy, quiet], None)
+    assert (topic.rate_per_s, topic.size_bytes) == (3.0, 2_000)
+    assert TopicOverview("p", [PartitionOffsets(0, 0, 0)], None).size_bytes is None
+    page = topics_html([topic])
+    assert "users: 3 records/s over the last 5 min, 2.0 kB on disk" in page
+    assert '<td class="number">600</td><td class="number">2.0 kB</td>' in page
 
 
 def test_the_operations_page_parts_are_escaped_tables_that_say_what_is_missing() -> None:
