@@ -625,6 +625,7 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
             "kafka_timestamp": "Kafka timestamp of the record",
             "reason": "why the record could not be used",
             "stored_at": "when the dead letter was stored",
+            "stored_hour": "the hour it was stored (what the counts over time group by)",
             "revalidated_at": "when a re-drive last validated it again (and gave it today's reason)",
             "redriven.at": "when a re-drive published it again",
             "redriven.published_as": "topic:partition:offset of its re-driven copy",

@@ -8,13 +8,15 @@ partition. Nothing here starts Spark.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +26,13 @@ from rich.filesize import decimal
 from core.retention import topic_retention_ms
 from core.settings import Settings
 from orchestration.runs import BatchRun, RunHistory
-from serving.profiles import DeadLetterRow, ProfileDocuments, mask_raw_value
+from serving.profiles import (
+    DeadLetterRow,
+    DeadLetterTally,
+    ProfileDocuments,
+    counts_by_reason,
+    mask_raw_value,
+)
 from serving.views import ServingViews
 from speed_layer.stores import StreamBatch
 
@@ -37,6 +45,10 @@ LAG_HISTORY_BATCHES = 120
 """Micro-batches read per refresh: the lag chart's history (the table shows the newest of them)."""
 PRODUCER = "producer"
 """The layer name of the producer's dead letters (kept in their topic, not in the dead-letter store)."""
+DEAD_LETTER_SOURCES = (PRODUCER, "speed", "batch")
+"""Where dead letters come from: the producer's topic, and the layers' dead-letter store."""
+DEAD_LETTER_HOURS = 24
+"""The hours of the dead letters over time (the current one included)."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +260,33 @@ class TopicReader:
                 self._reset()
                 raise
 
+    def appended_per_hour(self, topic: str, starts: list[datetime]) -> dict[datetime, int]:
+        """Records appended to ``topic`` within each hour of ``starts`` (consecutive hour starts, the
+        last one's hour runs until now), from the offsets at each hour's start: no record is read.
+        Empty when the topic does not exist."""
+        with self._lock:
+            try:
+                consumer, _ = self._clients()
+                numbers = consumer.partitions_for_topic(topic) or set()
+                partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
+                if not partitions:
+                    return {}
+                end = consumer.end_offsets(partitions)
+                boundaries = []
+                for start in starts:
+                    # The first offset at or after the hour's start; None: nothing appended since.
+                    start_ms = int(start.timestamp() * 1000)
+                    found = consumer.offsets_for_times({tp: start_ms for tp in partitions})
+                    boundaries.append(
+                        {tp.partition: end[tp] if found[tp] is None else min(found[tp].offset, end[tp])
+                         for tp in partitions}
+                    )  # fmt: skip
+                boundaries.append({tp.partition: end[tp] for tp in partitions})
+                return dict(zip(starts, records_between(boundaries), strict=True))
+            except Exception:
+                self._reset()
+                raise
+
     def last_messages(
         self, topic: str, partition: int, count: int, timeout_s: float = 2.0
     ) -> list[TopicMessage]:
@@ -300,6 +339,51 @@ def partition_sizes(log_dirs: list[dict[str, Any]]) -> dict[tuple[str, int], int
                     key = (topic["name"], partition["partition_index"])
                     sizes[key] = sizes.get(key, 0) + partition["partition_size"]
     return sizes
+
+
+def records_between(boundaries: list[dict[int, int]]) -> list[int]:
+    """Records appended between consecutive boundaries, each given as partition -> offset."""
+    return [
+        sum(later[partition] - earlier[partition] for partition in later)
+        for earlier, later in itertools.pairwise(boundaries)
+    ]
+
+
+def hour_starts(now: datetime, hours: int) -> list[datetime]:
+    """The starts of the last ``hours`` hours, oldest first; the last is the current hour's."""
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return [current - timedelta(hours=back) for back in range(hours - 1, -1, -1)]
+
+
+@dataclass(frozen=True)
+class DeadLetterHour:
+    """The dead letters of one hour, by source (``DEAD_LETTER_SOURCES``)."""
+
+    hour: datetime
+    by_source: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_source.values())
+
+
+def dead_letters_by_hour(
+    tallies: list[DeadLetterTally], producer_per_hour: dict[datetime, int], starts: list[datetime]
+) -> list[DeadLetterHour]:
+    """The hours of ``starts`` that have dead letters, newest first: the layers' stored letters not
+    re-driven (by the hour they were stored) and the producer's (by the hour they were appended)."""
+    counts: dict[datetime, Counter[str]] = {start: Counter() for start in starts}
+    for tally in tallies:
+        if tally.hour in counts:
+            counts[tally.hour][tally.job] += tally.count
+    for start, appended in producer_per_hour.items():
+        if start in counts:
+            counts[start][PRODUCER] += appended
+    return [
+        DeadLetterHour(start, {source: counts[start][source] for source in DEAD_LETTER_SOURCES})
+        for start in reversed(starts)
+        if counts[start].total()
+    ]
 
 
 def size_on_disk(size_bytes: int | None) -> str:
@@ -382,6 +466,8 @@ class OperationsSnapshot:
     reasons: list[tuple[str, str, int]] | None
     """(layer, reason, dead letters), the most frequent first."""
     letters: list[DeadLetterRow] | None
+    hourly: list[DeadLetterHour] | None
+    """The dead letters of the last ``DEAD_LETTER_HOURS`` hours by source, newest first."""
     batches: list[StreamBatch] | None
     """The speed layer's latest micro-batches (``LAG_HISTORY_BATCHES``), newest first."""
     runs: list[BatchRun] | None
@@ -444,9 +530,18 @@ def operations_snapshot(
                 profiles.partitions or [], *checkpoint_offsets(settings), sources.reader.record_timestamps
             ),
         )
-    reasons = letters = None
+    reasons = letters = hourly = None
     if dead_letters:
-        reasons = attempt("dead letters", sources.documents.dead_letter_counts)
+        tallies = attempt("dead letters", sources.documents.dead_letter_tallies)
+        starts = hour_starts(datetime.now(UTC), DEAD_LETTER_HOURS)
+        producer_hours = attempt(
+            "dead letters over time",
+            lambda: sources.reader.appended_per_hour(settings.kafka.dead_letter_topic, starts),
+        )
+        if tallies is not None:
+            reasons = counts_by_reason(tallies)
+            if producer_hours is not None:
+                hourly = dead_letters_by_hour(tallies, producer_hours, starts)
         letters = attempt(
             "dead letters", lambda: sources.documents.latest_dead_letters(letters_shown, reason)
         )
@@ -458,4 +553,4 @@ def operations_snapshot(
     if messages_of is not None:
         topic, partition = messages_of
         messages = attempt("messages", lambda: sources.reader.last_messages(topic, partition, messages_shown))
-    return OperationsSnapshot(topics, lag, reasons, letters, batches, runs, messages, errors)
+    return OperationsSnapshot(topics, lag, reasons, letters, hourly, batches, runs, messages, errors)

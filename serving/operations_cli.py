@@ -20,10 +20,14 @@ from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.redrive import redrive_dead_letters
 from orchestration.runs import RunHistory
 from serving.operations import (
+    DEAD_LETTER_HOURS,
+    DEAD_LETTER_SOURCES,
     RATE_WINDOW_S,
     PartitionLag,
     TopicOverview,
     TopicReader,
+    dead_letters_by_hour,
+    hour_starts,
     layer_lag,
     size_on_disk,
     topic_overview,
@@ -243,6 +247,35 @@ def dead_letter_reasons(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
     table = Table("Layer", "Reason", "Dead letters", title="Dead letters by reason")
     for job, reason, count in counts:
         table.add_row(job, reason, _count(count))
+    console.print(table)
+
+
+@dead_letters_app.command("hourly")
+def dead_letter_hourly(
+    hours: Annotated[int, typer.Option(min=1, max=24 * 90, help="How many hours back.")] = DEAD_LETTER_HOURS,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Dead letters per hour by source (the producer's topic, the speed and batch layers), newest first:
+    the layers' letters not re-driven by the hour they were stored, the producer's by the hour they
+    were appended. Hours without any are left out."""
+    settings = get_settings()
+    starts = hour_starts(datetime.now(UTC), hours)
+    client = mongo_client(settings)
+    try:
+        tallies = profile_documents(mongo_database(client, settings), settings).dead_letter_tallies()
+    finally:
+        client.close()
+    with TopicReader(settings) as reader:
+        producer = reader.appended_per_hour(settings.kafka.dead_letter_topic, starts)
+    rows = dead_letters_by_hour(tallies, producer, starts)
+    if as_json:
+        documents = [{"hour": row.hour.isoformat(), **row.by_source, "total": row.total} for row in rows]
+        typer.echo(json.dumps(documents, indent=2))
+        return
+    table = Table("Hour (UTC)", *DEAD_LETTER_SOURCES, "All", title="Dead letters per hour")
+    for row in rows:
+        counts = [_count(row.by_source[source]) for source in DEAD_LETTER_SOURCES]
+        table.add_row(f"{row.hour:%Y-%m-%d %H:00}", *counts, _count(row.total))
     console.print(table)
 
 

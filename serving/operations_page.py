@@ -24,8 +24,11 @@ from core.settings import Settings
 from orchestration.runs import BatchRun
 from serving.off_loop import read_within
 from serving.operations import (
+    DEAD_LETTER_HOURS,
+    DEAD_LETTER_SOURCES,
     PRODUCER,
     RATE_WINDOW_S,
+    DeadLetterHour,
     OperationsSnapshot,
     OperationsSources,
     PartitionLag,
@@ -141,6 +144,26 @@ def reasons_html(reasons: list[tuple[str, str, int]]) -> str:
         return '<div class="ops" data-testid="reasons"><div class="empty">No dead letters.</div></div>'
     rows = [[("", job), ("", reason), ("number", _count(count))] for job, reason, count in reasons]
     return _table("reasons", ["Layer", "Reason", "Dead letters"], rows)
+
+
+SOURCE_HEADERS = {PRODUCER: "Producer (its topic)", "speed": "Speed layer", "batch": "Batch layer"}
+
+
+def hourly_html(hours: list[DeadLetterHour]) -> str:
+    """The dead letters of each hour that has any, newest first, by source."""
+    if not hours:
+        return (
+            '<div class="ops" data-testid="hourly"><div class="empty">'
+            f"No dead letters in the last {DEAD_LETTER_HOURS} hours.</div></div>"
+        )
+    headers = ["Hour (UTC)", *(SOURCE_HEADERS[source] for source in DEAD_LETTER_SOURCES), "All"]
+    rows = [
+        [("", f"{hour.hour:%Y-%m-%d %H:00}"),
+         *(("number", _count(hour.by_source[source])) for source in DEAD_LETTER_SOURCES),
+         ("number", _count(hour.total))]
+        for hour in hours
+    ]  # fmt: skip
+    return _table("hourly", headers, rows)
 
 
 def letters_html(letters: list[DeadLetterRow]) -> str:
@@ -283,6 +306,7 @@ class OperationsPage(pn.viewable.Viewer):
         self.lag = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.reasons = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.letters = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self.hourly = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.batches = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.runs = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self.messages = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
@@ -330,6 +354,8 @@ class OperationsPage(pn.viewable.Viewer):
         _show_part(self.lag, "lag", "lag", snapshot.lag, lag_html, errors)
         _show_part(self.reasons, "reasons", "dead letters", snapshot.reasons, reasons_html, errors)
         _show_part(self.letters, "letters", "dead letters", snapshot.letters, letters_html, errors)
+        hourly_part = "dead letters over time" if "dead letters over time" in errors else "dead letters"
+        _show_part(self.hourly, "hourly", hourly_part, snapshot.hourly, hourly_html, errors)
         _show_part(self.batches, "batches", "micro-batches", snapshot.batches, batches_html, errors)
         runs_of = partial(runs_html, dagster_ui_url=self.settings.serving.dagster_ui_url)
         _show_part(self.runs, "runs", "batch runs", snapshot.runs, runs_of, errors)
@@ -396,6 +422,8 @@ class OperationsPage(pn.viewable.Viewer):
                 self.messages,
                 pn.pane.Markdown("### Dead letters by reason"),
                 self.reasons,
+                pn.pane.Markdown(f"### Dead letters per hour, by source (last {DEAD_LETTER_HOURS} hours)"),
+                self.hourly,
                 pn.pane.Markdown("### Latest dead letters (direct identifiers masked)"),
                 self.letters,
             ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -99,6 +100,26 @@ class DeadLetterRow:
     value: str
     redriven_as: str | None = None
     """Where its re-driven copy was published (``topic:partition:offset``), when it was."""
+
+
+@dataclass(frozen=True)
+class DeadLetterTally:
+    """How many dead letters of one layer and reason were stored within one hour."""
+
+    job: str
+    reason: str
+    hour: datetime | None
+    """The hour's start (UTC); None for letters stored before the hour was recorded."""
+    count: int
+
+
+def counts_by_reason(tallies: list[DeadLetterTally]) -> list[tuple[str, str, int]]:
+    """(layer, reason, dead letters) over every hour, the most frequent first."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for tally in tallies:
+        counts[tally.job, tally.reason] += tally.count
+    rows = [(job, reason, count) for (job, reason), count in counts.items()]
+    return sorted(rows, key=lambda c: (-c[2], c[0], c[1]))
 
 
 def dead_letter_row(document: dict[str, Any]) -> DeadLetterRow:
@@ -216,19 +237,33 @@ class ProfileDocuments:
         """Records the streaming jobs could not use (from the collection's metadata: no scan)."""
         return self.dead_letters.estimated_document_count()
 
-    def dead_letter_counts(self) -> list[tuple[str, str, int]]:
-        """(layer, reason, dead letters) for every layer and reason, the most frequent first (those
-        re-driven are no longer counted: ``ingestion.redrive``)."""
+    def dead_letter_tallies(self) -> list[DeadLetterTally]:
+        """The dead letters not re-driven (``ingestion.redrive``), counted by layer, reason and the hour
+        they were stored: one scan gives both the counts by reason and the counts over time."""
         groups = self.dead_letters.aggregate(
             [
                 {"$match": OUTSTANDING},
-                {"$group": {"_id": {"job": "$job", "reason": "$reason"}, "count": {"$sum": 1}}},
+                {
+                    "$group": {
+                        "_id": {"job": "$job", "reason": "$reason", "hour": "$stored_hour"},
+                        "count": {"$sum": 1},
+                    }
+                },
             ]
         )
-        counts = [
-            (group["_id"].get("job", ""), group["_id"].get("reason", ""), group["count"]) for group in groups
+        return [
+            DeadLetterTally(
+                group["_id"].get("job", ""),
+                group["_id"].get("reason", ""),
+                group["_id"].get("hour"),
+                group["count"],
+            )
+            for group in groups
         ]
-        return sorted(counts, key=lambda c: (-c[2], c[0], c[1]))
+
+    def dead_letter_counts(self) -> list[tuple[str, str, int]]:
+        """(layer, reason, dead letters) for every layer and reason, the most frequent first."""
+        return counts_by_reason(self.dead_letter_tallies())
 
     def latest_dead_letters(self, limit: int, reason: str | None = None) -> list[DeadLetterRow]:
         """The ``limit`` most recently stored dead letters (of one ``reason``) not re-driven, values

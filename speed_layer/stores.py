@@ -426,8 +426,14 @@ class MongoRawStore:
         self.latest.delete_many({"_id": {"$nin": kept}})
 
     def insert_dead_letters(self, letters: Sequence[Mapping[str, Any]], stored_at: datetime) -> None:
-        """Insert each dead letter once, keyed by its Kafka coordinates."""
-        _insert_once(self.dead_letters, [{**letter, "stored_at": stored_at} for letter in letters])
+        """Insert each dead letter once, keyed by its Kafka coordinates. The hour it was stored is kept
+        beside the moment: the counts over time group by it, and FerretDB's ``$group`` has no date
+        operator to truncate a moment with."""
+        stored_hour = stored_at.replace(minute=0, second=0, microsecond=0)
+        _insert_once(
+            self.dead_letters,
+            [{**letter, "stored_at": stored_at, "stored_hour": stored_hour} for letter in letters],
+        )
 
     def dead_letters_to_redrive(self, reason: str, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """The dead letters of ``reason`` (stored since ``since``) not re-driven yet, oldest first."""

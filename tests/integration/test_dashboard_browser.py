@@ -544,6 +544,10 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         reasons = wait_for_text(page, "reasons", "not JSON")
         assert "speed\tnot JSON\t3" in reasons and "batch\tmissing field: user.login.uuid\t1" in reasons
         assert f"producer\tany (in the topic {topic}_dlq)\t2" in reasons
+        # Per hour by source (the letters came within seconds, possibly either side of an hour's start).
+        wait_for_text(page, "hourly", "Hour (UTC)")
+        hours = [r.split("\t") for r in page.get_by_test_id("hourly").locator("tbody tr").all_inner_texts()]
+        assert [sum(int(h[column]) for h in hours) for column in (1, 2, 3, 4)] == [2, 3, 1, 6], hours
         options = page.get_by_label("Dead-letter reason").locator("option").all_inner_texts()
         assert sorted(options) == ["All reasons", "missing field: user.login.uuid", "not JSON"]
         letters = page.get_by_test_id("letters")

@@ -9,12 +9,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
 from core.validation import NOT_JSON, NOT_JSON_OBJECT
 from ingestion.synthetic import SyntheticSource
-from serving.operations import RATE_WINDOW_S, TopicReader
+from serving.operations import RATE_WINDOW_S, TopicReader, hour_starts
+from tests.integration.kafka_helpers import create_topic
 from tests.integration.pipeline import Pipeline
 from tests.integration.processes import run_json
 
@@ -86,6 +88,10 @@ def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
         {"layer": "speed", "reason": NOT_JSON, "dead_letters": 1},
         {"layer": "speed", "reason": NOT_JSON_OBJECT, "dead_letters": 1},
     ]
+    # The same two per hour (stored within seconds, possibly either side of an hour's start).
+    hours = run_json(settings, "dead-letters hourly")
+    sources = ("producer", "speed", "batch", "total")
+    assert [sum(h[source] for h in hours) for source in sources] == [0, 2, 0, 2]
     [letter] = run_json(settings, f"dead-letters list --reason {NOT_JSON!r}")
     assert (letter["topic"], letter["partition"]) == (settings.kafka.profiles_topic, bad_partition)
     assert letter["value"] == "j***@example.com called ***67"
@@ -108,10 +114,11 @@ def test_topics_and_the_lag_of_each_layer_follow_what_was_produced_and_consumed(
             assert row["speed_lag_s"] == 0
 
 
-def test_a_topic_rate_counts_the_records_appended_within_its_window(
+def test_a_topic_rate_and_its_records_per_hour_follow_the_kafka_timestamps(
     spark: SparkSession, own_stores: Callable[[str], Settings]
 ) -> None:
-    """By their Kafka timestamps: a record stamped before the window holds bytes but adds no rate."""
+    """A record stamped before the rate's window holds bytes but adds no rate; a record counts in the
+    hour of its timestamp."""
     settings = own_stores("rate")
     pipeline = Pipeline(settings, spark)
     long_ago_ms = int((time.time() - RATE_WINDOW_S - 600) * 1000)
@@ -123,6 +130,21 @@ def test_a_topic_rate_counts_the_records_appended_within_its_window(
     held = {p.partition: (p.records, p.recent, bool(p.size_bytes)) for p in profiles.partitions}
     assert held == {p: (3, 2, True) if p == partition else (0, 0, False) for p in range(3)}
     assert profiles.rate_per_s == 2 / RATE_WINDOW_S
+
+    # Per hour, on the dead-letter topic: records stamped within each of the last three hours.
+    starts = hour_starts(datetime.now(UTC), 3)
+    with TopicReader(settings) as reader:
+        assert reader.appended_per_hour(settings.kafka.dead_letter_topic, starts) == {}  # not created yet
+        create_topic(settings, settings.kafka.dead_letter_topic)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+        for stamp in (starts[0] + timedelta(minutes=1), starts[1] + timedelta(minutes=1),
+                      starts[1] + timedelta(minutes=2), starts[2]):  # fmt: skip
+            producer.send(
+                settings.kafka.dead_letter_topic, value=b"{}", timestamp_ms=int(stamp.timestamp() * 1000)
+            ).get(timeout=30)
+        producer.close()
+        per_hour = reader.appended_per_hour(settings.kafka.dead_letter_topic, starts)
+    assert per_hour == {starts[0]: 1, starts[1]: 2, starts[2]: 1}
 
 
 def test_a_topic_reader_kept_open_reads_the_timestamps_of_the_records_asked_each_time(

@@ -24,12 +24,16 @@ from serving.operations import (
     TopicMessage,
     TopicOverview,
     committed_offsets,
+    dead_letters_by_hour,
+    hour_starts,
     lag_rows,
     partition_sizes,
+    records_between,
     source_offsets,
 )
 from serving.operations_page import (
     batches_html,
+    hourly_html,
     lag_chart_svg,
     lag_html,
     letters_html,
@@ -38,7 +42,7 @@ from serving.operations_page import (
     runs_html,
     topics_html,
 )
-from serving.profiles import DeadLetterRow
+from serving.profiles import DeadLetterRow, DeadLetterTally, counts_by_reason
 from speed_layer.stores import StreamBatch
 
 TOPIC = "users.profiles"
@@ -133,6 +137,34 @@ def test_a_topic_rate_and_size_add_up_its_partitions() -> None:
     page = topics_html([topic])
     assert "users: 3 records/s over the last 5 min, 2.0 kB on disk" in page
     assert '<td class="number">600</td><td class="number">2.0 kB</td>' in page
+
+
+def test_dead_letters_per_hour_add_the_layers_tallies_and_the_records_of_the_producers_topic() -> None:
+    starts = hour_starts(datetime(2026, 12, 6, 14, 35, tzinfo=UTC), 3)
+    assert starts == [datetime(2026, 12, 6, h, tzinfo=UTC) for h in (12, 13, 14)]
+    # Offsets of two partitions at each hour's start, then now.
+    offsets = [{0: 0, 1: 5}, {0: 2, 1: 5}, {0: 2, 1: 5}, {0: 3, 1: 9}]
+    producer = dict(zip(starts, records_between(offsets), strict=True))
+    assert producer == {starts[0]: 2, starts[1]: 0, starts[2]: 5}
+    tallies = [
+        DeadLetterTally("speed", "not JSON", starts[2], 4),
+        DeadLetterTally("speed", "too large", starts[2], 1),
+        DeadLetterTally("batch", "not JSON", starts[0], 3),
+        DeadLetterTally("speed", "not JSON", datetime(2026, 12, 1, tzinfo=UTC), 7),  # before the hours shown
+        DeadLetterTally("speed", "not JSON", None, 2),  # stored before hours were recorded
+    ]
+    hours = dead_letters_by_hour(tallies, producer, starts)
+    assert [(h.hour.hour, h.by_source, h.total) for h in hours] == [
+        (14, {"producer": 5, "speed": 5, "batch": 0}, 10),
+        (12, {"producer": 2, "speed": 0, "batch": 3}, 5),
+    ]
+    # The counts by reason take every hour.
+    assert counts_by_reason(tallies) == [
+        ("speed", "not JSON", 13), ("batch", "not JSON", 3), ("speed", "too large", 1),
+    ]  # fmt: skip
+    page = hourly_html(hours)
+    assert '<td class="">2026-12-06 14:00</td>' + '<td class="number">5</td>' * 2 + '<td class="number">0</td>' in page
+    assert "No dead letters in the last 24 hours" in hourly_html([])
 
 
 def test_the_operations_page_parts_are_escaped_tables_that_say_what_is_missing() -> None:
