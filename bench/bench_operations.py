@@ -1,5 +1,5 @@
-"""Operations page benchmark: latency of one refresh (``serving.operations.operations_snapshot``) on
-loaded topics and stores.
+"""Operations page benchmark: latency of one refresh (``serving.operations.operations_snapshot``) and
+of one read of the dead letters (``dead_letters_snapshot``) on loaded topics and stores.
 
     .venv/bin/python bench/bench_operations.py [--records 1000000] [--dead-letters 10000] [--repeat 50]
 
@@ -10,10 +10,10 @@ layer (90% of each partition committed) and of the archive (50%), so each refres
 oldest record each layer waits on (the lag in seconds).
 
 Then times ``--repeat`` times the page's periodic refresh (topics, lag in records and seconds, the latest
-micro-batches and batch runs, a partition's last records), the refresh that also reads the dead letters
-(every ``serving.dead_letters_refresh_s``; all reasons, one reason), and each part on its own: p50 and
-p95 in milliseconds. Starts the local stack if it is not running (and stops it after); everything it
-creates is removed.
+micro-batches and batch runs, a partition's last records), its read of the dead letters (on their own
+cadence, ``serving.dead_letters_refresh_s``: by reason, per hour, the latest; all reasons, one reason),
+and each part on its own: p50 and p95 in milliseconds. Starts the local stack if it is not running (and
+stops it after); everything it creates is removed.
 """
 
 from __future__ import annotations
@@ -37,7 +37,16 @@ from core.stores import cassandra_session, mongo_client, mongo_database
 from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.runs import RunHistory
-from serving.operations import OperationsSources, TopicReader, layer_lag, operations_snapshot, topic_overview
+from serving.operations import (
+    DEAD_LETTER_HOURS,
+    OperationsSources,
+    TopicReader,
+    dead_letters_snapshot,
+    hour_starts,
+    layer_lag,
+    operations_snapshot,
+    topic_overview,
+)
 from serving.profiles import profile_documents
 from serving.views import ServingViews
 from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store
@@ -135,27 +144,32 @@ def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
         documents = profile_documents(mongo_database(client, settings), settings)
         sources = OperationsSources(reader, documents, views, history)
 
-        def refresh(reason: str | None, dead_letters: bool = True) -> Callable[[], object]:
-            return lambda: operations_snapshot(
-                settings,
-                sources,
-                reason,
-                20,
-                dead_letters=dead_letters,
-                messages_of=(settings.kafka.profiles_topic, 0),
-            )
+        def refresh() -> object:
+            return operations_snapshot(settings, sources, messages_of=(settings.kafka.profiles_topic, 0))
 
-        snapshot = operations_snapshot(settings, sources, None, 20)
+        def dead_letters(reason: str | None) -> Callable[[], object]:
+            return lambda: dead_letters_snapshot(settings, sources, reason, 20)
+
+        snapshot = operations_snapshot(settings, sources)
         assert not snapshot.errors, snapshot.errors
         assert snapshot.lag is not None and all(row.speed_lag_s is not None for row in snapshot.lag)
+        letters = dead_letters_snapshot(settings, sources, None, 20)
+        assert not letters.errors and letters.hourly, letters.errors
+        dead_letter_topic = settings.kafka.dead_letter_topic
+
+        def producer_hours() -> object:
+            starts = hour_starts(datetime.now(UTC), DEAD_LETTER_HOURS)
+            return reader.appended_per_hour(dead_letter_topic, starts)
+
         return [
-            timed("periodic refresh (no dead letters)", refresh(None, dead_letters=False), repeat),
-            timed("refresh with the dead letters, all reasons", refresh(None), repeat),
-            timed("refresh with the dead letters, one reason", refresh(REASONS[3]), repeat),
+            timed("periodic refresh", refresh, repeat),
+            timed("dead letters, all reasons (own cadence)", dead_letters(None), repeat),
+            timed("dead letters, one reason (own cadence)", dead_letters(REASONS[3]), repeat),
             timed("topics (Kafka)", reader.overview, repeat),
             timed("topics, clients opened for it (the CLI)", lambda: topic_overview(settings), repeat),
             timed("lag with seconds, clients opened for it (the CLI)", lambda: layer_lag(settings), repeat),
-            timed("dead letters by reason (MongoDB)", documents.dead_letter_counts, repeat),
+            timed("dead letters by layer, reason, hour (MongoDB)", documents.dead_letter_tallies, repeat),
+            timed(f"producer's dead letters per hour, {DEAD_LETTER_HOURS} h (Kafka)", producer_hours, repeat),
             timed("latest dead letters (MongoDB)", lambda: documents.latest_dead_letters(20), repeat),
             timed("latest 120 micro-batches (Cassandra)", lambda: views.recent_speed_batches(120), repeat),
             timed("last 10 records of a partition (Kafka)",

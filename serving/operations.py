@@ -459,15 +459,11 @@ def lag_rows(
 
 @dataclass(frozen=True)
 class OperationsSnapshot:
-    """What one refresh of the operations page shows; a part whose source failed is None, with why."""
+    """What one periodic refresh of the operations page shows; a part whose source failed is None, with
+    why in ``errors``."""
 
     topics: list[TopicOverview] | None
     lag: list[PartitionLag] | None
-    reasons: list[tuple[str, str, int]] | None
-    """(layer, reason, dead letters), the most frequent first."""
-    letters: list[DeadLetterRow] | None
-    hourly: list[DeadLetterHour] | None
-    """The dead letters of the last ``DEAD_LETTER_HOURS`` hours by source, newest first."""
     batches: list[StreamBatch] | None
     """The speed layer's latest micro-batches (``LAG_HISTORY_BATCHES``), newest first."""
     runs: list[BatchRun] | None
@@ -475,6 +471,35 @@ class OperationsSnapshot:
     messages: list[TopicMessage] | None
     """The last records of the partition asked, newest first."""
     errors: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DeadLettersSnapshot:
+    """The dead-letter parts of the operations page, read on their own cadence."""
+
+    reasons: list[tuple[str, str, int]] | None
+    """(layer, reason, dead letters), the most frequent first; the producer's in one row."""
+    hourly: list[DeadLetterHour] | None
+    """The dead letters of the last ``DEAD_LETTER_HOURS`` hours by source, newest first."""
+    letters: list[DeadLetterRow] | None
+    """The latest (of the reason asked), newest first."""
+    errors: dict[str, str]
+
+
+class _Parts:
+    """Reads each part on its own, so a source that fails leaves the others' parts; its error is kept
+    (by part) to be shown in place."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def read(self, part: str, read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except Exception as error:  # shown in place on the page
+            logger.warning("operations part %s failed: %s", part, error)
+            self.errors[part] = f"{type(error).__name__}: {error}"
+            return None
 
 
 def producer_dead_letters(topics: list[TopicOverview], settings: Settings) -> tuple[str, str, int] | None:
@@ -499,58 +524,53 @@ class OperationsSources:
 def operations_snapshot(
     settings: Settings,
     sources: OperationsSources,
-    reason: str | None,
-    letters_shown: int,
     runs_shown: int = 10,
-    dead_letters: bool = True,
     messages_of: tuple[str, int] | None = None,
     messages_shown: int = 10,
 ) -> OperationsSnapshot:
-    """Read the topics, each layer's progress, the latest micro-batches and batch runs, the dead letters
-    (with ``dead_letters``) and the last records of a partition (with ``messages_of``: topic,
-    partition). Each source on its own, so one that fails leaves the others' parts; parts not read are
-    None without an error."""
-    errors: dict[str, str] = {}
-
-    def attempt(part: str, read: Callable[[], T]) -> T | None:
-        try:
-            return read()
-        except Exception as error:  # shown in place on the page
-            logger.warning("operations part %s failed: %s", part, error)
-            errors[part] = f"{type(error).__name__}: {error}"
-            return None
-
-    topics = attempt("topics", sources.reader.overview)
+    """Read the topics, each layer's progress, the latest micro-batches and batch runs, and the last
+    records of a partition (with ``messages_of``: topic, partition)."""
+    parts = _Parts()
+    topics = parts.read("topics", sources.reader.overview)
     lag = None
     if topics is not None:
         profiles = next(t for t in topics if t.name == settings.kafka.profiles_topic)
-        lag = attempt(
+        lag = parts.read(
             "lag",
             lambda: lag_rows(
                 profiles.partitions or [], *checkpoint_offsets(settings), sources.reader.record_timestamps
             ),
         )
-    reasons = letters = hourly = None
-    if dead_letters:
-        tallies = attempt("dead letters", sources.documents.dead_letter_tallies)
-        starts = hour_starts(datetime.now(UTC), DEAD_LETTER_HOURS)
-        producer_hours = attempt(
-            "dead letters over time",
-            lambda: sources.reader.appended_per_hour(settings.kafka.dead_letter_topic, starts),
-        )
-        if tallies is not None:
-            reasons = counts_by_reason(tallies)
-            if producer_hours is not None:
-                hourly = dead_letters_by_hour(tallies, producer_hours, starts)
-        letters = attempt(
-            "dead letters", lambda: sources.documents.latest_dead_letters(letters_shown, reason)
-        )
-    if reasons is not None and topics is not None and (producer := producer_dead_letters(topics, settings)):
-        reasons = sorted([*reasons, producer], key=lambda c: (-c[2], c[0], c[1]))
-    batches = attempt("micro-batches", lambda: sources.views.recent_speed_batches(LAG_HISTORY_BATCHES))
-    runs = attempt("batch runs", lambda: sources.history.recent(runs_shown))
+    batches = parts.read("micro-batches", lambda: sources.views.recent_speed_batches(LAG_HISTORY_BATCHES))
+    runs = parts.read("batch runs", lambda: sources.history.recent(runs_shown))
     messages = None
     if messages_of is not None:
         topic, partition = messages_of
-        messages = attempt("messages", lambda: sources.reader.last_messages(topic, partition, messages_shown))
-    return OperationsSnapshot(topics, lag, reasons, letters, hourly, batches, runs, messages, errors)
+        messages = parts.read(
+            "messages", lambda: sources.reader.last_messages(topic, partition, messages_shown)
+        )
+    return OperationsSnapshot(topics, lag, batches, runs, messages, parts.errors)
+
+
+def dead_letters_snapshot(
+    settings: Settings, sources: OperationsSources, reason: str | None, letters_shown: int
+) -> DeadLettersSnapshot:
+    """Read the dead letters: counts by reason and per hour (one scan of the store, offsets of the
+    producer's topic) and the latest ``letters_shown`` (of ``reason``)."""
+    parts = _Parts()
+    tallies = parts.read("dead letters", sources.documents.dead_letter_tallies)
+    topics = parts.read("dead letters over time", sources.reader.overview)
+    starts = hour_starts(datetime.now(UTC), DEAD_LETTER_HOURS)
+    producer_hours = parts.read(
+        "dead letters over time",
+        lambda: sources.reader.appended_per_hour(settings.kafka.dead_letter_topic, starts),
+    )
+    reasons = hourly = None
+    if tallies is not None:
+        reasons = counts_by_reason(tallies)
+        if topics is not None and (producer := producer_dead_letters(topics, settings)):
+            reasons = sorted([*reasons, producer], key=lambda c: (-c[2], c[0], c[1]))
+        if producer_hours is not None:
+            hourly = dead_letters_by_hour(tallies, producer_hours, starts)
+    letters = parts.read("dead letters", lambda: sources.documents.latest_dead_letters(letters_shown, reason))
+    return DeadLettersSnapshot(reasons, hourly, letters, parts.errors)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -22,18 +21,20 @@ import param
 
 from core.settings import Settings
 from orchestration.runs import BatchRun
-from serving.off_loop import read_within
+from serving.off_loop import Answer, read_within
 from serving.operations import (
     DEAD_LETTER_HOURS,
     DEAD_LETTER_SOURCES,
     PRODUCER,
     RATE_WINDOW_S,
     DeadLetterHour,
+    DeadLettersSnapshot,
     OperationsSnapshot,
     OperationsSources,
     PartitionLag,
     TopicMessage,
     TopicOverview,
+    dead_letters_snapshot,
     operations_snapshot,
     size_on_disk,
 )
@@ -313,26 +314,22 @@ class OperationsPage(pn.viewable.Viewer):
         kafka = settings.kafka
         self.param["messages_topic"].objects = [kafka.profiles_topic, kafka.dead_letter_topic]
         self.messages_topic = kafka.profiles_topic
-        self._reading = False
-        self._letters_due = 0.0
-        """When the dead letters are read next (monotonic seconds)."""
+        self._reading = self._reading_letters = False
         self._letters_read_at: datetime | None = None
-        self._callback: pn.io.PeriodicCallback | None = None
+        self._callbacks: list[pn.io.PeriodicCallback] = []
         self.param.watch(self._reason_changed, ["reason"])
         self.param.watch(self._messages_changed, ["messages_topic", "messages_partition"])
         self.param.watch(self._pause_changed, ["paused"])
 
     async def refresh(self, force: bool = False) -> None:
+        """Topics, lag, micro-batches, batch runs and a partition's last records."""
         if self._reading or (self.paused and not force):
             return  # the previous read is still running, or paused
         self._reading = True
         try:
-            reason = None if self.reason == ALL_REASONS else self.reason
-            # The dead letters on their own cadence: on FerretDB their reads scan the collection.
-            letters_due = force or time.monotonic() >= self._letters_due
             read = partial(
-                operations_snapshot, self.settings, self.sources, reason, LETTERS_SHOWN,
-                dead_letters=letters_due, messages_of=(self.messages_topic, self.messages_partition),
+                operations_snapshot, self.settings, self.sources,
+                messages_of=(self.messages_topic, self.messages_partition),
             )  # fmt: skip
             answer = await read_within(
                 read, self.settings.serving.query_timeout_s, "operations refresh", logger
@@ -341,25 +338,45 @@ class OperationsPage(pn.viewable.Viewer):
                 failure = html.escape((answer.failure or "no answer").capitalize())
                 self.status.object = f"⚠️ {failure}; showing the last figures."
                 return
-            if letters_due and "dead letters" not in answer.value.errors:
-                self._letters_due = time.monotonic() + self.settings.serving.dead_letters_refresh_s
-                self._letters_read_at = datetime.now(UTC)
             self.show(answer.value)
         finally:
             self._reading = False
+
+    async def refresh_dead_letters(self, force: bool = False) -> None:
+        """The dead-letter parts, on their own cadence and never in the way of the other parts: on
+        FerretDB their reads scan the collection (seconds at tens of thousands of letters)."""
+        if self._reading_letters or (self.paused and not force):
+            return
+        self._reading_letters = True
+        try:
+            reason = None if self.reason == ALL_REASONS else self.reason
+            read = partial(dead_letters_snapshot, self.settings, self.sources, reason, LETTERS_SHOWN)
+            answer = await read_within(read, self.settings.serving.query_timeout_s, "dead letters", logger)
+            if answer.value is None:
+                failure = answer.failure or "no answer"
+                answer = Answer(DeadLettersSnapshot(None, None, None, {"dead letters": failure}))
+            elif "dead letters" not in answer.value.errors:
+                self._letters_read_at = datetime.now(UTC)
+            self.show_dead_letters(answer.value)
+        finally:
+            self._reading_letters = False
 
     def show(self, snapshot: OperationsSnapshot) -> None:
         errors = snapshot.errors
         _show_part(self.topics, "topics", "topics", snapshot.topics, topics_html, errors)
         _show_part(self.lag, "lag", "lag", snapshot.lag, lag_html, errors)
-        _show_part(self.reasons, "reasons", "dead letters", snapshot.reasons, reasons_html, errors)
-        _show_part(self.letters, "letters", "dead letters", snapshot.letters, letters_html, errors)
-        hourly_part = "dead letters over time" if "dead letters over time" in errors else "dead letters"
-        _show_part(self.hourly, "hourly", hourly_part, snapshot.hourly, hourly_html, errors)
         _show_part(self.batches, "batches", "micro-batches", snapshot.batches, batches_html, errors)
         runs_of = partial(runs_html, dagster_ui_url=self.settings.serving.dagster_ui_url)
         _show_part(self.runs, "runs", "batch runs", snapshot.runs, runs_of, errors)
         _show_part(self.messages, "messages", "messages", snapshot.messages, messages_html, errors)
+        self._show_status()
+
+    def show_dead_letters(self, snapshot: DeadLettersSnapshot) -> None:
+        errors = snapshot.errors
+        _show_part(self.reasons, "reasons", "dead letters", snapshot.reasons, reasons_html, errors)
+        hourly_part = "dead letters over time" if "dead letters over time" in errors else "dead letters"
+        _show_part(self.hourly, "hourly", hourly_part, snapshot.hourly, hourly_html, errors)
+        _show_part(self.letters, "letters", "dead letters", snapshot.letters, letters_html, errors)
         if snapshot.reasons is not None:
             stored = {reason for layer, reason, _ in snapshot.reasons if layer != PRODUCER}
             choices = [ALL_REASONS, *sorted(stored)]
@@ -367,6 +384,9 @@ class OperationsPage(pn.viewable.Viewer):
                 choices.append(self.reason)
             if choices != self.param["reason"].objects:
                 self.param["reason"].objects = choices
+        self._show_status()
+
+    def _show_status(self) -> None:
         serving = self.settings.serving
         state = "paused" if self.paused else f"every {serving.refresh_period_s:g} s"
         letters = (
@@ -378,22 +398,26 @@ class OperationsPage(pn.viewable.Viewer):
         self.status.object = f"Refreshing {state}.{letters}"
 
     async def _reason_changed(self, *_events: param.parameterized.Event) -> None:
-        self._letters_due = 0.0  # read them at the next refresh, should this one be skipped
-        await self.refresh(force=True)
+        await self.refresh_dead_letters(force=True)
 
     async def _messages_changed(self, *_events: param.parameterized.Event) -> None:
         await self.refresh(force=True)
 
     def _pause_changed(self, event: param.parameterized.Event) -> None:
-        if self._callback is not None:
-            self._callback.running = not event.new
+        for callback in self._callbacks:
+            callback.running = not event.new
         self.status.object = "Paused." if event.new else "Refreshing…"
 
     def start_refreshing(self) -> None:
+        serving = self.settings.serving
         pn.state.onload(partial(self.refresh, force=True))
-        self._callback = pn.state.add_periodic_callback(
-            self.refresh, period=int(self.settings.serving.refresh_period_s * 1000), start=True
-        )
+        pn.state.onload(partial(self.refresh_dead_letters, force=True))
+        self._callbacks = [
+            pn.state.add_periodic_callback(self.refresh, period=int(serving.refresh_period_s * 1000)),
+            pn.state.add_periodic_callback(
+                self.refresh_dead_letters, period=int(serving.dead_letters_refresh_s * 1000)
+            ),
+        ]
 
     def __panel__(self) -> pn.viewable.Viewable:
         sidebar = pn.Column(
