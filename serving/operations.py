@@ -34,7 +34,7 @@ from serving.profiles import (
     mask_raw_value,
 )
 from serving.views import ServingViews
-from speed_layer.stores import StreamBatch
+from speed_layer.stores import PRODUCER_JOB, StreamBatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,7 +43,7 @@ RATE_WINDOW_S = 300
 """The window of a topic's rate: records appended in the last five minutes."""
 LAG_HISTORY_BATCHES = 120
 """Micro-batches read per refresh: the lag chart's history (the table shows the newest of them)."""
-PRODUCER = "producer"
+PRODUCER = PRODUCER_JOB
 """The layer name of the producer's dead letters (kept in their topic, not in the dead-letter store)."""
 DEAD_LETTER_SOURCES = (PRODUCER, "speed", "batch")
 """Where dead letters come from: the producer's topic, and the layers' dead-letter store."""
@@ -178,11 +178,7 @@ class TopicReader:
     def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
         options = self.settings.kafka.client_options()
         if self._consumer is None:
-            # Small fetches: a record's timestamp is all it reads. The broker still returns the whole
-            # record batch that holds the offset asked (however large), and nothing after it.
-            self._consumer = KafkaConsumer(
-                **options, enable_auto_commit=False, max_partition_fetch_bytes=1_024, fetch_max_wait_ms=100
-            )
+            self._consumer = KafkaConsumer(**options, enable_auto_commit=False, fetch_max_wait_ms=100)
         if self._admin is None:
             self._admin = KafkaAdminClient(**options, client_id="userpulse-operations")
         return self._consumer, self._admin
@@ -234,28 +230,26 @@ class TopicReader:
                 self._reset()
                 raise
 
-    def record_timestamps(self, positions: dict[int, int], timeout_s: float = 2.0) -> dict[int, datetime]:
-        """The Kafka timestamp of the record at each (partition -> offset) of the profiles topic; a
-        partition whose record does not arrive within ``timeout_s`` is left out."""
+    def record_timestamps(self, positions: dict[int, int]) -> dict[int, datetime]:
+        """The Kafka timestamp of the record at each (partition -> offset) of the profiles topic, found
+        without reading a record (``timestamps_by_bisection`` on the broker's time index: a few
+        ``offsets_for_times`` calls, each for every partition at once, whatever the size of the record
+        batches). A partition whose offset the broker does not hold (expired, or not written yet) is
+        left out."""
         topic = self.settings.kafka.profiles_topic
         with self._lock:
             try:
                 consumer, _ = self._clients()
-                consumer.assign([TopicPartition(topic, partition) for partition in positions])
-                for partition, offset in positions.items():
-                    consumer.seek(TopicPartition(topic, partition), offset)
-                found: dict[int, datetime] = {}
-                deadline = time.monotonic() + timeout_s
-                while len(found) < len(positions) and time.monotonic() < deadline:
-                    for tp, records in consumer.poll(timeout_ms=100).items():
-                        if records and tp.partition not in found:
-                            found[tp.partition] = datetime.fromtimestamp(records[0].timestamp / 1000, UTC)
-                            consumer.pause(tp)
-                # Leave nothing paused: without this, every refresh on a million records waited out a
-                # fetch's deadline (bench/bench_operations.py; docs/performance.md).
-                consumer.resume(*consumer.paused())
-                consumer.unsubscribe()
-                return found
+
+                def first_offsets_at(moments: dict[int, int]) -> dict[int, int | None]:
+                    asked = {TopicPartition(topic, p): ms for p, ms in moments.items()}
+                    found = consumer.offsets_for_times(asked)
+                    return {tp.partition: None if at is None else at.offset for tp, at in found.items()}
+
+                ends = consumer.end_offsets([TopicPartition(topic, p) for p in positions])
+                held = {p: at for p, at in positions.items() if at < ends[TopicPartition(topic, p)]}
+                stamps = timestamps_by_bisection(held, first_offsets_at, int(time.time() * 1000))
+                return {p: datetime.fromtimestamp(ms / 1000, UTC) for p, ms in stamps.items()}
             except Exception:
                 self._reset()
                 raise
@@ -339,6 +333,55 @@ def partition_sizes(log_dirs: list[dict[str, Any]]) -> dict[tuple[str, int], int
                     key = (topic["name"], partition["partition_index"])
                     sizes[key] = sizes.get(key, 0) + partition["partition_size"]
     return sizes
+
+
+def timestamps_by_bisection(
+    offsets: dict[int, int],
+    first_offsets_at: Callable[[dict[int, int]], dict[int, int | None]],
+    now_ms: int,
+    resolution_ms: int = 1_000,
+) -> dict[int, int]:
+    """The timestamp (ms) of the record at each (partition -> offset), from ``first_offsets_at``
+    (partition -> moment => the first offset stamped at or after it, None when none is): the latest
+    moment whose first offset is at or before the record's. Searched back from ``now_ms`` by doubling
+    steps, then bisected to ``resolution_ms`` or 1% of the record's age, whichever is coarser: about
+    ``log2(age / resolution) + 7`` calls, each for every partition at once. A record stamped after
+    ``now_ms`` (a clock ahead) is given ``now_ms``; an offset before the partition's first record is
+    left out."""
+    low: dict[int, int] = {}
+    high: dict[int, int] = {}
+    pending = dict.fromkeys(offsets, now_ms)
+    step = resolution_ms
+    while pending:  # doubling: a moment at or before the record's timestamp
+        found = first_offsets_at(pending)
+        for partition, moment in list(pending.items()):
+            first = found.get(partition)
+            if first is not None and first <= offsets[partition]:
+                low[partition] = moment
+                del pending[partition]
+            elif moment == 0:
+                del pending[partition]  # the broker no longer holds it
+            else:
+                high[partition] = moment
+                pending[partition] = max(0, now_ms - step)
+        step *= 2
+
+    def coarse_enough(partition: int) -> bool:
+        gap = high[partition] - low[partition]
+        return gap <= max(resolution_ms, (now_ms - high[partition]) // 100)
+
+    bisecting = {p for p in low if p in high and not coarse_enough(p)}
+    while bisecting:
+        middle = {p: (low[p] + high[p]) // 2 for p in bisecting}
+        found = first_offsets_at(middle)
+        for partition, moment in middle.items():
+            first = found.get(partition)
+            if first is not None and first <= offsets[partition]:
+                low[partition] = moment
+            else:
+                high[partition] = moment
+        bisecting = {p for p in bisecting if not coarse_enough(p)}
+    return low
 
 
 def records_between(boundaries: list[dict[int, int]]) -> list[int]:

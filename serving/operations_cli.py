@@ -336,16 +336,19 @@ def dead_letter_show(
 def dead_letter_redrive(
     reason: Annotated[str, typer.Option(help="Re-drive the dead letters of this reason (as listed).")],
     since: Annotated[
-        datetime | None, typer.Option(help="Only those stored since (ISO 8601, UTC unless an offset).")
+        datetime | None,
+        typer.Option(
+            help="Only those stored (or appended to the producer's topic) since (ISO 8601, UTC if no offset)."
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would happen; change nothing.")
     ] = False,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
-    """Validate the dead letters of a reason again with today's code and settings: publish those that
-    now pass to the profiles topic (once, however often this runs), give the others today's reason.
-    An erased subject's dead letter is never re-driven."""
+    """Validate the dead letters of a reason again with today's code and settings, the layers' and the
+    producer's: publish those that now pass to the profiles topic (once, however often this runs), give
+    the layers' others today's reason. An erased subject's dead letter is never re-driven."""
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     report = redrive_dead_letters(get_settings(), reason, since, dry_run)
@@ -353,6 +356,7 @@ def dead_letter_redrive(
         "reason": report.reason,
         "dry_run": report.dry_run,
         "selected": report.selected,
+        "from_producer": report.from_producer,
         "redriven": report.redriven,
         "erased": report.erased,
         "still_refused": dict(report.still_refused),
@@ -362,7 +366,8 @@ def dead_letter_redrive(
         return
     verb = "would be" if dry_run else "were"
     console.print(
-        f"{report.selected:,} dead letters of {reason!r} not re-driven yet{' (dry run)' if dry_run else ''}:"
+        f"{report.selected:,} dead letters of {reason!r} not re-driven yet "
+        f"({report.from_producer:,} from the producer's topic){' (dry run)' if dry_run else ''}:"
     )
     console.print(f"  {report.redriven:,} pass today's validation and {verb} published to the profiles topic")
     for new_reason, count in report.still_refused.most_common():

@@ -106,13 +106,13 @@ def topics_html(topics: list[TopicOverview]) -> str:
     minutes = RATE_WINDOW_S // 60
     headers = ["Topic", "Partition", "Earliest offset", "End offset", "Records", f"Last {minutes} min",
                "On disk", "Retention"]  # fmt: skip
-    rates = " · ".join(
-        f"{t.name}: {_rate(t.rate_per_s)} records/s over the last {minutes} min, "
-        f"{size_on_disk(t.size_bytes)} on disk"
+    rates = "".join(
+        f"<div>{html.escape(t.name)}: {_rate(t.rate_per_s)} records/s over the last {minutes} min, "
+        f"{size_on_disk(t.size_bytes)} on disk</div>"
         for t in topics
         if t.partitions is not None
     )
-    note = f'<div class="ops note" data-testid="topic-rates">{html.escape(rates)}</div>'
+    note = f'<div class="ops note" data-testid="topic-rates">{rates}</div>'
     return _table("topics", headers, rows) + (note if rates else "")
 
 

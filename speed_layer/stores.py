@@ -54,6 +54,8 @@ BATCH_METRIC_COLUMNS: tuple[str, ...] = (
 LOOKUP_CHUNK = 100
 """uuids per ``IN`` lookup of stored states."""
 
+PRODUCER_JOB = "producer"
+"""The ``job`` of the producer's dead letters: kept in their own topic, here only once re-driven."""
 DUPLICATE_KEY = 11000
 """MongoDB's error code for an ``_id`` (or unique key) that is already stored."""
 
@@ -447,6 +449,30 @@ class MongoRawStore:
         self.dead_letters.update_one(
             {"_id": letter_id}, {"$set": {"redriven": {"at": redriven_at, "published_as": published_as}}}
         )
+
+    def redriven_among(self, letter_ids: Sequence[str]) -> set[str]:
+        """Those of ``letter_ids`` (Kafka coordinates) marked as re-driven."""
+        found: set[str] = set()
+        for start in range(0, len(letter_ids), 500):
+            chunk = list(letter_ids[start : start + 500])
+            query = {"_id": {"$in": chunk}, "redriven": {"$exists": True}}
+            found |= {document["_id"] for document in self.dead_letters.find(query, {"_id": 1})}
+        return found
+
+    def mark_producer_redriven(
+        self, letter_id: str, key: str | None, reason: str, redriven_at: datetime, published_as: str
+    ) -> None:
+        """Record that one of the producer's dead letters (kept in its topic, which cannot be marked) was
+        published again: a document with its coordinates and the mark, and no value. ``stored_at`` is
+        when it was marked (retention keeps it longer than the topic keeps the letter, by default)."""
+        topic, partition, offset = letter_id.rsplit(":", 2)
+        marker = {
+            "job": PRODUCER_JOB, "topic": topic, "partition": int(partition), "offset": int(offset),
+            "key": key, "reason": reason, "stored_at": redriven_at,
+            "stored_hour": redriven_at.replace(minute=0, second=0, microsecond=0),
+            "redriven": {"at": redriven_at, "published_as": published_as},
+        }  # fmt: skip
+        self.dead_letters.update_one({"_id": letter_id}, {"$set": marker}, upsert=True)
 
     def set_dead_letter_reason(self, letter_id: str, reason: str, revalidated_at: datetime) -> None:
         """Give a dead letter the reason today's validation gives it."""

@@ -1,10 +1,13 @@
-"""``userpulse dead-letters redrive`` on the real stack: dead letters of a limit since raised are
-validated again, published once (however often the command runs), counted once by the speed layer; the
-others keep today's reason; an erased subject's dead letter is never re-driven."""
+"""``userpulse dead-letters redrive`` on the real stack: dead letters of a limit since raised, the
+layers' and the producer's, are validated again, published once (however often the command runs),
+counted once by the speed layer; the others keep today's reason; an erased subject's dead letter is
+never re-driven."""
 
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +22,7 @@ from core.subject_keys import subject_key_store
 from ingestion.redrive import REDRIVE_SOURCE
 from ingestion.synthetic import SyntheticSource
 from tests.integration.pipeline import Pipeline
-from tests.integration.processes import run_json
+from tests.integration.processes import cli_environment, run_json
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +87,7 @@ def test_a_redrive_publishes_what_now_passes_once_and_never_an_erased_subjects_r
 
     command = f"dead-letters redrive --reason {shlex.quote(OVER_THE_LIMIT)}"
     expected = {
-        "reason": OVER_THE_LIMIT, "selected": 6, "redriven": 4, "erased": 1,
+        "reason": OVER_THE_LIMIT, "selected": 6, "from_producer": 0, "redriven": 4, "erased": 1,
         "still_refused": {"user.gender: not male or female": 1},
     }  # fmt: skip
     assert run_json(settings, f"{command} --dry-run", **RAISED) == {**expected, "dry_run": True}
@@ -127,3 +130,59 @@ def test_a_redrive_publishes_what_now_passes_once_and_never_an_erased_subjects_r
     _, timeline = pipeline.merged()
     assert sum(timeline.values()) == 4
     assert stored_uuids(settings) == set(uuids[2:])
+
+
+def producer_dead_letter_keys(settings: Settings) -> list[str]:
+    """The keys (uuids) of the records of the producer's dead-letter topic."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, consumer_timeout_ms=3_000)
+    try:
+        topic = settings.kafka.dead_letter_topic
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        return [record.key.decode() for record in consumer]
+    finally:
+        consumer.close()
+
+
+def test_the_producers_dead_letters_are_redriven_from_its_topic_once_sealed_and_never_an_erased_one(
+    spark: SparkSession, own_stores: Callable[..., Settings]
+) -> None:
+    settings = own_stores("redrive_producer")
+    pipeline = Pipeline(settings, spark)
+    # The producer itself refuses every profile (over a limit of 500 bytes): they go to its own topic.
+    produced = subprocess.run(
+        [sys.executable, "-m", "userpulse.cli", "produce", "--source", "synthetic", "--count", "5",
+         "--seed", "62"],
+        env=cli_environment(settings, USERPULSE_PROFILES__MAX_RECORD_BYTES=str(SMALL_LIMIT)),
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+    uuids = producer_dead_letter_keys(settings)
+    assert len(uuids) == 5 and redriven_records(settings) == []
+    pipeline.erase(uuids[0])  # its letter stays in the topic, sealed under a key that is gone
+
+    command = f"dead-letters redrive --reason {shlex.quote(OVER_THE_LIMIT)}"
+    expected = {
+        "reason": OVER_THE_LIMIT, "selected": 5, "from_producer": 5, "redriven": 4, "erased": 1,
+        "still_refused": {},
+    }  # fmt: skip
+    assert run_json(settings, f"{command} --dry-run", **RAISED) == {**expected, "dry_run": True}
+    assert redriven_records(settings) == []
+    assert run_json(settings, command, **RAISED) == {**expected, "dry_run": False}
+    published = redriven_records(settings)
+    assert sorted(key for key, _ in published) == sorted(uuids[1:])
+    topic = settings.kafka.dead_letter_topic
+    assert all(headers["userpulse-redrive-of"].decode().startswith(f"{topic}:") for _, headers in published)
+
+    # Marked in the dead-letter store: a second run publishes nothing; the marks are not counted as
+    # letters. The erased subject's letter is found again (its topic keeps it, sealed under a key that
+    # is gone, until retention) and never re-driven; nothing of that subject is written to mark it.
+    again = run_json(settings, command, **RAISED)
+    assert (again["selected"], again["redriven"], again["erased"]) == (1, 0, 1)
+    assert len(redriven_records(settings)) == 4
+    assert [r for r in run_json(settings, "dead-letters reasons") if r["layer"] != "producer"] == []
+
+    # Sealed like any profile: the speed layer opens them and stores each once; the erased one never.
+    pipeline.speed()
+    assert stored_uuids(settings) == set(uuids[1:])

@@ -30,6 +30,7 @@ from serving.operations import (
     partition_sizes,
     records_between,
     source_offsets,
+    timestamps_by_bisection,
 )
 from serving.operations_page import (
     batches_html,
@@ -137,6 +138,33 @@ def test_a_topic_rate_and_size_add_up_its_partitions() -> None:
     page = topics_html([topic])
     assert "users: 3 records/s over the last 5 min, 2.0 kB on disk" in page
     assert '<td class="number">600</td><td class="number">2.0 kB</td>' in page
+
+
+def test_a_records_timestamp_is_found_by_bisecting_the_first_offsets_at_moments() -> None:
+    now = 1_765_000_000_000
+    stamps = {  # partition -> each offset's timestamp (ms), as the broker's time index holds them
+        0: [now - 7 * 86_400_000, now - 3_600_000, now - 3_600_000, now - 2_500, now - 1],
+        1: [now - 40_000, now + 90_000],  # the second stamped by a clock ahead
+    }
+    calls: list[dict[int, int]] = []
+
+    def first_offsets_at(moments: dict[int, int]) -> dict[int, int | None]:
+        calls.append(moments)
+        return {p: next((i for i, t in enumerate(stamps[p]) if t >= m), None) for p, m in moments.items()}
+
+    asked = {0: 0, 1: 1}
+    found = timestamps_by_bisection(asked, first_offsets_at, now)
+    assert found[1] == now  # stamped after now (a clock ahead): counted as now
+    assert 0 <= stamps[0][0] - found[0] <= 0.01 * 7 * 86_400_000  # a week old: to 1% of its age
+    for offset in (1, 2, 3, 4):
+        stamp = timestamps_by_bisection({0: offset}, first_offsets_at, now)[0]
+        assert 0 <= stamps[0][offset] - stamp <= max(1_000, (now - stamps[0][offset]) // 100), offset
+    assert 0 <= stamps[1][0] - timestamps_by_bisection({1: 0}, first_offsets_at, now)[1] <= 1_000
+    calls.clear()
+    timestamps_by_bisection({0: 3, 1: 0}, first_offsets_at, now)
+    assert len(calls) <= 2 * 16  # a few calls, each for every partition at once
+    # An offset before the partition's first record (expired) is left out.
+    assert timestamps_by_bisection({0: -1}, first_offsets_at, now) == {}
 
 
 def test_dead_letters_per_hour_add_the_layers_tallies_and_the_records_of_the_producers_topic() -> None:
