@@ -314,7 +314,7 @@ class OperationsPage(pn.viewable.Viewer):
         kafka = settings.kafka
         self.param["messages_topic"].objects = [kafka.profiles_topic, kafka.dead_letter_topic]
         self.messages_topic = kafka.profiles_topic
-        self._reading = self._reading_letters = False
+        self._reading = self._reading_letters = self._letters_again = False
         self._letters_read_at: datetime | None = None
         self._callbacks: list[pn.io.PeriodicCallback] = []
         self.param.watch(self._reason_changed, ["reason"])
@@ -345,7 +345,11 @@ class OperationsPage(pn.viewable.Viewer):
     async def refresh_dead_letters(self, force: bool = False) -> None:
         """The dead-letter parts, on their own cadence and never in the way of the other parts: on
         FerretDB their reads scan the collection (seconds at tens of thousands of letters)."""
-        if self._reading_letters or (self.paused and not force):
+        if self._reading_letters:
+            # A reason picked during a read is read right after it, not at the next cadence.
+            self._letters_again = self._letters_again or force
+            return
+        if self.paused and not force:
             return
         self._reading_letters = True
         try:
@@ -360,6 +364,9 @@ class OperationsPage(pn.viewable.Viewer):
             self.show_dead_letters(answer.value)
         finally:
             self._reading_letters = False
+        if self._letters_again:
+            self._letters_again = False
+            await self.refresh_dead_letters(force=True)
 
     def show(self, snapshot: OperationsSnapshot) -> None:
         errors = snapshot.errors

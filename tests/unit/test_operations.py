@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import DagsterInstance, job, op
 
+from core.settings import Settings
 from orchestration.runs import (
     ARCHIVE_JOB,
     PARTITION_RANGE_END_TAG,
@@ -19,6 +22,7 @@ from orchestration.runs import (
     RunHistory,
 )
 from serving.operations import (
+    OperationsSources,
     PartitionLag,
     PartitionOffsets,
     TopicMessage,
@@ -33,6 +37,8 @@ from serving.operations import (
     timestamps_by_bisection,
 )
 from serving.operations_page import (
+    ALL_REASONS,
+    OperationsPage,
     batches_html,
     hourly_html,
     lag_chart_svg,
@@ -290,3 +296,46 @@ def test_the_lag_chart_draws_the_records_left_after_each_micro_batch_oldest_on_t
     assert "last 3 micro-batches" in svg and "12:00:00 to 12:00:20" in svg
     assert "needs two micro-batches" in lag_chart_svg([batch(0, 5), batch(1, None)])
     assert batches_html([batch(s, 1) for s in range(30)]).count("<tr>") == 1 + 10  # the newest 10
+
+
+class SlowDeadLetters:
+    """Dead letters whose first count waits for the test: a read in progress when a reason is picked."""
+
+    def __init__(self) -> None:
+        self.first_read_may_end = threading.Event()
+        self.reasons_asked: list[str | None] = []
+
+    def dead_letter_tallies(self) -> list[DeadLetterTally]:
+        if not self.reasons_asked:
+            self.first_read_may_end.wait(timeout=10)
+        return [DeadLetterTally("speed", "not JSON", None, 1)]
+
+    def latest_dead_letters(self, limit: int, reason: str | None = None) -> list[DeadLetterRow]:
+        self.reasons_asked.append(reason)
+        return []
+
+
+class NoTopics:
+    def overview(self) -> list[TopicOverview]:
+        return []
+
+    def appended_per_hour(self, topic: str, starts: list[datetime]) -> dict[datetime, int]:
+        return {}
+
+
+def test_a_reason_picked_while_the_dead_letters_are_read_is_read_right_after() -> None:
+    documents = SlowDeadLetters()
+    sources = OperationsSources(NoTopics(), documents, None, None)  # type: ignore[arg-type]
+    page = OperationsPage(Settings(), sources)
+
+    async def pick_during_a_read() -> None:
+        reading = asyncio.create_task(page.refresh_dead_letters(force=True))
+        await asyncio.sleep(0.2)  # the first read waits in its thread
+        page.param["reason"].objects = [ALL_REASONS, "not JSON"]
+        page.reason = "not JSON"  # its watcher returns at once: a read is in progress
+        await asyncio.sleep(0.2)
+        documents.first_read_may_end.set()
+        await reading
+
+    asyncio.run(pick_during_a_read())
+    assert documents.reasons_asked == [None, "not JSON"]
