@@ -49,8 +49,8 @@ from core.stores import cassandra_session, mongo_client, mongo_database
 from core.subject_keys import SubjectKeyStore, stored_subject_keys, subject_keys_frame
 from core.transformations import transform_profiles, utc_date
 from core.validation import RecordLimits
-from infra.cassandra_schema import apply_schema
 from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store
+from stores.cassandra_schema import apply_schema
 
 logger = logging.getLogger(__name__)
 

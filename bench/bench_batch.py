@@ -55,11 +55,11 @@ from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.stores import cassandra_session, execute_in_batches
 from core.validation import RecordLimits
-from infra.cassandra_schema import apply_schema
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ensure_topics
 from ingestion.producer import split_batch
 from ingestion.synthetic import SyntheticSource
+from stores.cassandra_schema import apply_schema
 
 UUID_MARK = "@@UUID@@"
 FETCHED_AT_MARK = "@@FETCHED_AT@@"

@@ -33,12 +33,12 @@ from core.profile import profile_envelope
 from core.settings import Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.transformations import age_band_of
-from infra.cassandra_schema import apply_schema
 from ingestion.synthetic import SyntheticSource
 from serving.profiles import profile_documents
 from serving.snapshot import Filters, take_snapshot
 from serving.views import ServingViews, TimeRange
 from speed_layer.stores import CassandraSpeedStore, mongo_raw_store, partial_row, raw_document
+from stores.cassandra_schema import apply_schema
 
 WINDOW = timedelta(minutes=1)
 POOL = 5_000

@@ -34,7 +34,6 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from core.settings import Settings, get_settings
 from core.stores import cassandra_session, mongo_client, mongo_database
-from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.runs import RunHistory
 from serving.operations import (
@@ -50,6 +49,7 @@ from serving.operations import (
 from serving.profiles import profile_documents
 from serving.views import ServingViews
 from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store
+from stores.cassandra_schema import apply_schema
 
 PARTITIONS = 3
 REASONS = [

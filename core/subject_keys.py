@@ -20,7 +20,7 @@ from core.pseudonymization import hmac_sha256_hex
 from core.sealing import new_data_key
 from core.settings import Settings
 from core.stores import cassandra_session
-from infra.cassandra_schema import apply_schema
+from stores.cassandra_schema import apply_schema
 
 LOOKUP_CHUNK = 100
 """uuids per ``IN`` lookup."""

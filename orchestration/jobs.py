@@ -6,7 +6,10 @@ that is down does not hold back the others)."""
 
 from dagster import OpExecutionContext, Output, RetryPolicy, define_asset_job, job, op
 
-from core.retention import (
+from core.stores import cassandra_session, mongo_client, mongo_database
+from orchestration.assets import batch_views, lake_maintenance, profile_archive, silver_profiles
+from orchestration.resources import UserPulseResource
+from privacy.retention import (
     StoreRetention,
     enforce_cassandra,
     enforce_lake,
@@ -14,9 +17,6 @@ from core.retention import (
     enforce_topics,
     now_utc,
 )
-from core.stores import cassandra_session, mongo_client, mongo_database
-from orchestration.assets import batch_views, lake_maintenance, profile_archive, silver_profiles
-from orchestration.resources import UserPulseResource
 
 archive_job = define_asset_job("archive_topic", selection=[profile_archive])
 

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from rich.filesize import decimal
 
-from core.retention import topic_retention_ms
 from core.settings import Settings
 from orchestration.runs import BatchRun, RunHistory
+from privacy.retention import topic_retention_ms
 from serving.profiles import (
     DeadLetterRow,
     DeadLetterTally,

@@ -4,7 +4,7 @@ written through the log.
 Reads go to the stores that already answer for a uuid: the serving stores (``get``) and the Delta archive
 (``history``). Writes never touch a store directly: ``create`` and ``update`` publish a sealed envelope
 to the profiles topic, as the producer does, so both layers apply it and the archive keeps it like any
-other version. ``delete`` is an erasure (``core/erasure.py``). The pure parts (reading ``--set
+other version. ``delete`` is an erasure (``privacy/erasure.py``). The pure parts (reading ``--set
 path=value``, applying it, validating) are functions of their own, tested without services.
 """
 
@@ -25,7 +25,6 @@ from rich.json import JSON
 from rich.panel import Panel
 from rich.table import Table
 
-from core.erasure_cli import forget
 from core.profile import ProfileEnvelope, profile_envelope, profile_reason
 from core.sealing import unseal_identifiers
 from core.settings import Settings, get_settings
@@ -34,6 +33,7 @@ from core.subject_keys import SubjectKeyStore, subject_key_store
 from core.validation import is_uuid
 from ingestion.kafka_publisher import DeliveryCounts, ProfilePublisher, ensure_topics
 from ingestion.producer import seal_envelopes
+from privacy.erasure_cli import forget
 from serving.profile_store import (
     ProfileVersion,
     StoredProfile,

@@ -31,8 +31,8 @@ from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.spark import as_utc, collect_dicts
 from core.stores import cassandra_session, mongo_client, mongo_database
-from infra.cassandra_schema import apply_schema
 from serving.profiles import ProfileRow, profile_row
+from stores.cassandra_schema import apply_schema
 
 # --- the serving stores -----------------------------------------------------------------------
 

@@ -42,10 +42,10 @@ from core.settings import Settings
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.streaming import require_topic, run_until_consumed
 from core.transformations import transform_profiles
-from infra.cassandra_schema import apply_schema
 from speed_layer.executor import SUMMARY_SCHEMA, BatchContext, apply_records, outcome_of, with_data_keys
 from speed_layer.stores import CassandraSpeedStore, MongoRawStore, mongo_raw_store
 from speed_layer.task import TaskOutcome
+from stores.cassandra_schema import apply_schema
 
 logger = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from batch_layer.cli import batch_app
-from core.erasure_cli import forget
 from core.outages import KAFKA_UNAVAILABLE, STORE_UNAVAILABLE, StoreUnavailableError, unreachable_line
-from core.register_cli import register
-from core.retention_cli import retention
 from core.settings import InsecureSettingsError, get_settings
 from infra.cli import demo, stack_app
 from ingestion.cli import produce
+from privacy.erasure_cli import forget
+from privacy.register_cli import register
+from privacy.retention_cli import retention
 from serving.cli import dashboard
 from serving.operations_cli import batches, dead_letters_app, lag, messages, runs, topics
 from serving.profile_cli import profile_app

@@ -15,9 +15,9 @@ from pydantic import SecretStr
 
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client, mongo_database
-from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ensure_topics
 from speed_layer.stores import CassandraSpeedStore
+from stores.cassandra_schema import apply_schema
 from tests.integration.kafka_helpers import delete_topics, drop_keyspace
 from tests.integration.processes import free_port
 

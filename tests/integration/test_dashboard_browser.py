@@ -30,7 +30,6 @@ from core.aggregates import window_floor
 from core.profile import profile_envelope
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client, mongo_database
-from infra.cassandra_schema import apply_schema
 from ingestion.synthetic import SyntheticSource
 from serving.dashboard import TIME_RANGES
 from serving.profiles import profile_documents
@@ -43,6 +42,7 @@ from speed_layer.stores import (
     partial_row,
     raw_document,
 )
+from stores.cassandra_schema import apply_schema
 from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, free_port
 from tests.integration.profiles_input import dimension_values, exact_age

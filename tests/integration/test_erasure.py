@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 
 from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
-from core.erasure import erase_subjects
 from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client
@@ -32,6 +31,7 @@ from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer, Progress
 from ingestion.synthetic import SyntheticSource
 from orchestration.resources import UserPulseResource
+from privacy.erasure import erase_subjects
 from speed_layer.job import speed_layer_job
 from tests.integration.batch_views import merged_view
 from tests.integration.kafka_helpers import drop_own_stores, own_stores_overrides, read_topic

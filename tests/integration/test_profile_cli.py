@@ -24,13 +24,13 @@ from pymongo.database import Database
 from pyspark.sql import SparkSession
 
 from batch_layer.archive import run_archive
-from core.erasure import seen_subjects
 from core.profile import strip_credentials
 from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client
 from core.subject_keys import subject_key_store
 from ingestion.synthetic import SyntheticSource
+from privacy.erasure import seen_subjects
 from serving.profile_page import ProfileLookup
 from serving.profile_store import profile_history, profile_store
 from speed_layer.job import speed_layer_job

@@ -21,14 +21,13 @@ from pyspark.sql import SparkSession
 
 from batch_layer.archive import archive_records
 from batch_layer.recompute import refresh_silver_profiles
-from core.retention import CASSANDRA_TABLES, current_ttls, topic_retention_ms
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client
 from core.versions import ProfileState, Sighting
-from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.jobs import retention_job
 from orchestration.resources import UserPulseResource
+from privacy.retention import CASSANDRA_TABLES, current_ttls, topic_retention_ms
 from speed_layer.stores import (
     BATCH_METRIC_COLUMNS,
     CassandraSpeedStore,
@@ -36,6 +35,7 @@ from speed_layer.stores import (
     partial_row,
     state_row,
 )
+from stores.cassandra_schema import apply_schema
 from tests.integration.kafka_helpers import (
     create_topic,
     drop_own_stores,

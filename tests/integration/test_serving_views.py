@@ -19,9 +19,9 @@ from cassandra.cluster import Session
 from batch_layer.view_store import BatchCurrent, BatchViewStore, ErasureCorrection
 from core.settings import Settings
 from core.stores import cassandra_session
-from infra.cassandra_schema import apply_schema
 from serving.views import ALL_TIME, ServingViews, TimeRange, WindowCount
 from speed_layer.stores import CassandraSpeedStore, partial_row
+from stores.cassandra_schema import apply_schema
 from tests.integration.kafka_helpers import drop_keyspace
 
 pytestmark = pytest.mark.integration

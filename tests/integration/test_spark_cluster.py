@@ -27,9 +27,9 @@ from pyspark.sql import SparkSession
 
 from core.settings import Settings
 from core.stores import cassandra_session, mongo_client, mongo_database
-from infra.cassandra_schema import apply_schema
 from ingestion.synthetic import SyntheticSource
 from speed_layer.stores import PROFILE_COLUMNS
+from stores.cassandra_schema import apply_schema
 from tests.integration.pipeline import Pipeline
 from tests.integration.processes import cli_environment
 

@@ -24,19 +24,19 @@ from typer.testing import CliRunner
 
 from batch_layer.archive import archive_records
 from batch_layer.recompute import refresh_silver_profiles
-from core import register as reg
 from core.parsing import dead_letter_records, parse_kafka_records
 from core.profile import CREDENTIAL_FIELDS
-from core.register_cli import register
 from core.sealing import SEALED_FIELDS, new_data_key, open_token
 from core.settings import CassandraSettings, Settings, get_settings
 from core.spark import collect_dicts
 from core.validation import RecordLimits
-from infra.cassandra_schema import apply_schema
 from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import seal_dead_letters, seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
+from privacy import register as reg
+from privacy.register_cli import register
 from speed_layer.stores import dead_letter_document, mongo_raw_store, raw_document
+from stores.cassandra_schema import apply_schema
 from tests.randomuser_server import FIXTURES_DIR
 
 FIXTURES = FIXTURES_DIR
@@ -346,7 +346,9 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
 def test_every_stored_field_is_declared_and_every_declared_field_is_stored(observed: Observed) -> None:
     problems = reg.register_mismatches(observed.fields)
 
-    assert not problems, "the register (core/register.py) does not match the stores:\n" + "\n".join(problems)
+    assert not problems, "the register (privacy/register.py) does not match the stores:\n" + "\n".join(
+        problems
+    )
 
 
 def test_mismatches_name_undeclared_and_stale_fields_and_stores() -> None:

@@ -7,15 +7,15 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from core.retention import (
+from core.settings import RetentionSettings, Settings
+from orchestration.definitions import defs
+from privacy.retention import (
     CASSANDRA_TABLES,
     StoreRetention,
     cutoff_day,
     cutoff_instant,
     table_ttls,
 )
-from core.settings import RetentionSettings, Settings
-from orchestration.definitions import defs
 
 
 def test_cutoff_instant_is_now_minus_the_days_in_utc() -> None:

@@ -24,7 +24,7 @@ from core.settings import (
 )
 from core.spark import session_config
 from core.stores import cassandra_cluster, cassandra_security, mongo_client
-from infra.cassandra_schema import replication_cql
+from stores.cassandra_schema import replication_cql
 from userpulse.settings_cli import SETTINGS_TABLE_END, SETTINGS_TABLE_START, effective, settings_markdown
 
 

@@ -11,11 +11,11 @@ from pyspark.sql import Row
 
 from core.sealing import new_data_key, seal_identifiers
 from core.versions import ProfileState, Sighting
-from infra.cassandra_schema import cql_statements, migration_files
 from speed_layer.executor import SUMMARY_ARROW_SCHEMA, outcome_of, summary_row
 from speed_layer.job import kafka_lag
 from speed_layer.stores import PROFILE_COLUMNS, dead_letter_document, raw_document, state_row
 from speed_layer.task import TaskOutcome
+from stores.cassandra_schema import cql_statements, migration_files
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""``userpulse register``: render the register of processing (``core/register.py``) as Markdown."""
+"""``userpulse register``: render the register of processing (``privacy/register.py``) as Markdown."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from core.register import REGISTER_PATH, is_stale, write_register
+from privacy.register import REGISTER_PATH, is_stale, write_register
 
 console = Console(stderr=True)
 

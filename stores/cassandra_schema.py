@@ -1,4 +1,4 @@
-"""Versioned CQL schema: the files in ``infra/cql/`` applied once each, in order, idempotently.
+"""Versioned CQL schema: the files in ``stores/cql/`` applied once each, in order, idempotently.
 
 Each file's statements use ``IF NOT EXISTS``, and the keyspace's ``schema_migrations`` table records
 which files were applied, so starting a job applies only what is new and applying twice is harmless.

@@ -45,8 +45,8 @@ from core.spark import row_dict
 from core.stores import cassandra_session, mongo_client, mongo_database
 from core.subject_keys import SubjectKeyStore, subject_pseudonym
 from core.versions import ProfileCopy, ProfileState, contribution, fold
-from infra.cassandra_schema import apply_schema
 from speed_layer.stores import CassandraSpeedStore
+from stores.cassandra_schema import apply_schema
 
 logger = logging.getLogger(__name__)
 

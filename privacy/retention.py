@@ -1,7 +1,7 @@
 """Retention: how long each store keeps data (``core.settings.RetentionSettings``), and enforcing it.
 
 Why in ``core/``: retention concerns every store of both layers (the topic, MongoDB, Cassandra, the
-Delta lake), like the register of processing (``core/register.py``) that states it; ``core`` is the one
+Delta lake), like the register of processing (``privacy/register.py``) that states it; ``core`` is the one
 package every layer depends on, and no single layer owns all four stores.
 
 Why a job and not only the servers' own expiry: FerretDB has no TTL indexes (the job's ``delete_many``

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from core.retention import enforce_all, now_utc
 from core.settings import get_settings
 from core.spark import build_spark_session
+from privacy.retention import enforce_all, now_utc
 
 console = Console(stderr=True)
 
