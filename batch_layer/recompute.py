@@ -31,7 +31,6 @@ from pyspark.sql import DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.archive import archived_end_offsets
-from batch_layer.view_store import BatchCurrent, BatchViewStore
 from core.aggregates import (
     COPY_COLUMNS,
     age_counts,
@@ -45,12 +44,14 @@ from core.parsing import dead_letter_records, parse_kafka_records
 from core.pseudonymization import hmac_sha256_hex_column
 from core.settings import Settings
 from core.spark import as_utc, collect_dicts, observed, row_dict
-from core.stores import cassandra_session, mongo_client, mongo_database
-from core.subject_keys import SubjectKeyStore, stored_subject_keys, subject_keys_frame
 from core.transformations import transform_profiles, utc_date
 from core.validation import RecordLimits
-from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store
+from stores.batch_views import BatchCurrent, BatchViewStore
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.documents import dead_letter_document, mongo_raw_store
+from stores.speed_views import CassandraSpeedStore
+from stores.subject_keys import SubjectKeyStore, stored_subject_keys, subject_keys_frame
 
 logger = logging.getLogger(__name__)
 

@@ -53,13 +53,13 @@ from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.sealing import new_data_key, split_identifiers
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
-from core.stores import cassandra_session, execute_in_batches
 from core.validation import RecordLimits
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ensure_topics
 from ingestion.producer import split_batch
 from ingestion.synthetic import SyntheticSource
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, execute_in_batches
 
 UUID_MARK = "@@UUID@@"
 FETCHED_AT_MARK = "@@FETCHED_AT@@"

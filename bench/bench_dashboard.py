@@ -27,18 +27,19 @@ from typing import Any
 
 from harness import drop_stores, local_stack, timed
 
-from batch_layer.view_store import BatchCurrent, BatchViewStore
 from core.aggregates import window_floor
 from core.profile import profile_envelope
 from core.settings import Settings, get_settings
-from core.stores import cassandra_session, mongo_client, mongo_database
 from core.transformations import age_band_of
 from ingestion.synthetic import SyntheticSource
 from serving.profiles import profile_documents
 from serving.snapshot import Filters, take_snapshot
 from serving.views import ServingViews, TimeRange
-from speed_layer.stores import CassandraSpeedStore, mongo_raw_store, partial_row, raw_document
+from stores.batch_views import BatchCurrent, BatchViewStore
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.documents import mongo_raw_store, raw_document
+from stores.speed_views import CassandraSpeedStore, partial_row
 
 WINDOW = timedelta(minutes=1)
 POOL = 5_000

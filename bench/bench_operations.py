@@ -33,7 +33,6 @@ from harness import drop_stores, local_stack, timed
 from kafka import KafkaAdminClient, KafkaProducer
 
 from core.settings import Settings, get_settings
-from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.runs import RunHistory
 from serving.operations import (
@@ -48,8 +47,10 @@ from serving.operations import (
 )
 from serving.profiles import profile_documents
 from serving.views import ServingViews
-from speed_layer.stores import CassandraSpeedStore, dead_letter_document, mongo_raw_store
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.documents import dead_letter_document, mongo_raw_store
+from stores.speed_views import CassandraSpeedStore
 
 PARTITIONS = 3
 REASONS = [

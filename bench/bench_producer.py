@@ -19,12 +19,12 @@ from kafka import KafkaAdminClient
 
 from core.sealing import new_data_key
 from core.settings import get_settings
-from core.subject_keys import subject_key_store
 from core.validation import RecordLimits
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer, seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
+from stores.subject_keys import subject_key_store
 
 
 def stage_rates(batch_size: int, batches: int) -> tuple[float, float, float]:

@@ -34,14 +34,14 @@ from kafka import KafkaAdminClient
 
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
-from core.stores import cassandra_session, mongo_client
-from core.subject_keys import SubjectKeyStore, subject_key_store
 from core.validation import RecordLimits
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import speed_layer_job
+from stores.connections import cassandra_session, mongo_client
+from stores.subject_keys import SubjectKeyStore, subject_key_store
 
 
 def isolated_settings(base: Settings, name: str, checkpoints: str) -> Settings:

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client
 from infra.stack import LocalStack
+from stores.connections import cassandra_session, mongo_client
 
 
 @contextmanager

@@ -66,7 +66,7 @@ def parse_kafka_records(
 
     Input: the Kafka source's columns (``key``, ``value``, ``topic``, ``partition``, ``offset``,
     ``timestamp``; others are dropped) and the subjects' data keys: a ``data_key`` column, or a frame
-    of (``uuid``, ``data_key``) to join by the record key (``core.subject_keys.subject_keys_frame``).
+    of (``uuid``, ``data_key``) to join by the record key (``stores.subject_keys.subject_keys_frame``).
     Without either, every sealed record counts as erased. Output: ``OUTPUT_COLUMNS``: ``envelope`` (a
     struct of ``ENVELOPE_READ_SCHEMA``, identifiers unsealed) is set for a usable record,
     ``dead_letter_reason`` for a bad one, and neither for an erased subject's. With

@@ -3,7 +3,7 @@
 The topic and the Delta archive are immutable, so an erasure cannot rewrite every copy of a profile in
 them. Instead the producer seals the direct identifiers (name, e-mail, phone, cell, national id,
 street, login username, picture URLs) with AES-256-GCM under a key that belongs to that one subject
-(``core.subject_keys``); erasing the subject deletes the key, and every sealed copy anywhere becomes
+(``stores.subject_keys``); erasing the subject deletes the key, and every sealed copy anywhere becomes
 unreadable at once.
 
 The sealed token is ``base64(nonce || ciphertext || tag)`` with a 12-byte nonce and the uuid as

@@ -270,7 +270,7 @@ class CassandraSettings(_Section):
     """Longest wait between the driver's attempts to reconnect to a node it saw go down (the driver's
     default grows to 10 minutes, far past the end of a short outage)."""
     rows_per_batch: int = 5
-    """Rows per unlogged batch of the bulk writes (``core.stores.execute_in_batches``). Cassandra warns
+    """Rows per unlogged batch of the bulk writes (``stores.connections.execute_in_batches``). Cassandra warns
     above 5 KiB per batch (``batch_size_warn_threshold``): five profile rows are ~3.4 KiB, ten ~6.8."""
     concurrency: int = 16
     """Concurrent requests per bulk write or lookup (the speed layer's rows and keys, the batch views).

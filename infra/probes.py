@@ -18,7 +18,7 @@ from kafka import KafkaAdminClient
 from pymongo import MongoClient
 
 from core.settings import CassandraSettings, KafkaSettings
-from core.stores import cassandra_security
+from stores.connections import cassandra_security
 
 PROBE_TIMEOUT_S = 3.0
 

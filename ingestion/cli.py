@@ -17,14 +17,14 @@ from rich.text import Text
 from core.cli_params import log_level as log_level_name
 from core.cli_params import topic_name
 from core.logs import configure_logging
-from core.outages import StoreUnavailableError
 from core.settings import Settings, get_settings
-from core.subject_keys import subject_key_store
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import AutoSource, PatientSubjectKeys, ProfileProducer, Progress
 from ingestion.randomuser import RandomUserClient, RandomUserSource
 from ingestion.sources import ProfileSource, SourceUnavailableError, check_batch_size, check_nationalities
 from ingestion.synthetic import SyntheticSource
+from stores.outages import StoreUnavailableError
+from stores.subject_keys import subject_key_store
 
 console = Console(stderr=True)
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from core.outages import ride_out
 from core.profile import (
     DeadLetter,
     ProfileEnvelope,
@@ -28,6 +27,7 @@ from core.settings import Settings
 from core.validation import RecordLimits, size_reason
 from ingestion.kafka_publisher import DeliveryCounts
 from ingestion.sources import ProfileSource, SourceUnavailableError
+from stores.outages import ride_out
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def seal_dead_letters(
 
 
 class SubjectKeys(Protocol):
-    """What the producer needs from the key store (``core.subject_keys.SubjectKeyStore``)."""
+    """What the producer needs from the key store (``stores.subject_keys.SubjectKeyStore``)."""
 
     def keys_creating_missing(self, uuids: Sequence[str]) -> dict[str, bytes]: ...
 

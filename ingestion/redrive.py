@@ -39,11 +39,11 @@ from pydantic import ValidationError
 from core.profile import DeadLetter, profile_envelope, profile_reason, record_uuid
 from core.sealing import unseal_identifiers
 from core.settings import Settings
-from core.stores import mongo_client, mongo_database
-from core.subject_keys import SubjectKeyStore, subject_key_store
 from core.validation import RecordLimits, record_verdict, size_reason
 from ingestion.kafka_publisher import ProfilePublisher
-from speed_layer.stores import MongoRawStore, mongo_raw_store
+from stores.connections import mongo_client, mongo_database
+from stores.documents import MongoRawStore, mongo_raw_store
+from stores.subject_keys import SubjectKeyStore, subject_key_store
 
 logger = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ from pyspark.sql import functions as F
 
 from batch_layer.archive import archived_end_offsets, topic_end_offsets
 from batch_layer.recompute import within_horizon
-from batch_layer.view_store import BatchViewStore
 from core.aggregates import COPY_COLUMNS, counted_profiles
-from core.stores import cassandra_session
-from core.subject_keys import SubjectKeyStore
 from orchestration.assets import batch_views, profile_archive, silver_profiles
 from orchestration.metadata import offsets_from_text
 from orchestration.resources import UserPulseResource
+from stores.batch_views import BatchViewStore
+from stores.connections import cassandra_session
+from stores.subject_keys import SubjectKeyStore
 
 
 @asset_check(asset=profile_archive, blocking=True)

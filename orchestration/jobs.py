@@ -6,7 +6,6 @@ that is down does not hold back the others)."""
 
 from dagster import OpExecutionContext, Output, RetryPolicy, define_asset_job, job, op
 
-from core.stores import cassandra_session, mongo_client, mongo_database
 from orchestration.assets import batch_views, lake_maintenance, profile_archive, silver_profiles
 from orchestration.resources import UserPulseResource
 from privacy.retention import (
@@ -17,6 +16,7 @@ from privacy.retention import (
     enforce_topics,
     now_utc,
 )
+from stores.connections import cassandra_session, mongo_client, mongo_database
 
 archive_job = define_asset_job("archive_topic", selection=[profile_archive])
 

@@ -37,16 +37,16 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from batch_layer.view_store import BatchViewStore, ErasureCorrection
 from core.aggregates import window_seconds_of
 from core.pseudonymization import hmac_sha256_hex_column, pseudonym
 from core.settings import Settings
 from core.spark import row_dict
-from core.stores import cassandra_session, mongo_client, mongo_database
-from core.subject_keys import SubjectKeyStore, subject_pseudonym
 from core.versions import ProfileCopy, ProfileState, contribution, fold
-from speed_layer.stores import CassandraSpeedStore
+from stores.batch_views import BatchViewStore, ErasureCorrection
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.speed_views import CassandraSpeedStore
+from stores.subject_keys import SubjectKeyStore, subject_pseudonym
 
 logger = logging.getLogger(__name__)
 

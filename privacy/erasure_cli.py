@@ -12,10 +12,10 @@ from rich.table import Table
 
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
-from core.stores import cassandra_session, mongo_client, mongo_database
 from core.validation import is_uuid
 from privacy.erasure import ErasureReport, UnseenSubjectsError, erase_subjects, subjects_with_email
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)

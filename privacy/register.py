@@ -245,7 +245,7 @@ KAFKA_DEAD_LETTERS = Store(
 MONGO_PROFILES = Store(
     StoreKind.MONGODB_COLLECTION,
     f"{_MONGO.database}.{_MONGO.raw_profiles_collection}",
-    "speed_layer/stores.py (raw_document)",
+    "stores/documents.py (raw_document)",
     "one document per adult profile (_id = uuid): the newest version received, as received (identifiers "
     "unsealed), with its Kafka coordinates; under-age profiles are not stored here",
     f"{_RETENTION.raw_documents_days} days after `fetched_at` (`retention.raw_documents_days`): {_JOB} "
@@ -254,7 +254,7 @@ MONGO_PROFILES = Store(
 MONGO_LATEST_PROFILES = Store(
     StoreKind.MONGODB_COLLECTION,
     f"{_MONGO.database}.{_MONGO.latest_profiles_collection}",
-    "speed_layer/stores.py (MongoRawStore._keep_latest)",
+    "stores/documents.py (MongoRawStore.insert_profiles)",
     f"a copy of the newest {_MONGO.latest_profiles_kept} raw documents, for the dashboard's latest-profiles "
     "table (FerretDB sorts by scanning the whole collection)",
     f"the newest {_MONGO.latest_profiles_kept} documents only: each speed-layer batch trims the rest; "
@@ -264,8 +264,8 @@ MONGO_LATEST_PROFILES = Store(
 MONGO_DEAD_LETTERS = Store(
     StoreKind.MONGODB_COLLECTION,
     f"{_MONGO.database}.{_MONGO.dead_letters_collection}",
-    "speed_layer/stores.py (speed_layer/job.py dead_letter_document)",
-    "one document per Kafka record the speed layer could not parse, with its raw bytes and the reason",
+    "stores/documents.py (dead_letter_document)",
+    "one document per Kafka record a layer could not use, with its raw bytes and the reason",
     f"{_RETENTION.dead_letters_days} days after `stored_at` (`retention.dead_letters_days`): {_JOB} deletes "
     "older documents.",
 )
@@ -273,11 +273,12 @@ MONGO_DEAD_LETTERS = Store(
 
 def _table(name: str, content: str, retention: str = _UNTIL_DELETED) -> Store:
     """A Cassandra table of the project's keyspace."""
-    written_by = "batch_layer/recompute.py" if name.startswith("batch_") else "speed_layer/stores.py"
+    batch_tables = name.startswith("batch_") or name == "erasure_corrections"
+    written_by = "stores/batch_views.py" if batch_tables else "stores/speed_views.py"
     if name == "schema_migrations":
         written_by = "stores/cassandra_schema.py"
     if name in ("subject_keys", "erasures"):
-        written_by = "core/subject_keys.py"
+        written_by = "stores/subject_keys.py"
     return Store(StoreKind.CASSANDRA_TABLE, f"{_KEYSPACE}.{name}", written_by, content, retention)
 
 
@@ -550,7 +551,7 @@ def _aggregates(
 
 
 def _raw_document(store: Store) -> list[FieldDeclaration]:
-    """The fields of ``speed_layer.stores.raw_document``: the user as received, envelope, coordinates."""
+    """The fields of ``stores.documents.raw_document``: the user as received, envelope, coordinates."""
     return [
         _field(store, "_id", _D, Protection.NONE, LINKAGE, "login.uuid, in clear"),
         *_user_as_received(store, "user."),

@@ -44,7 +44,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from core.settings import RetentionSettings, Settings
-from core.stores import cassandra_session, mongo_client, mongo_database
+from stores.connections import cassandra_session, mongo_client, mongo_database
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def enforce_mongo(database: Database, settings: Settings, now: datetime) -> list
     """Delete raw documents (and their latest copy) by ``fetched_at``, dead letters by ``stored_at``.
 
     ``delete_many`` with a ``$lt`` on a date: what FerretDB and MongoDB both support, and what a TTL
-    index would do on MongoDB. Both timestamps are indexed (``speed_layer/stores.py``).
+    index would do on MongoDB. Both timestamps are indexed (``stores/documents.py``).
     """
     mongo, retention = settings.mongo, settings.retention
     raw_cutoff = cutoff_instant(now, retention.raw_documents_days)

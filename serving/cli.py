@@ -18,7 +18,6 @@ from tornado.websocket import WebSocketClosedError
 from core.cli_params import log_level as log_level_name
 from core.logs import configure_logging
 from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Settings, get_settings
-from core.stores import cassandra_session, mongo_client, mongo_database
 from orchestration.runs import RunHistory
 from serving.dashboard import UserPulseDashboard
 from serving.operations import OperationsSources, TopicReader
@@ -28,6 +27,7 @@ from serving.profiles import ProfileDocuments, profile_documents
 from serving.snapshot import SharedSnapshots
 from serving.views import ServingViews
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
 
 console = Console(stderr=True)
 

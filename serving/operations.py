@@ -34,7 +34,8 @@ from serving.profiles import (
     mask_raw_value,
 )
 from serving.views import ServingViews
-from speed_layer.stores import PRODUCER_JOB, StreamBatch
+from stores.documents import PRODUCER_JOB
+from stores.speed_views import StreamBatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 
 from core.settings import get_settings
-from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.redrive import redrive_dead_letters
 from orchestration.runs import RunHistory
 from serving.operations import (
@@ -34,6 +33,7 @@ from serving.operations import (
 )
 from serving.profiles import DeadLetterRow, profile_documents
 from serving.views import ServingViews
+from stores.connections import cassandra_session, mongo_client, mongo_database
 
 console = Console()
 

@@ -39,7 +39,7 @@ from serving.operations import (
     size_on_disk,
 )
 from serving.profiles import DeadLetterRow
-from speed_layer.stores import StreamBatch
+from stores.speed_views import StreamBatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -29,7 +29,6 @@ from core.profile import ProfileEnvelope, profile_envelope, profile_reason
 from core.sealing import unseal_identifiers
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
-from core.subject_keys import SubjectKeyStore, subject_key_store
 from core.validation import is_uuid
 from ingestion.kafka_publisher import DeliveryCounts, ProfilePublisher, ensure_topics
 from ingestion.producer import seal_envelopes
@@ -41,6 +40,7 @@ from serving.profile_store import (
     profile_history,
     profile_store,
 )
+from stores.subject_keys import SubjectKeyStore, subject_key_store
 
 profile_app = typer.Typer(
     help="One profile by uuid: read it from the stores, or create and update it through the topic.",

@@ -30,9 +30,9 @@ from core.schema import SUPPORTED_ENVELOPE_VERSIONS
 from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.spark import as_utc, collect_dicts
-from core.stores import cassandra_session, mongo_client, mongo_database
 from serving.profiles import ProfileRow, profile_row
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
 
 # --- the serving stores -----------------------------------------------------------------------
 

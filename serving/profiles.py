@@ -153,7 +153,7 @@ class ProfileRow:
 
 
 def profile_row(document: dict[str, Any]) -> ProfileRow:
-    """A raw MongoDB document (see ``speed_layer.stores.raw_document``) -> its masked table row."""
+    """A raw MongoDB document (see ``stores.documents.raw_document``) -> its masked table row."""
     user = document.get("user") or {}
     name = user.get("name") or {}
     location = user.get("location") or {}
@@ -210,7 +210,7 @@ class ProfileDocuments:
     """Read side of the raw documents and dead letters the speed layer writes to MongoDB.
 
     The latest profiles come from the small copy of the newest documents the speed layer keeps
-    (``speed_layer.stores.MongoRawStore``): sorting the full collection is a scan on FerretDB. Filters
+    (``stores.documents.MongoRawStore``): sorting the full collection is a scan on FerretDB. Filters
     therefore narrow those newest documents (a rare country may show fewer rows than asked).
     """
 

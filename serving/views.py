@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 
 from cassandra.cluster import Session
 
-from batch_layer.view_store import BatchCurrent, BatchViewStore, ErasureCorrection
 from core.aggregates import DIMENSIONS
-from speed_layer.stores import CassandraSpeedStore, SpeedProgress, StreamBatch
+from stores.batch_views import BatchCurrent, BatchViewStore, ErasureCorrection
+from stores.speed_views import CassandraSpeedStore, SpeedProgress, StreamBatch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,9 +13,9 @@ from rich.table import Table
 
 from core.aggregates import DIMENSIONS, window_floor, window_seconds_of
 from core.settings import get_settings
-from core.stores import cassandra_session
 from serving.views import DimensionView, Freshness, ServingViews, TimeRange
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session
 
 console = Console()
 

@@ -33,19 +33,14 @@ import pyarrow as pa
 from pyspark.sql import Row
 
 from core.aggregates import window_seconds_of
-from core.outages import ride_out
 from core.settings import Settings
 from core.spark import as_utc
-from core.stores import cassandra_session, mongo_client, mongo_database
-from core.subject_keys import SubjectKeyStore
-from speed_layer.stores import (
-    CassandraSpeedStore,
-    MongoRawStore,
-    dead_letter_document,
-    mongo_raw_store,
-    raw_document,
-)
 from speed_layer.task import TaskContext, TaskOutcome, process_records
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.documents import MongoRawStore, dead_letter_document, mongo_raw_store, raw_document
+from stores.outages import ride_out
+from stores.speed_views import CassandraSpeedStore
+from stores.subject_keys import SubjectKeyStore
 
 SUMMARY_SCHEMA = (
     "partition int, input_rows long, end_offset long, new_profiles long, later_copies long, "

@@ -36,16 +36,17 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryProgressEvent
 from pyspark.sql.types import BinaryType, StructField, StructType
 
-from core.outages import ride_out
 from core.parsing import DATA_KEY_COLUMN, parse_kafka_records
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client, mongo_database
 from core.streaming import require_topic, run_until_consumed
 from core.transformations import transform_profiles
 from speed_layer.executor import SUMMARY_SCHEMA, BatchContext, apply_records, outcome_of, with_data_keys
-from speed_layer.stores import CassandraSpeedStore, MongoRawStore, mongo_raw_store
 from speed_layer.task import TaskOutcome
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.documents import MongoRawStore, mongo_raw_store
+from stores.outages import ride_out
+from stores.speed_views import CassandraSpeedStore
 
 logger = logging.getLogger(__name__)
 

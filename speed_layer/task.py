@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from core.versions import Contribution, ProfileCopy, ProfileState, contribution, fold, partial_changes
-from speed_layer.stores import CassandraSpeedStore, MongoRawStore, partial_row, state_row
+from stores.documents import MongoRawStore
+from stores.speed_views import CassandraSpeedStore, partial_row, state_row
 
 
 @dataclass

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from batch_layer.cli import batch_app
-from core.outages import KAFKA_UNAVAILABLE, STORE_UNAVAILABLE, StoreUnavailableError, unreachable_line
 from core.settings import InsecureSettingsError, get_settings
 from infra.cli import demo, stack_app
 from ingestion.cli import produce
@@ -21,6 +20,7 @@ from serving.operations_cli import batches, dead_letters_app, lag, messages, run
 from serving.profile_cli import profile_app
 from serving.views_cli import views
 from speed_layer.cli import speed
+from stores.outages import KAFKA_UNAVAILABLE, STORE_UNAVAILABLE, StoreUnavailableError, unreachable_line
 from userpulse.settings_cli import settings
 
 app = typer.Typer(

@@ -17,10 +17,10 @@ from typing import Any
 
 from core.sealing import unseal_identifiers
 from core.settings import Settings
-from core.subject_keys import stored_subject_keys, subject_key_store
 from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import PatientSubjectKeys, ProfileProducer
 from ingestion.synthetic import SyntheticSource
+from stores.subject_keys import stored_subject_keys, subject_key_store
 from tests.integration.kafka_helpers import read_topic
 from tests.integration.processes import cli_environment
 from tests.integration.profiles_input import Copy, ProducedInput

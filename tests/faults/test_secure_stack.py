@@ -18,8 +18,8 @@ from kafka.errors import KafkaError
 from pydantic import SecretStr
 
 from core.settings import CassandraSettings, KafkaSettings, MongoSettings, Settings
-from core.stores import mongo_client
 from infra.stack import LocalStack
+from stores.connections import mongo_client
 from tests.faults.stream import topic_input
 from tests.integration.kafka_helpers import create_topic
 from tests.integration.processes import cli_environment, free_port

@@ -20,13 +20,13 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
-from core.stores import mongo_client, mongo_database
 from core.streaming import failure_line
-from core.subject_keys import subject_key_store
 from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import PatientSubjectKeys, ProfileProducer
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import speed_layer_job
+from stores.connections import mongo_client, mongo_database
+from stores.subject_keys import subject_key_store
 from tests.integration.kafka_helpers import create_topic, read_topic
 from tests.integration.pipeline import Pipeline
 from tests.integration.profiles_input import counted

@@ -6,8 +6,8 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from core.settings import Settings
-from core.stores import cassandra_session
 from serving.views import ServingViews
+from stores.connections import cassandra_session
 from tests.integration.profiles_input import AgeCounts
 
 Totals = dict[tuple[str, str], Counter[int]]

@@ -13,7 +13,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client
+from stores.connections import cassandra_session, mongo_client
 
 
 @dataclass(frozen=True)

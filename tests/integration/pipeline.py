@@ -23,11 +23,11 @@ from batch_layer.archive import run_archive
 from batch_layer.recompute import BatchViewVersion, recompute_batch_views, refresh_silver_profiles
 from core.profile import profile_envelope
 from core.settings import Settings
-from core.stores import cassandra_session
-from core.subject_keys import subject_key_store
 from privacy.erasure import erase_subjects
 from serving.views import TOTAL_DIMENSION, ServingViews, TimeRange
 from speed_layer.job import speed_layer_job
+from stores.connections import cassandra_session
+from stores.subject_keys import subject_key_store
 from tests.integration.kafka_helpers import create_topic
 from tests.integration.profiles_input import AgeCounts, Copy, all_time, recount
 

@@ -9,7 +9,7 @@ from datetime import UTC
 from typing import Any
 
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client
+from stores.connections import cassandra_session, mongo_client
 from tests.integration.profiles_input import AgeCounts, ProducedInput, counted, first_and_latest, recount
 
 

@@ -13,7 +13,7 @@ from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import Settings
 from core.spark import as_utc
-from core.stores import mongo_client
+from stores.connections import mongo_client
 from tests.integration.batch_views import stored_views
 from tests.integration.kafka_helpers import create_topic, drop_own_stores
 from tests.integration.profiles_input import all_time, counted, produce_known_input, recount

@@ -25,24 +25,19 @@ import pytest
 from kafka import KafkaProducer
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from batch_layer.view_store import BatchCurrent, BatchViewStore
 from core.aggregates import window_floor
 from core.profile import profile_envelope
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.synthetic import SyntheticSource
 from serving.dashboard import TIME_RANGES
 from serving.profiles import profile_documents
 from serving.snapshot import Filters, Snapshot, take_snapshot
 from serving.views import ServingViews
-from speed_layer.stores import (
-    CassandraSpeedStore,
-    dead_letter_document,
-    mongo_raw_store,
-    partial_row,
-    raw_document,
-)
+from stores.batch_views import BatchCurrent, BatchViewStore
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.documents import dead_letter_document, mongo_raw_store, raw_document
+from stores.speed_views import CassandraSpeedStore, partial_row
 from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, free_port
 from tests.integration.profiles_input import dimension_values, exact_age

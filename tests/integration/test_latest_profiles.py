@@ -9,9 +9,9 @@ import pytest
 from pymongo.database import Database
 
 from core.settings import Settings
-from core.stores import mongo_client
 from serving.profiles import ProfileDocuments
-from speed_layer.stores import MongoRawStore
+from stores.connections import mongo_client
+from stores.documents import MongoRawStore
 
 pytestmark = pytest.mark.integration
 

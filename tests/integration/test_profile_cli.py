@@ -2,7 +2,7 @@
 
 Each test owns a topic, a keyspace (subject keys and ``profiles``), a MongoDB database and a lake folder,
 and drives the CLI as a subprocess with those names. What the speed layer would have stored is inserted
-by the test (the shape of ``speed_layer.stores.raw_document``), so ``get`` and ``update`` read real stores
+by the test (the shape of ``stores.documents.raw_document``), so ``get`` and ``update`` read real stores
 without depending on a streaming run.
 """
 
@@ -27,13 +27,13 @@ from batch_layer.archive import run_archive
 from core.profile import strip_credentials
 from core.sealing import unseal_identifiers
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client
-from core.subject_keys import subject_key_store
 from ingestion.synthetic import SyntheticSource
 from privacy.erasure import seen_subjects
 from serving.profile_page import ProfileLookup
 from serving.profile_store import profile_history, profile_store
 from speed_layer.job import speed_layer_job
+from stores.connections import cassandra_session, mongo_client
+from stores.subject_keys import subject_key_store
 from tests.integration.kafka_helpers import (
     TopicRecord,
     create_topic,

@@ -17,10 +17,10 @@ from pyspark.sql import SparkSession
 
 from core.profile import profile_envelope
 from core.settings import Settings
-from core.stores import mongo_client, mongo_database
-from core.subject_keys import subject_key_store
 from ingestion.redrive import REDRIVE_SOURCE
 from ingestion.synthetic import SyntheticSource
+from stores.connections import mongo_client, mongo_database
+from stores.subject_keys import subject_key_store
 from tests.integration.pipeline import Pipeline
 from tests.integration.processes import cli_environment, run_json
 

@@ -22,20 +22,15 @@ from pyspark.sql import SparkSession
 from batch_layer.archive import archive_records
 from batch_layer.recompute import refresh_silver_profiles
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client
 from core.versions import ProfileState, Sighting
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.jobs import retention_job
 from orchestration.resources import UserPulseResource
 from privacy.retention import CASSANDRA_TABLES, current_ttls, topic_retention_ms
-from speed_layer.stores import (
-    BATCH_METRIC_COLUMNS,
-    CassandraSpeedStore,
-    mongo_raw_store,
-    partial_row,
-    state_row,
-)
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client
+from stores.documents import mongo_raw_store
+from stores.speed_views import BATCH_METRIC_COLUMNS, CassandraSpeedStore, partial_row, state_row
 from tests.integration.kafka_helpers import (
     create_topic,
     drop_own_stores,

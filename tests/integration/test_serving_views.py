@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from cassandra.cluster import Session
 
-from batch_layer.view_store import BatchCurrent, BatchViewStore, ErasureCorrection
 from core.settings import Settings
-from core.stores import cassandra_session
 from serving.views import ALL_TIME, ServingViews, TimeRange, WindowCount
-from speed_layer.stores import CassandraSpeedStore, partial_row
+from stores.batch_views import BatchCurrent, BatchViewStore, ErasureCorrection
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session
+from stores.speed_views import CassandraSpeedStore, partial_row
 from tests.integration.kafka_helpers import drop_keyspace
 
 pytestmark = pytest.mark.integration

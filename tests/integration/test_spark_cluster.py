@@ -26,10 +26,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client, mongo_database
 from ingestion.synthetic import SyntheticSource
-from speed_layer.stores import PROFILE_COLUMNS
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.speed_views import PROFILE_COLUMNS
 from tests.integration.pipeline import Pipeline
 from tests.integration.processes import cli_environment
 

@@ -25,8 +25,8 @@ from cassandra.cluster import NoHostAvailable
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
-from core.stores import cassandra_session, mongo_client
 from speed_layer.job import speed_layer_job
+from stores.connections import cassandra_session, mongo_client
 from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, sigterm_once
 from tests.integration.profiles_input import (

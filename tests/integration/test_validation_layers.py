@@ -22,10 +22,10 @@ from batch_layer.archive import run_archive
 from batch_layer.recompute import refresh_silver_profiles
 from core.profile import envelope_fields
 from core.settings import Settings
-from core.stores import mongo_client
 from core.validation import RecordLimits
 from ingestion.producer import split_batch, within_size_limit
 from speed_layer.job import speed_layer_job
+from stores.connections import mongo_client
 from tests.integration.kafka_helpers import create_topic
 from tests.randomuser_server import fixture_users
 

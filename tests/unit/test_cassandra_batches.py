@@ -1,8 +1,8 @@
-"""How bulk Cassandra writes are grouped into batches (``core.stores.batches_by_replicas``)."""
+"""How bulk Cassandra writes are grouped into batches (``stores.connections.batches_by_replicas``)."""
 
 from __future__ import annotations
 
-from core.stores import batches_by_replicas
+from stores.connections import batches_by_replicas
 
 REPLICAS = {"a": {"n1", "n2"}, "b": {"n2", "n1"}, "c": {"n3"}, "d": {"n1", "n2"}, "e": {"n3"}}
 

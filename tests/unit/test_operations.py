@@ -50,7 +50,7 @@ from serving.operations_page import (
     topics_html,
 )
 from serving.profiles import DeadLetterRow, DeadLetterTally, counts_by_reason
-from speed_layer.stores import StreamBatch
+from stores.speed_views import StreamBatch
 
 TOPIC = "users.profiles"
 METADATA = '{"batchWatermarkMs":0,"batchTimestampMs":1765000000000,"conf":{}}'

@@ -6,9 +6,9 @@ import pytest
 from cassandra import InvalidRequest, OperationTimedOut
 from pymongo.errors import AutoReconnect, BulkWriteError
 
-from core.outages import StoreUnavailableError, first_line, ride_out
 from core.settings import ReliabilitySettings, Settings
 from core.streaming import failure_line
+from stores.outages import StoreUnavailableError, first_line, ride_out
 
 FAST = Settings(
     reliability=ReliabilitySettings(
@@ -60,8 +60,8 @@ def test_errors_that_are_not_outages_fail_at_once(error: Exception) -> None:
 def test_the_stop_line_is_found_in_sparks_wrapped_traceback() -> None:
     wrapped = RuntimeError(
         "An exception was raised by the Python Proxy.\nTraceback (most recent call last):\n  File ...\n"
-        "core.outages.StoreUnavailableError: Cassandra at h:9042 did not answer for 120 s (NoHostAvailable): "
-        "speed batch 7 stopped; resumes\n\n\tat org.apache.spark..."
+        "stores.outages.StoreUnavailableError: Cassandra at h:9042 did not answer for 120 s "
+        "(NoHostAvailable): speed batch 7 stopped; resumes\n\n\tat org.apache.spark..."
     )
     assert failure_line(wrapped) == (
         "Cassandra at h:9042 did not answer for 120 s (NoHostAvailable): speed batch 7 stopped; resumes"

@@ -35,8 +35,8 @@ from ingestion.producer import seal_dead_letters, seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from privacy import register as reg
 from privacy.register_cli import register
-from speed_layer.stores import dead_letter_document, mongo_raw_store, raw_document
 from stores.cassandra_schema import apply_schema
+from stores.documents import dead_letter_document, mongo_raw_store, raw_document
 from tests.randomuser_server import FIXTURES_DIR
 
 FIXTURES = FIXTURES_DIR

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batch_layer.view_store import BatchCurrent, ErasureCorrection
 from core.settings import BatchLayerSettings
 from serving.charts import breakdown_html
 from serving.dashboard import (
@@ -50,6 +49,7 @@ from serving.views import (
     correction_partials,
     merge_partials,
 )
+from stores.batch_views import BatchCurrent, ErasureCorrection
 
 CUTOFF = datetime(2026, 1, 1, 10, 2, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

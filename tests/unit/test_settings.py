@@ -23,8 +23,8 @@ from core.settings import (
     SparkSettings,
 )
 from core.spark import session_config
-from core.stores import cassandra_cluster, cassandra_security, mongo_client
 from stores.cassandra_schema import replication_cql
+from stores.connections import cassandra_cluster, cassandra_security, mongo_client
 from userpulse.settings_cli import SETTINGS_TABLE_END, SETTINGS_TABLE_START, effective, settings_markdown
 
 

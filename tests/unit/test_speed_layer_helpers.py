@@ -13,9 +13,10 @@ from core.sealing import new_data_key, seal_identifiers
 from core.versions import ProfileState, Sighting
 from speed_layer.executor import SUMMARY_ARROW_SCHEMA, outcome_of, summary_row
 from speed_layer.job import kafka_lag
-from speed_layer.stores import PROFILE_COLUMNS, dead_letter_document, raw_document, state_row
 from speed_layer.task import TaskOutcome
 from stores.cassandra_schema import cql_statements, migration_files
+from stores.documents import dead_letter_document, raw_document
+from stores.speed_views import PROFILE_COLUMNS, state_row
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

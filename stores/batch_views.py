@@ -16,7 +16,7 @@ from typing import Any
 from cassandra.cluster import Session
 
 from core.aggregates import DIMENSIONS
-from core.stores import execute_in_batches
+from stores.connections import execute_in_batches
 
 VIEW_NAME = "profiles"
 """The row of ``batch_current`` the profile views use."""

@@ -19,8 +19,8 @@ from pyspark.sql import DataFrame, SparkSession
 from core.pseudonymization import hmac_sha256_hex
 from core.sealing import new_data_key
 from core.settings import Settings
-from core.stores import cassandra_session
 from stores.cassandra_schema import apply_schema
+from stores.connections import cassandra_session
 
 LOOKUP_CHUNK = 100
 """uuids per ``IN`` lookup."""
