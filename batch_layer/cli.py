@@ -84,7 +84,9 @@ def recompute(
 def maintain(
     retention_hours: Annotated[
         float | None,
-        typer.Option(help="Keep unreferenced files this long (default: batch_layer.vacuum_retention_hours)."),
+        typer.Option(
+            min=0, help="Keep unreferenced files this long (default: batch_layer.vacuum_retention_hours)."
+        ),
     ] = None,
 ) -> None:
     """OPTIMIZE (compact small files) and VACUUM (delete files no version within the retention needs)

@@ -23,10 +23,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SecretStr,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -62,6 +65,9 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port number."""
+
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 """A list of strings, written in an environment variable as ``a,b,c`` (or as a JSON list)."""
 
@@ -81,18 +87,18 @@ class _Section(BaseModel):
 class KafkaSettings(_Section):
     host: str = "127.0.0.1"
     """Host of the Kafka broker's client listener (the local stack's broker listens here)."""
-    port: int = 9092
+    port: Port = 9092
     """Port of the Kafka broker's client listener."""
     servers: CommaList = Field(default_factory=list)
     """Bootstrap brokers of a cluster, ``host:port,host:port``; clients learn the other brokers from
     them. Empty: ``host:port``."""
-    controller_port: int = 9093
+    controller_port: Port = 9093
     """Port of the KRaft controller listener of the local broker (not used by clients)."""
     profiles_topic: str = "users.profiles"
     """Topic the producer writes profile envelopes to and both layers read."""
     dead_letter_topic: str = "users.profiles.dlq"
     """Topic for records the producer could not validate, each with its reason."""
-    topic_partitions: int = 3
+    topic_partitions: PositiveInt = 3
     """Partition count used when the producer creates its topics."""
     topic_replication_factor: PositiveInt = 1
     """Copies of each partition when the producer creates its topics (3 on a cluster of three or more
@@ -193,35 +199,35 @@ def _jaas_quoted(value: str) -> str:
 class RandomUserSettings(_Section):
     base_url: str = "https://randomuser.me/api/1.4/"
     """Versioned API endpoint (tests point it at a local server)."""
-    timeout_s: float = 10.0
+    timeout_s: PositiveFloat = 10.0
     """Connect and read timeout of one request."""
-    max_attempts: int = 6
+    max_attempts: PositiveInt = 6
     """Attempts per batch before the client gives up (and says so)."""
-    retry_budget_s: float = 120.0
+    retry_budget_s: PositiveFloat = 120.0
     """Longest time spent on one batch, waits included: each attempt's timeout is cut to fit, and a
     ``Retry-After`` beyond what is left gives up at once rather than retry too early."""
-    backoff_initial_s: float = 1.0
+    backoff_initial_s: PositiveFloat = 1.0
     """First retry delay; it doubles each attempt, with full jitter."""
-    backoff_max_s: float = 30.0
+    backoff_max_s: PositiveFloat = 30.0
     """Cap of one retry delay (a longer ``Retry-After`` is honoured up to the retry budget)."""
-    rate_limit_users: int = 20_000
+    rate_limit_users: PositiveInt = 20_000
     """Users the service allows per IP per window (its published limit)."""
-    rate_limit_window_s: float = 300.0
+    rate_limit_window_s: PositiveFloat = 300.0
     """Length of that window."""
-    auto_probe_budget_s: float = 15.0
+    auto_probe_budget_s: PositiveFloat = 15.0
     """With ``--source auto``: how long the API may fail before the producer switches to synthetic."""
 
 
 class ProducerSettings(_Section):
     batch_size: int = 100
     """Profiles fetched (or generated) and sent per batch."""
-    linger_ms: int = 50
+    linger_ms: NonNegativeInt = 50
     """How long the Kafka producer waits to fill a batch before sending it."""
-    batch_bytes: int = 1024 * 1024
+    batch_bytes: PositiveInt = 1024 * 1024
     """Kafka producer batch size per partition, in bytes."""
     compression_type: Literal["gzip", "none"] = "gzip"
     """Compression of record batches (gzip needs no native library)."""
-    delivery_timeout_s: float = 120.0
+    delivery_timeout_s: PositiveFloat = 120.0
     """How long ``flush`` waits for outstanding deliveries at shutdown."""
     seal_identifiers: bool = True
     """Seal each profile's direct identifiers with its subject's data key (crypto-shredding: erasing
@@ -234,9 +240,9 @@ class CassandraSettings(_Section):
     contact_points: CommaList = Field(default_factory=list)
     """Nodes the driver first connects to, ``host,host`` (it learns the others from them; list two or
     more so one down node does not stop a start). Empty: ``host``."""
-    port: int = 9042
+    port: Port = 9042
     """CQL native transport port (of every contact point)."""
-    storage_port: int = 7000
+    storage_port: Port = 7000
     """Inter-node port of the local Cassandra (bound, never used by a single node)."""
     keyspace: str = "userpulse"
     """Keyspace holding the transformed profiles and the speed and batch views."""
@@ -269,10 +275,10 @@ class CassandraSettings(_Section):
     reconnect_max_delay_s: PositiveFloat = 10.0
     """Longest wait between the driver's attempts to reconnect to a node it saw go down (the driver's
     default grows to 10 minutes, far past the end of a short outage)."""
-    rows_per_batch: int = 5
+    rows_per_batch: PositiveInt = 5
     """Rows per unlogged batch of the bulk writes (``stores.connections.execute_in_batches``). Cassandra warns
     above 5 KiB per batch (``batch_size_warn_threshold``): five profile rows are ~3.4 KiB, ten ~6.8."""
-    concurrency: int = 16
+    concurrency: PositiveInt = 16
     """Concurrent requests per bulk write or lookup (the speed layer's rows and keys, the batch views).
     More only adds overhead on one local node: 20,000 profile rows in batches of 5 at 16 took 0.9 s,
     at 64 1.5 s."""
@@ -293,7 +299,7 @@ class CassandraSettings(_Section):
 class MongoSettings(_Section):
     host: str = "127.0.0.1"
     """Host of the MongoDB wire-protocol server (FerretDB locally, MongoDB under Docker)."""
-    port: int = 27017
+    port: Port = 27017
     """Port of the MongoDB wire-protocol server."""
     database: str = "userpulse"
     """Database holding the raw profile documents."""
@@ -303,14 +309,14 @@ class MongoSettings(_Section):
     """Records a streaming job could not use, with their raw bytes, Kafka coordinates and the reason."""
     latest_profiles_collection: str = "latest_profiles"
     """The newest raw documents only (a copy), for the dashboard: FerretDB sorts by scanning everything."""
-    latest_profiles_kept: int = 200
+    latest_profiles_kept: PositiveInt = 200
     """How many documents ``latest_profiles_collection`` keeps (the newest by ``fetched_at``)."""
     bulk_statements: PositiveInt = 10
     """Statements per ``bulk_write``. FerretDB holds a connection of its pool (100 per database) per
     statement, plus one to write, until the command ends: commands that together need more than the
     pool wait for each other forever. Keep (this + 1) x the tasks writing at once under 100 (10: up to
     9 tasks); on MongoDB itself, raise it (e.g. 1000)."""
-    server_selection_timeout_s: PositiveFloat = 10.0
+    server_selection_timeout_s: PositiveFloat = 5.0
     """How long a MongoDB call waits for a reachable server before it fails."""
     connect_timeout_s: PositiveFloat = 5.0
     """How long opening a connection to the server may take."""
@@ -328,6 +334,14 @@ class MongoSettings(_Section):
     """A MongoDB connection string, e.g. ``mongodb+srv://user:pass@cluster.example.net/?tls=true`` or
     ``mongodb://a:27017,b:27017/?replicaSet=rs0``: replica sets, DNS seed lists, TLS and every other
     option of the URI. Set, it replaces ``host``, ``port``, ``username`` and ``password``."""
+
+    @field_validator("connection_uri")
+    @classmethod
+    def _mongodb_scheme(cls, uri: SecretStr | None) -> SecretStr | None:
+        # pymongo would say so only at the first connection, deep in a job.
+        if uri is not None and not uri.get_secret_value().startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("a MongoDB connection string starts with mongodb:// or mongodb+srv://")
+        return uri
 
     def tls_options(self) -> dict[str, Any]:
         """pymongo's TLS options, when ``tls_ca_file`` is set."""
@@ -357,7 +371,7 @@ class MongoSettings(_Section):
 class SparkSettings(_Section):
     master: str = "local[2]"
     """Spark master URL; two local threads match the two cores of the reference machine."""
-    shuffle_partitions: int = 2
+    shuffle_partitions: PositiveInt = 2
     """``spark.sql.shuffle.partitions``: small, since each micro-batch is small."""
     driver_memory: str = "2g"
     """Heap of the Spark driver JVM (local mode runs executors inside it)."""
@@ -371,7 +385,7 @@ class SparkSettings(_Section):
     python: str | None = None
     """Python executable of the executors' Python workers (``spark.pyspark.python``); by default the
     interpreter that runs the job. On a cluster, one with the project and its dependencies installed."""
-    delta_snapshot_partitions: int = 2
+    delta_snapshot_partitions: PositiveInt = 2
     """Partitions Delta rebuilds a table's state from its log in (its default, 50, suits clusters):
     with 50 tasks, every commit and first read of a table took 2.5-4.5 s on two cores, ~0.5 s with 2."""
     conf: dict[str, str] = Field(default_factory=dict)
@@ -384,12 +398,12 @@ class SpeedLayerSettings(_Section):
     """Name of the streaming job in the metrics table (and of its checkpoint folder)."""
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     """Where a job without a checkpoint starts reading the topic."""
-    max_offsets_per_trigger: int = 50_000
+    max_offsets_per_trigger: PositiveInt = 50_000
     """Upper bound of records per micro-batch, so one slow batch cannot grow without limit."""
     trigger_interval: Annotated[str, StringConstraints(pattern=TRIGGER_INTERVAL_PATTERN)] = "1 second"
     """How often a micro-batch starts (when the previous one is done): a number and a unit, as Spark's
     ``processingTime`` reads it (``500 milliseconds``, ``1 second``, ``2 minutes``)."""
-    kafka_fetch_max_wait_ms: int = 100
+    kafka_fetch_max_wait_ms: NonNegativeInt = 100
     """How long the broker may hold a fetch that finds no new record (Kafka's default: 500 ms). The
     consumer prefetches past the batch it returned; when that was the end of a partition, the next
     batch's first read waited for the parked fetch, up to a second per batch (measured)."""
@@ -400,7 +414,7 @@ class ProfileSettings(_Section):
 
     window_duration: str = "1 minute"
     """Length of the tumbling event-time windows the aggregates of both layers are kept in."""
-    minimum_age: int = 18
+    minimum_age: NonNegativeInt = 18
     """Profiles younger than this are not counted and not stored (the speed layer's batch metrics
     count them as under age)."""
     max_record_bytes: PositiveInt = 262_144
@@ -421,7 +435,7 @@ class ProfileSettings(_Section):
 class BatchLayerSettings(_Section):
     archive_job_name: str = "archive"
     """Name of the archiving job (and of its checkpoint folder)."""
-    max_offsets_per_trigger: int = 2_000_000
+    max_offsets_per_trigger: PositiveInt = 2_000_000
     """Upper bound of records per archiving micro-batch. Each batch costs a Delta commit and the
     query's bookkeeping (~2 s on two cores): 1M records archived in 13 s as one batch, 16.5 s as two.
     A batch streams through its tasks (nothing held in memory), so size only bounds what a failed
@@ -440,7 +454,7 @@ class BatchLayerSettings(_Section):
     cutoff moves. A run is skipped while an archive or refresh run is still going."""
     new_offsets_check_s: PositiveInt = 60
     """How often the ``new_offsets_waiting`` sensor looks at the topic's end offsets, in seconds."""
-    vacuum_retention_hours: float = 168.0
+    vacuum_retention_hours: NonNegativeFloat = 168.0
     """How long VACUUM keeps the data files a Delta table no longer references (time travel, and readers
     still on an older version need them). Delta refuses less than 168 hours (7 days) unless its
     ``spark.databricks.delta.retentionDurationCheck.enabled`` is turned off."""
@@ -480,15 +494,15 @@ class LocalStackSettings(_Section):
     """Heap of the local Kafka broker JVM."""
     cassandra_heap: str = "1G"
     """Heap of the local Cassandra JVM."""
-    jvm_gc_threads: int = 2
+    jvm_gc_threads: PositiveInt = 2
     """Parallel GC threads for the local JVMs, sized for a 2-core machine."""
-    startup_timeout_s: float = 180.0
+    startup_timeout_s: PositiveFloat = 180.0
     """How long ``stack up`` waits for a service to answer before giving up."""
-    stop_timeout_s: float = 45.0
+    stop_timeout_s: PositiveFloat = 45.0
     """How long ``stack down`` waits after SIGTERM before it sends SIGKILL."""
     java: str = "java"
     """Java 17+ executable that runs the local Kafka and Cassandra."""
-    ferretdb_debug_port: int | None = Field(default=None, ge=1, le=65535)
+    ferretdb_debug_port: Port | None = None
     """Port of FerretDB's HTTP debug handler (pprof, metrics; bound to the Mongo host). Off unless set:
     it answers anyone who reaches it, without authentication."""
 
@@ -526,23 +540,23 @@ class PathSettings(_Section):
 class ServingSettings(_Section):
     host: str = "127.0.0.1"
     """Address the dashboard binds to: loopback by default; expose it only with basic auth set."""
-    port: int = 5006
+    port: Port = 5006
     """Port of the dashboard (Panel's own default)."""
-    refresh_period_s: float = 5.0
+    refresh_period_s: PositiveFloat = 5.0
     """How often the dashboard re-queries the stores (a Panel periodic callback, no page reload)."""
-    query_timeout_s: float = 10.0
+    query_timeout_s: PositiveFloat = 10.0
     """How long a refresh may take before the page says the stores are slow (and keeps its figures)."""
     dagster_ui_url: str = "http://127.0.0.1:3000"
     """Where the operations page links a batch-layer run to (the Dagster UI of ``paths.dagster_home``,
     the demo's by default)."""
-    dead_letters_refresh_s: float = 30.0
+    dead_letters_refresh_s: PositiveFloat = 30.0
     """How often the operations page reads the dead letters again (its other parts follow
     ``refresh_period_s``): on FerretDB, counting them by reason scans them all (~1 s per 10,000)."""
-    timeline_minutes: int = 60
+    timeline_minutes: PositiveInt = 60
     """How far back the ingestion-rate chart reaches."""
-    latest_profiles: int = 20
+    latest_profiles: PositiveInt = 20
     """Rows of the latest-profiles table."""
-    top_values: int = 15
+    top_values: PositiveInt = 15
     """Bars per breakdown chart (the largest values; the rest are summed as "other")."""
     basic_auth_username: str | None = None
     """With a password, the dashboard asks for this user (HTTP basic auth) before it shows anything."""
@@ -560,7 +574,7 @@ class DemoSettings(_Section):
     """The demo producer's target rate (randomuser.me allows 20,000 users per 5 minutes)."""
     dagster_host: str = "127.0.0.1"
     """Address the Dagster webserver of the demo binds to."""
-    dagster_port: int = 3000
+    dagster_port: Port = 3000
     """Port of the Dagster webserver of the demo."""
     new_offsets_check_s: PositiveInt = 10
     """In a demo the archive starts on new offsets (``batch_layer.archive_trigger = new_offsets``),
@@ -580,7 +594,7 @@ class DemoSettings(_Section):
     """Spark settings of the demo's batch runs (under ``spark.conf``, which wins). Each run is a JVM of a
     minute or two: the quick JIT alone (C1) costs less than it saves there (cold archive + refresh of
     6,000 profiles: 70 s -> 59 s); the long-running speed layer keeps the optimizing one."""
-    stop_timeout_s: float = 60.0
+    stop_timeout_s: PositiveFloat = 60.0
     """How long the demo waits for each process to stop after SIGTERM before it kills it."""
 
 

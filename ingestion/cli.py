@@ -92,8 +92,8 @@ def produce(
         int | None, typer.Option(min=1, max=5000, help="Profiles per request/batch, 1..5000.")
     ] = None,
     nat: Annotated[
-        str, typer.Option(help="Comma-separated nationality codes, e.g. US,FR (default: all).")
-    ] = "",
+        str | None, typer.Option(help="Comma-separated nationality codes, e.g. US,FR (default: all).")
+    ] = None,
     seed: Annotated[
         str | None, typer.Option(help="Seed for reproducible profiles (API pages or synthetic).")
     ] = None,
@@ -115,10 +115,14 @@ def produce(
     settings = get_settings()
     settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     try:
-        nationalities = check_nationalities(nat.split(","))
+        nationalities = () if nat is None else check_nationalities(nat.split(","), required=True)
+    except ValueError as error:
+        raise typer.BadParameter(f"{error}; leave --nat out for all", param_hint="--nat") from error
+    try:
         size = check_batch_size(batch_size if batch_size is not None else settings.producer.batch_size)
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
+        hint = "--batch-size or USERPULSE_PRODUCER__BATCH_SIZE"
+        raise typer.BadParameter(str(error), param_hint=hint) from error
     profiles_topic = topic or settings.kafka.profiles_topic
     dead_letter_topic = f"{profiles_topic}.dlq" if topic else settings.kafka.dead_letter_topic
     target_rate = parse_rate(rate)

@@ -32,10 +32,12 @@ class ProfileSource(Protocol):
         ...
 
 
-def check_nationalities(codes: Iterable[str]) -> tuple[str, ...]:
+def check_nationalities(codes: Iterable[str], required: bool = False) -> tuple[str, ...]:
     """Upper-cased nationality codes; ``ValueError`` naming the unknown ones (the API would silently
-    ignore the whole filter)."""
+    ignore the whole filter), or when ``required`` and there are none (an empty filter means all)."""
     normalized = tuple(dict.fromkeys(code.strip().upper() for code in codes if code.strip()))
+    if required and not normalized:
+        raise ValueError("no nationality code given (e.g. US,FR)")
     unknown = [code for code in normalized if code not in NATIONALITIES]
     if unknown:
         raise ValueError(

@@ -21,8 +21,8 @@ console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
 
-def _check_uuid(uuid: str) -> str:
-    if not is_uuid(uuid):
+def _check_uuid(uuid: str | None) -> str | None:
+    if uuid is not None and not is_uuid(uuid):
         raise typer.BadParameter(f"{uuid!r} is not a profile uuid", param_hint="UUID")
     return uuid
 
@@ -50,7 +50,9 @@ def print_report(report: ErasureReport) -> None:
 
 
 def forget(
-    uuid: Annotated[str | None, typer.Argument(help="The subject's uuid (login.uuid).")] = None,
+    uuid: Annotated[
+        str | None, typer.Argument(callback=_check_uuid, help="The subject's uuid (login.uuid).")
+    ] = None,
     email: Annotated[
         str | None, typer.Option(help="Erase every subject with this e-mail (found by its pseudonym).")
     ] = None,
@@ -79,7 +81,7 @@ def forget(
     settings.secrets.pseudonymization_key_bytes()  # refuse the public default key before any work
     spark = build_spark_session(settings, app_name="userpulse-forget")
     try:
-        uuids = {_check_uuid(uuid)} if uuid is not None else _uuids_with_email(settings, spark, email or "")
+        uuids = {uuid} if uuid is not None else _uuids_with_email(settings, spark, email or "")
         if not uuids:
             console.print(f"no profile with e-mail {email!r}: nothing to erase")
             raise typer.Exit(1)

@@ -391,9 +391,12 @@ def update(
     """Publish a changed version of a profile: the stored one with each --set applied, or --file."""
     settings = get_settings()
     if not assignments and file is None:
-        fail("nothing to change: give --set path=value (repeatable) or --file profile.json")
+        raise typer.BadParameter("nothing to change: give --set path=value (repeatable) or --file FILE")
     try:
         parsed = [parse_assignment(text) for text in assignments or []]
+    except ProfileEditError as error:
+        raise typer.BadParameter(str(error), param_hint="--set") from error
+    try:
         base = read_profile_input(file) if file is not None else None
     except ProfileEditError as error:
         fail(str(error))

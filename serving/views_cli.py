@@ -34,8 +34,10 @@ def parse_range(text: str, now: datetime, window_seconds: int) -> TimeRange:
         since = now - timedelta(**{_UNITS[last.group(2)]: int(last.group(1))})
         return TimeRange(start=window_floor(since, window_seconds))
     if ".." in text:
-        start, end = (part.strip() for part in text.split("..", 1))
-        return TimeRange(_instant(start), _instant(end))
+        start, end = (_instant(part.strip()) for part in text.split("..", 1))
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"{text!r} ends before it starts")
+        return TimeRange(start, end)
     raise ValueError(f"{text!r} is not a range: use all, 15m, 1h, 7d or START..END (ISO instants)")
 
 

@@ -48,6 +48,14 @@ app.command()(demo)
 app.command()(settings)
 
 
+SECRET_WORDS = ("PASSWORD", "SECRET", "KEY", "URI", "TOKEN")
+
+
+def is_secret_setting(variable: str) -> bool:
+    """Whether a setting may hold a secret, so that an invalid value is not echoed to the terminal."""
+    return any(word in variable for word in SECRET_WORDS)
+
+
 def main() -> None:
     """The ``userpulse`` entry point: settings refused for safety and services that do not answer end in
     one line, not a traceback (exit 2 for what the user must change, 1 for what went wrong at run time)."""
@@ -60,7 +68,8 @@ def main() -> None:
     except ValidationError as error:  # the settings read from the environment
         for problem in error.errors():
             variable = "USERPULSE_" + "__".join(str(part).upper() for part in problem["loc"])
-            console.print(f"[red]invalid setting[/red] {variable}={problem.get('input')!r}: {problem['msg']}")
+            shown = "(hidden)" if is_secret_setting(variable) else repr(problem.get("input"))
+            console.print(f"[red]invalid setting[/red] {variable}={shown}: {problem['msg']}")
         sys.exit(2)
     except StoreUnavailableError as error:  # a service that stopped answering for longer than tolerated
         console.print(f"[red]stopped:[/red] {error}")
