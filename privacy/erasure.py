@@ -30,9 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cassandra.cluster import Session
 from delta.tables import DeltaTable
-from pymongo.database import Database
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
@@ -44,7 +42,8 @@ from core.spark import row_dict
 from core.versions import ProfileCopy, ProfileState, contribution, fold
 from stores.batch_views import BatchViewStore, ErasureCorrection
 from stores.cassandra_schema import apply_schema
-from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.connections import Database, Session, cassandra_session, mongo_client, mongo_database
+from stores.documents import mongo_raw_store
 from stores.speed_views import CassandraSpeedStore
 from stores.subject_keys import SubjectKeyStore, subject_pseudonym
 
@@ -72,13 +71,9 @@ def subjects_with_email(
     email_pseudonym = pseudonym(email, key, "email")
     if email_pseudonym is None:
         return set()
-    keyspace = settings.cassandra.keyspace
-    rows = session.execute(
-        f"SELECT uuid FROM {keyspace}.profiles WHERE email_pseudonym = %s", (email_pseudonym,)
-    )
-    uuids = {row.uuid for row in rows}
-    raw = database[settings.mongo.raw_profiles_collection]
-    uuids |= {doc["_id"] for doc in raw.find({"user.email": email.strip()}, {"_id": 1})}
+    speed = CassandraSpeedStore(session, settings.cassandra.keyspace, settings.cassandra.concurrency)
+    uuids = speed.uuids_with_email_pseudonym(email_pseudonym)
+    uuids |= mongo_raw_store(database, settings).uuids_with_email(email)
     silver = str(settings.paths.silver_table)
     if DeltaTable.isDeltaTable(spark, silver):
         matches = spark.read.format("delta").load(silver).where(F.col("email_pseudonym") == email_pseudonym)
@@ -135,26 +130,14 @@ def silver_state(
 
 def delete_profile_row(session: Session, settings: Settings, uuid: str) -> int:
     """Delete the subject's pseudonymized ``profiles`` row; 1 if there was one."""
-    keyspace = settings.cassandra.keyspace
-    existed = session.execute(f"SELECT uuid FROM {keyspace}.profiles WHERE uuid = %s", (uuid,)).one()
-    session.execute(f"DELETE FROM {keyspace}.profiles WHERE uuid = %s", (uuid,))
-    return int(existed is not None)
+    speed = CassandraSpeedStore(session, settings.cassandra.keyspace, settings.cassandra.concurrency)
+    return int(speed.delete_profile(uuid))
 
 
 def erase_from_mongo(database: Database, settings: Settings, uuid: str) -> dict[str, int]:
     """Delete the subject's raw document, its latest-profiles copy and the dead letters keyed by it."""
-    mongo = settings.mongo
-    return {
-        f"MongoDB {mongo.raw_profiles_collection}": database[mongo.raw_profiles_collection]
-        .delete_many({"_id": uuid})
-        .deleted_count,
-        f"MongoDB {mongo.latest_profiles_collection}": database[mongo.latest_profiles_collection]
-        .delete_many({"_id": uuid})
-        .deleted_count,
-        f"MongoDB {mongo.dead_letters_collection}": database[mongo.dead_letters_collection]
-        .delete_many({"key": uuid})
-        .deleted_count,
-    }
+    removed = mongo_raw_store(database, settings).erase_subject(uuid)
+    return {f"MongoDB {collection}": count for collection, count in removed.items()}
 
 
 def purge_rows(spark: SparkSession, path: Path, condition: F.Column) -> int | None:
@@ -259,14 +242,10 @@ def seen_subjects(
         settings.cassandra.concurrency,
     )  # fmt: skip
     seen = set(keys.keys_for(sorted(wanted))) | keys.erased(sorted(wanted))
-    keyspace, mongo = settings.cassandra.keyspace, settings.mongo
-    for uuid in sorted(wanted - seen):
-        if (
-            session.execute(f"SELECT uuid FROM {keyspace}.profiles WHERE uuid = %s", (uuid,)).one()
-            or database[mongo.raw_profiles_collection].find_one({"_id": uuid}, {"_id": 1})
-            or database[mongo.dead_letters_collection].find_one({"key": uuid}, {"_id": 1})
-        ):
-            seen.add(uuid)
+    speed = CassandraSpeedStore(session, settings.cassandra.keyspace, settings.cassandra.concurrency)
+    documents = mongo_raw_store(database, settings)
+    seen |= set(speed.states(sorted(wanted - seen)))  # one read of every candidate's row
+    seen |= {uuid for uuid in sorted(wanted - seen) if documents.holds_subject(uuid)}
     archive = str(settings.paths.archive_table)
     unseen = sorted(wanted - seen)
     if unseen and DeltaTable.isDeltaTable(spark, archive):

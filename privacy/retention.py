@@ -29,22 +29,21 @@ Each function takes ``now`` so that a test can age data by writing old timestamp
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from cassandra.cluster import Session
-from cassandra.concurrent import execute_concurrent_with_args
 from delta.tables import DeltaTable
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
-from pymongo.database import Database
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from core.settings import RetentionSettings, Settings
-from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.cassandra_schema import CASSANDRA_TABLES, current_ttls, delete_rows_older_than, set_table_ttls
+from stores.connections import Database, Session, cassandra_session, mongo_client, mongo_database
+from stores.documents import mongo_raw_store
 
 logger = logging.getLogger(__name__)
 
@@ -66,31 +65,6 @@ def cutoff_day(now: datetime, days: int) -> date:
     oldest record would be, never earlier.
     """
     return cutoff_instant(now, days).date()
-
-
-@dataclass(frozen=True)
-class CassandraTable:
-    """A table whose rows expire: its retention setting, the column aging its rows, its primary key."""
-
-    name: str
-    days_setting: str
-    """The ``RetentionSettings`` field giving its retention."""
-    time_column: str
-    key_columns: tuple[str, ...]
-
-
-CASSANDRA_TABLES: tuple[CassandraTable, ...] = (
-    CassandraTable("profiles", "profiles_days", "fetched_at", ("uuid",)),
-    CassandraTable(
-        "speed_partials",
-        "speed_views_days",
-        "window_start",
-        ("dimension", "window_start", "value", "batch_id", "task"),
-    ),
-    CassandraTable("speed_windows", "speed_views_days", "window_start", ("dimension", "window_start")),
-    CassandraTable("stream_batches", "speed_views_days", "processed_at", ("job", "batch_id")),
-)
-"""The Cassandra tables under retention; the batch views and ``schema_migrations`` are not."""
 
 
 def table_ttls(retention: RetentionSettings) -> dict[str, int]:
@@ -122,69 +96,24 @@ class StoreRetention:
 
 
 def enforce_mongo(database: Database, settings: Settings, now: datetime) -> list[StoreRetention]:
-    """Delete raw documents (and their latest copy) by ``fetched_at``, dead letters by ``stored_at``.
-
-    ``delete_many`` with a ``$lt`` on a date: what FerretDB and MongoDB both support, and what a TTL
-    index would do on MongoDB. Both timestamps are indexed (``stores/documents.py``).
-    """
+    """Delete raw documents (and their latest copy) by ``fetched_at``, dead letters by ``stored_at``
+    (``stores.documents.MongoRawStore.expire``)."""
     mongo, retention = settings.mongo, settings.retention
     raw_cutoff = cutoff_instant(now, retention.raw_documents_days)
     letters_cutoff = cutoff_instant(now, retention.dead_letters_days)
-    plan = (
-        (mongo.raw_profiles_collection, "fetched_at", raw_cutoff),
-        (mongo.latest_profiles_collection, "fetched_at", raw_cutoff),
-        (mongo.dead_letters_collection, "stored_at", letters_cutoff),
-    )
-    results = []
-    for collection, field, cutoff in plan:
-        deleted = database[collection].delete_many({field: {"$lt": cutoff}}).deleted_count
-        results.append(
-            StoreRetention(f"mongodb {mongo.database}.{collection}", cutoff.isoformat(), deleted, "documents")
+    removed = mongo_raw_store(database, settings).expire(raw_cutoff, letters_cutoff)
+    return [
+        StoreRetention(
+            f"mongodb {mongo.database}.{collection}",
+            (letters_cutoff if collection == mongo.dead_letters_collection else raw_cutoff).isoformat(),
+            deleted,
+            "documents",
         )
-    return results
+        for collection, deleted in removed.items()
+    ]
 
 
 # -- Cassandra -------------------------------------------------------------------------------------------
-
-
-def current_ttls(session: Session, keyspace: str) -> dict[str, int]:
-    """``default_time_to_live`` of each table of the keyspace, as the schema has it now."""
-    rows = session.execute(
-        "SELECT table_name, default_time_to_live FROM system_schema.tables WHERE keyspace_name = %s",
-        (keyspace,),
-    )
-    return {row.table_name: row.default_time_to_live for row in rows}
-
-
-def set_table_ttls(session: Session, keyspace: str, wanted: Mapping[str, int]) -> list[str]:
-    """Alter the tables whose default TTL differs from ``wanted``; returns those altered.
-
-    Only rows written afterwards get the new TTL: the caller deletes older rows by their timestamp.
-    """
-    present = current_ttls(session, keyspace)
-    changed = [name for name, ttl in wanted.items() if name in present and present[name] != ttl]
-    for name in changed:
-        session.execute(f"ALTER TABLE {keyspace}.{name} WITH default_time_to_live = {int(wanted[name])}")
-    return changed
-
-
-def delete_rows_older_than(session: Session, keyspace: str, table: CassandraTable, cutoff: datetime) -> int:
-    """Delete the rows of ``table`` whose time column is before ``cutoff``; returns how many.
-
-    A filtering scan (``ALLOW FILTERING``), read page by page: the TTL bounds these tables, so the scan
-    is over a bounded table once a day, and it is the only way to reach rows written without a TTL.
-    """
-    keys = ", ".join(table.key_columns)
-    rows = session.execute(
-        f"SELECT {keys} FROM {keyspace}.{table.name} WHERE {table.time_column} < %s ALLOW FILTERING",
-        (cutoff,),
-    )
-    old = [tuple(getattr(row, column) for column in table.key_columns) for row in rows]
-    if old:
-        where = " AND ".join(f"{column} = ?" for column in table.key_columns)
-        delete = session.prepare(f"DELETE FROM {keyspace}.{table.name} WHERE {where}")
-        execute_concurrent_with_args(session, delete, old, concurrency=64, raise_on_first_error=True)
-    return len(old)
 
 
 def enforce_cassandra(session: Session, settings: Settings, now: datetime) -> list[StoreRetention]:

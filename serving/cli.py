@@ -46,7 +46,7 @@ def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDo
         views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
         database = mongo_database(client, settings)
         documents = profile_documents(database, settings)
-        profiles = profile_store_of(session, database[settings.mongo.raw_profiles_collection], settings)
+        profiles = profile_store_of(session, database, settings)
         yield views, documents, profiles
     finally:
         client.close()

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from cassandra import InvalidRequest
 from rich.console import Console
 from rich.table import Table
 
@@ -33,6 +32,7 @@ from serving.operations import (
 )
 from serving.profiles import DeadLetterRow, profile_documents
 from serving.views import ServingViews
+from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
 
 console = Console()
@@ -123,11 +123,10 @@ def batches(
     settings = get_settings()
     cluster, session = cassandra_session(settings)
     try:
+        # The schema first, as every read does: before any layer ran, "no micro-batch", not an error.
+        apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
         views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
-        try:
-            recent = views.recent_speed_batches(limit)
-        except InvalidRequest:  # no keyspace or table: no layer has run against these settings
-            recent = []
+        recent = views.recent_speed_batches(limit)
     finally:
         cluster.shutdown()
     if as_json:

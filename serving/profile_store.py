@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from cassandra.cluster import Session
 from cryptography.exceptions import InvalidTag
-from pymongo.collection import Collection
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -32,7 +30,9 @@ from core.settings import Settings
 from core.spark import as_utc, collect_dicts
 from serving.profiles import ProfileRow, profile_row
 from stores.cassandra_schema import apply_schema
-from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.connections import Database, Session, cassandra_session, mongo_client, mongo_database
+from stores.documents import MongoRawStore, mongo_raw_store
+from stores.speed_views import CassandraSpeedStore
 
 # --- the serving stores -----------------------------------------------------------------------
 
@@ -56,36 +56,22 @@ class StoredProfile:
         return profile_row(self.raw_document) if self.raw_document is not None else None
 
 
-def _aware(value: Any) -> Any:
-    """Cassandra's driver returns naive UTC timestamps; every other reader here gets aware ones."""
-    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
-
-
 class ProfileStore:
     """Read side of one profile in MongoDB (raw documents) and Cassandra (``profiles``), by uuid."""
 
-    def __init__(self, raw_profiles: Collection, session: Session, keyspace: str) -> None:
-        self.raw_profiles = raw_profiles
-        self.session = session
-        self._select_profile = session.prepare(f"SELECT * FROM {keyspace}.profiles WHERE uuid = ?")
-
-    def raw_document(self, uuid: str) -> dict[str, Any] | None:
-        """The raw MongoDB document of ``uuid`` (by ``_id``: an index lookup), or None."""
-        return self.raw_profiles.find_one({"_id": uuid})
-
-    def cassandra_row(self, uuid: str) -> dict[str, Any] | None:
-        """The pseudonymized Cassandra row of ``uuid`` (by partition key), timestamps aware, or None."""
-        row = self.session.execute(self._select_profile, (uuid,)).one()
-        return None if row is None else {name: _aware(value) for name, value in row._asdict().items()}
+    def __init__(self, documents: MongoRawStore, speed: CassandraSpeedStore) -> None:
+        self.documents = documents
+        self.speed = speed
 
     def read(self, uuid: str) -> StoredProfile:
         """Both copies of ``uuid``."""
-        return StoredProfile(uuid, self.raw_document(uuid), self.cassandra_row(uuid))
+        return StoredProfile(uuid, self.documents.raw_profile(uuid), self.speed.profile_row(uuid))
 
 
-def profile_store_of(session: Session, raw_profiles: Collection, settings: Settings) -> ProfileStore:
+def profile_store_of(session: Session, database: Database, settings: Settings) -> ProfileStore:
     """A profile store on connections someone else owns (the dashboard's shared ones)."""
-    return ProfileStore(raw_profiles, session, settings.cassandra.keyspace)
+    speed = CassandraSpeedStore(session, settings.cassandra.keyspace, settings.cassandra.concurrency)
+    return ProfileStore(mongo_raw_store(database, settings), speed)
 
 
 @contextmanager
@@ -99,8 +85,7 @@ def profile_store(settings: Settings) -> Iterator[ProfileStore]:
     client = mongo_client(settings)
     try:
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
-        raw_profiles = mongo_database(client, settings)[settings.mongo.raw_profiles_collection]
-        yield profile_store_of(session, raw_profiles, settings)
+        yield profile_store_of(session, mongo_database(client, settings), settings)
     finally:
         client.close()
         cluster.shutdown()

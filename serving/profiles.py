@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import DESCENDING
-from pymongo.collection import Collection
-from pymongo.database import Database
-
 from core.settings import Settings
 from serving.views import ALL_TIME, TimeRange
+from stores.connections import Database
+from stores.documents import MongoRawStore, latest_profiles_filter, mongo_raw_store
 
 MASK = "***"
 
@@ -79,10 +77,6 @@ def mask_raw_value(raw: bytes | None) -> str:
         lambda match: match.group() if _ISO_DATE.match(match.group()) else mask_phone(match.group()), text
     )
     return text if len(text) <= RAW_VALUE_SHOWN else text[:RAW_VALUE_SHOWN] + "…"
-
-
-OUTSTANDING: dict[str, Any] = {"redriven": {"$exists": False}}
-"""Dead letters not re-driven (a re-driven one keeps its document, marked with where its copy went)."""
 
 
 @dataclass(frozen=True)
@@ -187,23 +181,11 @@ PROJECTION = {
 }
 
 
-def latest_profiles_filter(
+def latest_profiles_query(
     country: str | None = None, gender: str | None = None, time_range: TimeRange = ALL_TIME
 ) -> dict[str, Any]:
-    """The MongoDB filter of the latest-profiles query (the ``by_country`` index serves a country)."""
-    query: dict[str, Any] = {}
-    if country:
-        query["user.location.country"] = country
-    if gender:
-        query["user.gender"] = gender
-    fetched_at: dict[str, datetime] = {}
-    if time_range.start is not None:
-        fetched_at["$gte"] = time_range.start
-    if time_range.end is not None:
-        fetched_at["$lt"] = time_range.end
-    if fetched_at:
-        query["fetched_at"] = fetched_at
-    return query
+    """The latest-profiles filter of the dashboard's choices."""
+    return latest_profiles_filter(country, gender, time_range.start, time_range.end)
 
 
 class ProfileDocuments:
@@ -214,9 +196,8 @@ class ProfileDocuments:
     therefore narrow those newest documents (a rare country may show fewer rows than asked).
     """
 
-    def __init__(self, latest_profiles: Collection, dead_letters: Collection) -> None:
-        self.latest_profiles = latest_profiles
-        self.dead_letters = dead_letters
+    def __init__(self, store: MongoRawStore) -> None:
+        self.store = store
 
     def latest(
         self,
@@ -226,40 +207,19 @@ class ProfileDocuments:
         time_range: TimeRange = ALL_TIME,
     ) -> list[ProfileRow]:
         """The ``limit`` most recently fetched profiles matching the filters, newest first, masked."""
-        cursor = (
-            self.latest_profiles.find(latest_profiles_filter(country, gender, time_range), PROJECTION)
-            .sort("fetched_at", DESCENDING)
-            .limit(limit)
+        documents = self.store.newest_profiles(
+            latest_profiles_query(country, gender, time_range), PROJECTION, limit
         )
-        return [profile_row(document) for document in cursor]
+        return [profile_row(document) for document in documents]
 
     def dead_lettered(self) -> int:
         """Records the streaming jobs could not use (from the collection's metadata: no scan)."""
-        return self.dead_letters.estimated_document_count()
+        return self.store.estimated_dead_letters()
 
     def dead_letter_tallies(self) -> list[DeadLetterTally]:
         """The dead letters not re-driven (``ingestion.redrive``), counted by layer, reason and the hour
         they were stored: one scan gives both the counts by reason and the counts over time."""
-        groups = self.dead_letters.aggregate(
-            [
-                {"$match": OUTSTANDING},
-                {
-                    "$group": {
-                        "_id": {"job": "$job", "reason": "$reason", "hour": "$stored_hour"},
-                        "count": {"$sum": 1},
-                    }
-                },
-            ]
-        )
-        return [
-            DeadLetterTally(
-                group["_id"].get("job", ""),
-                group["_id"].get("reason", ""),
-                group["_id"].get("hour"),
-                group["count"],
-            )
-            for group in groups
-        ]
+        return [DeadLetterTally(*group) for group in self.store.outstanding_dead_letter_groups()]
 
     def dead_letter_counts(self) -> list[tuple[str, str, int]]:
         """(layer, reason, dead letters) for every layer and reason, the most frequent first."""
@@ -268,18 +228,14 @@ class ProfileDocuments:
     def latest_dead_letters(self, limit: int, reason: str | None = None) -> list[DeadLetterRow]:
         """The ``limit`` most recently stored dead letters (of one ``reason``) not re-driven, values
         masked."""
-        query = OUTSTANDING if reason is None else {**OUTSTANDING, "reason": reason}
-        cursor = self.dead_letters.find(query).sort("stored_at", DESCENDING).limit(limit)
-        return [dead_letter_row(document) for document in cursor]
+        return [dead_letter_row(document) for document in self.store.newest_dead_letters(limit, reason)]
 
     def dead_letter(self, letter_id: str) -> DeadLetterRow | None:
         """One dead letter by its Kafka coordinates (``topic:partition:offset``), value masked."""
-        document = self.dead_letters.find_one({"_id": letter_id})
+        document = self.store.find_dead_letter(letter_id)
         return None if document is None else dead_letter_row(document)
 
 
 def profile_documents(database: Database, settings: Settings) -> ProfileDocuments:
     """The read side of the configured collections."""
-    return ProfileDocuments(
-        database[settings.mongo.latest_profiles_collection], database[settings.mongo.dead_letters_collection]
-    )
+    return ProfileDocuments(mongo_raw_store(database, settings))

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from cassandra.cluster import Session
-
 from core.aggregates import DIMENSIONS
 from stores.batch_views import BatchCurrent, BatchViewStore, ErasureCorrection
+from stores.connections import Session
 from stores.speed_views import CassandraSpeedStore, SpeedProgress, StreamBatch
 
 logger = logging.getLogger(__name__)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from string import Template
 
 from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent_with_args
 
 CQL_DIR = Path(__file__).resolve().parent / "cql"
 _KEYSPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
@@ -69,3 +71,71 @@ def apply_schema(
         )
         newly_applied.append(path.name)
     return newly_applied
+
+
+# -- row expiry (the retention job's) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CassandraTable:
+    """A table whose rows expire: its retention setting, the column aging its rows, its primary key."""
+
+    name: str
+    days_setting: str
+    """The ``RetentionSettings`` field giving its retention."""
+    time_column: str
+    key_columns: tuple[str, ...]
+
+
+CASSANDRA_TABLES: tuple[CassandraTable, ...] = (
+    CassandraTable("profiles", "profiles_days", "fetched_at", ("uuid",)),
+    CassandraTable(
+        "speed_partials",
+        "speed_views_days",
+        "window_start",
+        ("dimension", "window_start", "value", "batch_id", "task"),
+    ),
+    CassandraTable("speed_windows", "speed_views_days", "window_start", ("dimension", "window_start")),
+    CassandraTable("stream_batches", "speed_views_days", "processed_at", ("job", "batch_id")),
+)
+"""The Cassandra tables under retention; the batch views and ``schema_migrations`` are not."""
+
+
+def current_ttls(session: Session, keyspace: str) -> dict[str, int]:
+    """``default_time_to_live`` of each table of the keyspace, as the schema has it now."""
+    rows = session.execute(
+        "SELECT table_name, default_time_to_live FROM system_schema.tables WHERE keyspace_name = %s",
+        (keyspace,),
+    )
+    return {row.table_name: row.default_time_to_live for row in rows}
+
+
+def set_table_ttls(session: Session, keyspace: str, wanted: Mapping[str, int]) -> list[str]:
+    """Alter the tables whose default TTL differs from ``wanted``; returns those altered.
+
+    Only rows written afterwards get the new TTL: the caller deletes older rows by their timestamp.
+    """
+    present = current_ttls(session, keyspace)
+    changed = [name for name, ttl in wanted.items() if name in present and present[name] != ttl]
+    for name in changed:
+        session.execute(f"ALTER TABLE {keyspace}.{name} WITH default_time_to_live = {int(wanted[name])}")
+    return changed
+
+
+def delete_rows_older_than(session: Session, keyspace: str, table: CassandraTable, cutoff: datetime) -> int:
+    """Delete the rows of ``table`` whose time column is before ``cutoff``; returns how many.
+
+    A filtering scan (``ALLOW FILTERING``), read page by page: the TTL bounds these tables, so the scan
+    is over a bounded table once a day, and it is the only way to reach rows written without a TTL.
+    """
+    keys = ", ".join(table.key_columns)
+    rows = session.execute(
+        f"SELECT {keys} FROM {keyspace}.{table.name} WHERE {table.time_column} < %s ALLOW FILTERING",
+        (cutoff,),
+    )
+    old = [tuple(getattr(row, column) for column in table.key_columns) for row in rows]
+    if old:
+        where = " AND ".join(f"{column} = ?" for column in table.key_columns)
+        delete = session.prepare(f"DELETE FROM {keyspace}.{table.name} WHERE {where}")
+        execute_concurrent_with_args(session, delete, old, concurrency=64, raise_on_first_error=True)
+    return len(old)

@@ -1,4 +1,8 @@
-"""Connections to the serving stores, built from the settings: one place, used by every layer."""
+"""Connections to the serving stores, built from the settings: one place, used by every layer.
+
+The drivers' ``Session`` and ``Database`` are imported from here by the packages that name them in their
+signatures, so that no package but ``stores/`` imports a driver (the stack's probes aside).
+"""
 
 from __future__ import annotations
 

@@ -24,6 +24,8 @@ PRODUCER_JOB = "producer"
 """The ``job`` of the producer's dead letters: kept in their own topic, here only once re-driven."""
 DUPLICATE_KEY = 11000
 """MongoDB's error code for an ``_id`` (or unique key) that is already stored."""
+OUTSTANDING: dict[str, Any] = {"redriven": {"$exists": False}}
+"""Dead letters not re-driven (a re-driven one keeps its document, marked with where its copy went)."""
 
 
 class MongoRawStore:
@@ -113,7 +115,7 @@ class MongoRawStore:
 
     def dead_letters_to_redrive(self, reason: str, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """The dead letters of ``reason`` (stored since ``since``) not re-driven yet, oldest first."""
-        query: dict[str, Any] = {"reason": reason, "redriven": {"$exists": False}}
+        query: dict[str, Any] = {**OUTSTANDING, "reason": reason}
         if since is not None:
             query["stored_at"] = {"$gte": since}
         yield from self.dead_letters.find(query).sort("_id", ASCENDING)
@@ -157,6 +159,122 @@ class MongoRawStore:
     def delete_dead_letters(self, letter_ids: Sequence[str]) -> None:
         if letter_ids:
             self.dead_letters.delete_many({"_id": {"$in": list(letter_ids)}})
+
+    # -- reads of serving and the operator's commands ------------------------------------------------
+
+    def raw_profile(self, uuid: str) -> dict[str, Any] | None:
+        """The raw document of ``uuid`` (by ``_id``: an index lookup), or None."""
+        return self.profiles.find_one({"_id": uuid})
+
+    def newest_profiles(
+        self, query: Mapping[str, Any], projection: Mapping[str, Any], limit: int
+    ) -> list[dict[str, Any]]:
+        """The ``limit`` most recently fetched documents matching ``query`` (``latest_profiles_filter``),
+        newest first, with the ``projection``'s fields only. From the latest-profiles copy: sorting the
+        full collection is a scan on FerretDB."""
+        collection = self.latest if self.latest is not None else self.profiles
+        return list(
+            collection.find(dict(query), dict(projection)).sort("fetched_at", DESCENDING).limit(limit)
+        )
+
+    def estimated_dead_letters(self) -> int:
+        """Dead letters stored (re-driven ones and the producer's marks included), from the collection's
+        metadata: no scan."""
+        return self.dead_letters.estimated_document_count()
+
+    def outstanding_dead_letter_groups(self) -> list[tuple[str, str, datetime | None, int]]:
+        """(layer, reason, hour stored, count) of the dead letters not re-driven: one ``$group`` gives
+        both the counts by reason and the counts over time."""
+        groups = self.dead_letters.aggregate(
+            [
+                {"$match": OUTSTANDING},
+                {
+                    "$group": {
+                        "_id": {"job": "$job", "reason": "$reason", "hour": "$stored_hour"},
+                        "count": {"$sum": 1},
+                    }
+                },
+            ]
+        )
+        return [
+            (
+                group["_id"].get("job", ""),
+                group["_id"].get("reason", ""),
+                group["_id"].get("hour"),
+                group["count"],
+            )
+            for group in groups
+        ]
+
+    def newest_dead_letters(self, limit: int, reason: str | None = None) -> list[dict[str, Any]]:
+        """The ``limit`` most recently stored dead letters (of one ``reason``) not re-driven."""
+        query = OUTSTANDING if reason is None else {**OUTSTANDING, "reason": reason}
+        return list(self.dead_letters.find(query).sort("stored_at", DESCENDING).limit(limit))
+
+    def find_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """One dead letter by its Kafka coordinates (``topic:partition:offset``)."""
+        return self.dead_letters.find_one({"_id": letter_id})
+
+    # -- erasure and retention -------------------------------------------------------------------------
+
+    def uuids_with_email(self, email: str) -> set[str]:
+        """The uuids of the raw documents with this e-mail, in clear as received."""
+        return {document["_id"] for document in self.profiles.find({"user.email": email.strip()}, {"_id": 1})}
+
+    def holds_subject(self, uuid: str) -> bool:
+        """Whether a raw document or a dead letter of ``uuid`` is stored."""
+        return bool(
+            self.profiles.find_one({"_id": uuid}, {"_id": 1})
+            or self.dead_letters.find_one({"key": uuid}, {"_id": 1})
+        )
+
+    def erase_subject(self, uuid: str) -> dict[str, int]:
+        """Delete the subject's raw document, its latest-profiles copy and the dead letters keyed by its
+        uuid; the documents removed, by collection."""
+        removed = {self.profiles.name: self.profiles.delete_many({"_id": uuid}).deleted_count}
+        if self.latest is not None:
+            removed[self.latest.name] = self.latest.delete_many({"_id": uuid}).deleted_count
+        removed[self.dead_letters.name] = self.dead_letters.delete_many({"key": uuid}).deleted_count
+        return removed
+
+    def expire(self, profiles_before: datetime, dead_letters_before: datetime) -> dict[str, int]:
+        """Delete the raw documents (and their latest copy) fetched before ``profiles_before`` and the
+        dead letters stored before ``dead_letters_before``; the documents removed, by collection.
+
+        ``delete_many`` with a ``$lt`` on a date: what FerretDB and MongoDB both support, and what a TTL
+        index would do on MongoDB.
+        """
+        plan = [(self.profiles, "fetched_at", profiles_before)]
+        if self.latest is not None:
+            plan.append((self.latest, "fetched_at", profiles_before))
+        plan.append((self.dead_letters, "stored_at", dead_letters_before))
+        return {
+            collection.name: collection.delete_many({field: {"$lt": cutoff}}).deleted_count
+            for collection, field, cutoff in plan
+        }
+
+
+def latest_profiles_filter(
+    country: str | None = None,
+    gender: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """The filter of the latest-profiles query (the ``by_country`` index serves a country), fetched in
+    ``[start, end)``."""
+    query: dict[str, Any] = {}
+    if country:
+        query["user.location.country"] = country
+    if gender:
+        query["user.gender"] = gender
+    fetched_at: dict[str, datetime] = {}
+    if start is not None:
+        fetched_at["$gte"] = start
+    if end is not None:
+        fetched_at["$lt"] = end
+    if fetched_at:
+        query["fetched_at"] = fetched_at
+    return query
 
 
 def raw_document(row: Mapping[str, Any], ingested_at: datetime) -> dict[str, Any]:

@@ -107,6 +107,11 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _aware_value(value: Any) -> Any:
+    """Cassandra's driver returns naive UTC timestamps; every reader gets aware ones."""
+    return _aware(value) if isinstance(value, datetime) else value
+
+
 def partial_row(
     key: PartialKey, ages: Counter[int], batch_id: int, task: int, window_seconds: int
 ) -> tuple[Any, ...]:
@@ -169,6 +174,11 @@ class CassandraSpeedStore:
             f"SELECT {', '.join(PROFILE_COLUMNS)} FROM {keyspace}.profiles WHERE uuid IN ?"
         )
         self._insert_profile = self._insert("profiles", PROFILE_COLUMNS)
+        self._profile_row = session.prepare(f"SELECT * FROM {keyspace}.profiles WHERE uuid = ?")
+        self._uuids_by_email = session.prepare(
+            f"SELECT uuid FROM {keyspace}.profiles WHERE email_pseudonym = ?"
+        )
+        self._delete_profile = session.prepare(f"DELETE FROM {keyspace}.profiles WHERE uuid = ?")
         self._insert_partial = self._insert("speed_partials", PARTIAL_COLUMNS)
         self._insert_window = self._insert("speed_windows", ("dimension", "window_start"))
         self._insert_metrics = self._insert("stream_batches", BATCH_METRIC_COLUMNS)
@@ -232,6 +242,21 @@ class CassandraSpeedStore:
             concurrency=self.concurrency, raise_on_first_error=True,
         )  # fmt: skip
         return {row.uuid: _stored_state(row) for _, result in results for row in result}
+
+    def profile_row(self, uuid: str) -> dict[str, Any] | None:
+        """The whole ``profiles`` row of ``uuid`` (by partition key), timestamps aware, or None."""
+        row = self.session.execute(self._profile_row, (uuid,)).one()
+        return None if row is None else {name: _aware_value(value) for name, value in row._asdict().items()}
+
+    def uuids_with_email_pseudonym(self, email_pseudonym: str) -> set[str]:
+        """The uuids of the profiles with this e-mail pseudonym (a storage-attached index)."""
+        return {row.uuid for row in self.session.execute(self._uuids_by_email, (email_pseudonym,))}
+
+    def delete_profile(self, uuid: str) -> bool:
+        """Delete the ``profiles`` row of ``uuid``; whether there was one."""
+        existed = self.session.execute(self._profile_row, (uuid,)).one() is not None
+        self.session.execute(self._delete_profile, (uuid,))
+        return existed
 
     def write_states(self, rows: Sequence[Sequence[Any]]) -> None:
         """Store states (rows of ``state_row``)."""

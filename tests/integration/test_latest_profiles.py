@@ -51,7 +51,7 @@ def test_the_copy_keeps_only_the_newest_documents_and_serves_them_newest_first(d
 
     assert database["profiles"].count_documents({}) == 11  # every document once
     assert sorted(d["_id"] for d in database["latest"].find()) == [f"uuid-{i}" for i in range(12, 17)]
-    documents = ProfileDocuments(database["latest"], database["dead_letters"])
+    documents = ProfileDocuments(store)
     assert [row.uuid for row in documents.latest(3)] == ["uuid-16", "uuid-15", "uuid-14"]
     assert [row.uuid for row in documents.latest(10, country="France")] == ["uuid-13", "uuid-12"]
     assert documents.latest(1)[0].email == "a***@example.com"

@@ -26,8 +26,8 @@ from core.versions import ProfileState, Sighting
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.jobs import retention_job
 from orchestration.resources import UserPulseResource
-from privacy.retention import CASSANDRA_TABLES, current_ttls, topic_retention_ms
-from stores.cassandra_schema import apply_schema
+from privacy.retention import topic_retention_ms
+from stores.cassandra_schema import CASSANDRA_TABLES, apply_schema, current_ttls
 from stores.connections import cassandra_session, mongo_client
 from stores.documents import mongo_raw_store
 from stores.speed_views import BATCH_METRIC_COLUMNS, CassandraSpeedStore, partial_row, state_row

@@ -10,12 +10,12 @@ from pydantic import ValidationError
 from core.settings import RetentionSettings, Settings
 from orchestration.definitions import defs
 from privacy.retention import (
-    CASSANDRA_TABLES,
     StoreRetention,
     cutoff_day,
     cutoff_instant,
     table_ttls,
 )
+from stores.cassandra_schema import CASSANDRA_TABLES
 
 
 def test_cutoff_instant_is_now_minus_the_days_in_utc() -> None:

@@ -22,7 +22,7 @@ from serving.dashboard import (
 )
 from serving.profiles import (
     ProfileRow,
-    latest_profiles_filter,
+    latest_profiles_query,
     mask_email,
     mask_name,
     mask_phone,
@@ -150,9 +150,9 @@ def test_profile_row_shows_no_direct_identifier() -> None:
     assert "Jane" not in repr(row) and "Doe" not in repr(row) and "4567" not in repr(row)
 
 
-def test_latest_profiles_filter_narrows_by_country_gender_and_time() -> None:
-    assert latest_profiles_filter() == {}
-    assert latest_profiles_filter("France", "female", TimeRange(CUTOFF, CUTOFF + MINUTE)) == {
+def test_latest_profiles_query_narrows_by_country_gender_and_time() -> None:
+    assert latest_profiles_query() == {}
+    assert latest_profiles_query("France", "female", TimeRange(CUTOFF, CUTOFF + MINUTE)) == {
         "user.location.country": "France",
         "user.gender": "female",
         "fetched_at": {"$gte": CUTOFF, "$lt": CUTOFF + MINUTE},
