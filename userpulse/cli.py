@@ -8,43 +8,44 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from batch_layer.cli import batch_app
 from core.settings import InsecureSettingsError, get_settings
-from infra.cli import demo, stack_app
-from ingestion.cli import produce
-from privacy.erasure_cli import forget
-from privacy.register_cli import register
-from privacy.retention_cli import retention
-from serving.cli import dashboard
-from serving.operations_cli import batches, dead_letters_app, lag, messages, runs, topics
-from serving.profile_cli import profile_app
-from serving.views_cli import views
-from speed_layer.cli import speed
 from stores.outages import KAFKA_UNAVAILABLE, STORE_UNAVAILABLE, StoreUnavailableError, unreachable_line
-from userpulse.settings_cli import settings
+from userpulse.commands.batch import batch_app
+from userpulse.commands.dashboard import dashboard
+from userpulse.commands.forget import forget
+from userpulse.commands.operations import batches, dead_letters_app, lag, messages, runs, topics
+from userpulse.commands.produce import produce
+from userpulse.commands.profile import profile_app
+from userpulse.commands.register import register
+from userpulse.commands.retention import retention
+from userpulse.commands.settings import settings
+from userpulse.commands.speed import speed
+from userpulse.commands.stack import demo, stack_app
+from userpulse.commands.views import views
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
     help="UserPulse: real-time user-profile analytics (Lambda architecture).",
     no_args_is_help=True,
 )
+# In the order a user meets them (``--help`` lists them so).
+app.command()(demo)
 app.add_typer(stack_app, name="stack")
-app.add_typer(batch_app, name="batch")
-app.add_typer(profile_app, name="profile")
-app.add_typer(dead_letters_app, name="dead-letters")
 app.command()(produce)
 app.command()(speed)
-app.command()(register)
-app.command()(retention)
-app.command()(forget)
+app.add_typer(batch_app, name="batch")
 app.command()(dashboard)
 app.command()(views)
+app.add_typer(profile_app, name="profile")
 app.command()(topics)
 app.command()(lag)
 app.command()(batches)
 app.command()(runs)
 app.command()(messages)
-app.command()(demo)
+app.add_typer(dead_letters_app, name="dead-letters")
+app.command()(forget)
+app.command()(retention)
+app.command()(register)
 app.command()(settings)
 
 

@@ -8,7 +8,7 @@ import sys
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
-from serving.cli import GoneBrowserFilter
+from serving.server import GoneBrowserFilter
 
 
 def record(message: str, error: BaseException | None = None) -> logging.LogRecord:

@@ -13,7 +13,15 @@ from core.profile import profile_envelope
 from core.sealing import new_data_key
 from core.settings import Settings
 from ingestion.synthetic import SyntheticSource
-from serving.profile_cli import (
+from serving.profile_page import profile_html
+from serving.profile_store import (
+    ProfileVersion,
+    StoredProfile,
+    changed_paths,
+    decode_version,
+    newest_first,
+)
+from userpulse.commands.profile import (
     ErasedSubjectError,
     ProfileEditError,
     apply_assignments,
@@ -24,14 +32,6 @@ from serving.profile_cli import (
     user_in_clear,
     validation_problems,
     version_changes,
-)
-from serving.profile_page import profile_html
-from serving.profile_store import (
-    ProfileVersion,
-    StoredProfile,
-    changed_paths,
-    decode_version,
-    newest_first,
 )
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

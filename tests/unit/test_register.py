@@ -34,10 +34,10 @@ from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import seal_dead_letters, seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from privacy import register as reg
-from privacy.register_cli import register
 from stores.cassandra_schema import apply_schema
 from stores.documents import dead_letter_document, mongo_raw_store, raw_document
 from tests.randomuser_server import FIXTURES_DIR
+from userpulse.commands.register import register
 
 FIXTURES = FIXTURES_DIR
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

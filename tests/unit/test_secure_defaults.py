@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from core import settings as settings_module
 from core.settings import InsecureSettingsError, SecretSettings, ServingSettings, Settings
-from serving.cli import serve_dashboard
+from serving.server import serve_dashboard
 
 
 def test_the_default_pseudonymization_key_is_refused_outside_development_mode() -> None:

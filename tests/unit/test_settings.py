@@ -25,7 +25,7 @@ from core.settings import (
 from core.spark import session_config
 from stores.cassandra_schema import replication_cql
 from stores.connections import cassandra_cluster, cassandra_security, mongo_client
-from userpulse.settings_cli import SETTINGS_TABLE_END, SETTINGS_TABLE_START, effective, settings_markdown
+from userpulse.commands.settings import SETTINGS_TABLE_END, SETTINGS_TABLE_START, effective, settings_markdown
 
 
 def test_defaults_point_at_the_local_stack() -> None:

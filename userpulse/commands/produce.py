@@ -14,8 +14,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from core.cli_params import log_level as log_level_name
-from core.cli_params import topic_name
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
@@ -25,6 +23,8 @@ from ingestion.sources import ProfileSource, SourceUnavailableError, check_batch
 from ingestion.synthetic import SyntheticSource
 from stores.outages import StoreUnavailableError
 from stores.subject_keys import subject_key_store
+from userpulse.commands.params import log_level as log_level_name
+from userpulse.commands.params import topic_name
 
 console = Console(stderr=True)
 

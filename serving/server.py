@@ -1,4 +1,5 @@
-"""``userpulse dashboard``: serve the live dashboard (``panel serve`` underneath) until stopped."""
+"""The dashboard's server: the stores shared by every browser session, the two pages, authentication,
+and ``pn.serve`` until stopped (``userpulse dashboard`` runs it)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,13 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
 
 import panel as pn
-import typer
 from rich.console import Console
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
-from core.cli_params import log_level as log_level_name
-from core.logs import configure_logging
-from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Settings, get_settings
+from core.settings import DEVELOPMENT_COOKIE_SECRET, InsecureSettingsError, Settings
 from orchestration.runs import RunHistory
 from serving.dashboard import UserPulseDashboard
 from serving.operations import OperationsSources, TopicReader
@@ -131,15 +128,3 @@ def serve_dashboard(settings: Settings, show: bool = False) -> None:
                 title="UserPulse",
                 **auth,
             )
-
-
-def dashboard(
-    show: Annotated[bool, typer.Option("--show", help="Open the dashboard in a browser.")] = False,
-    log_level: Annotated[
-        str, typer.Option(callback=log_level_name, help="Logging level of the dashboard's own messages.")
-    ] = "INFO",
-) -> None:
-    """Serve the live dashboard (merged batch + speed views). Address, port and auth come from settings."""
-    configure_logging(console, {"serving": log_level})
-    quiet_gone_browsers()
-    serve_dashboard(get_settings(), show=show)

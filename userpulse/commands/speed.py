@@ -11,14 +11,14 @@ import typer
 from pyspark.errors import StreamingQueryException
 from rich.console import Console
 
-from core.cli_params import log_level as log_level_name
-from core.cli_params import topic_name
 from core.logs import configure_logging
 from core.settings import get_settings
 from core.spark import build_spark_session
 from core.streaming import MAX_REPLAY_RESTARTS, MissingTopicError, failure_line, is_replay_metrics_failure
 from speed_layer.job import SpeedLayerJob, StopRequestedError, speed_layer_job
 from stores.outages import STORE_UNAVAILABLE, first_line, store_name
+from userpulse.commands.params import log_level as log_level_name
+from userpulse.commands.params import topic_name
 
 console = Console(stderr=True, soft_wrap=True)  # one event, one line: logs stay greppable
 

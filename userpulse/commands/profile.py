@@ -32,7 +32,6 @@ from core.spark import build_spark_session
 from core.validation import is_uuid
 from ingestion.kafka_publisher import DeliveryCounts, ProfilePublisher, ensure_topics
 from ingestion.producer import seal_envelopes
-from privacy.erasure_cli import forget
 from serving.profile_store import (
     ProfileVersion,
     StoredProfile,
@@ -41,6 +40,7 @@ from serving.profile_store import (
     profile_store,
 )
 from stores.subject_keys import SubjectKeyStore, subject_key_store
+from userpulse.commands.forget import forget
 
 profile_app = typer.Typer(
     help="One profile by uuid: read it from the stores, or create and update it through the topic.",
