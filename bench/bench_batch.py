@@ -58,7 +58,7 @@ from infra.stack import LocalStack
 from ingestion.kafka_publisher import ensure_topics
 from ingestion.producer import split_batch
 from ingestion.synthetic import SyntheticSource
-from stores.cassandra_schema import apply_schema
+from stores.cassandra_schema import apply_schema, drop_keyspace
 from stores.connections import cassandra_session, execute_in_batches
 
 UUID_MARK = "@@UUID@@"
@@ -220,7 +220,7 @@ def cleanup(settings: Settings) -> None:
         admin.close()
     cluster, session = cassandra_session(settings)
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {settings.cassandra.keyspace}")
+        drop_keyspace(session, settings.cassandra.keyspace)
     finally:
         cluster.shutdown()
     shutil.rmtree(settings.paths.lake_dir.parent, ignore_errors=True)

@@ -40,6 +40,7 @@ from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import speed_layer_job
+from stores.cassandra_schema import drop_keyspace
 from stores.connections import cassandra_session, mongo_client
 from stores.subject_keys import SubjectKeyStore, subject_key_store
 
@@ -220,7 +221,7 @@ def cleanup(settings: Settings) -> None:
     admin.delete_topics([settings.kafka.profiles_topic, settings.kafka.dead_letter_topic])
     admin.close()
     cluster, session = cassandra_session(settings)
-    session.execute(f"DROP KEYSPACE IF EXISTS {settings.cassandra.keyspace}")
+    drop_keyspace(session, settings.cassandra.keyspace)
     cluster.shutdown()
     with mongo_client(settings) as client:
         client[settings.mongo.database].drop_collection(settings.mongo.raw_profiles_collection)

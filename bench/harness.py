@@ -14,6 +14,7 @@ from typing import Any
 
 from core.settings import Settings
 from infra.stack import LocalStack
+from stores.cassandra_schema import drop_keyspace
 from stores.connections import cassandra_session, mongo_client
 
 
@@ -35,7 +36,7 @@ def drop_stores(settings: Settings, keyspace: str, database: str) -> None:
     """Remove a run's Cassandra keyspace and MongoDB database."""
     cluster, session = cassandra_session(settings)
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        drop_keyspace(session, keyspace)
     finally:
         cluster.shutdown()
     client = mongo_client(settings)

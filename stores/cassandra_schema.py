@@ -44,13 +44,24 @@ def replication_cql(replication: Mapping[str, str | int]) -> str:
     return "{" + ", ".join(f"'{key}': '{value}'" for key, value in replication.items()) + "}"
 
 
+def _checked_keyspace(keyspace: str) -> str:
+    """``keyspace`` if it is a legal name; a name goes into the CQL text (it cannot be a bound value)."""
+    if not _KEYSPACE_NAME.match(keyspace):
+        raise ValueError(f"invalid keyspace name {keyspace!r}: letters, digits, underscores, at most 48")
+    return keyspace
+
+
+def drop_keyspace(session: Session, keyspace: str) -> None:
+    """Drop a keyspace and everything in it, if it exists (a test's or a benchmark's own)."""
+    session.execute(f"DROP KEYSPACE IF EXISTS {_checked_keyspace(keyspace)}")
+
+
 def apply_schema(
     session: Session, keyspace: str, replication: Mapping[str, str | int] = SINGLE_NODE
 ) -> list[str]:
     """Create the keyspace if needed (with ``replication``: ``CassandraSettings.keyspace_replication``)
     and apply the schema files it has not seen; returns those applied."""
-    if not _KEYSPACE_NAME.match(keyspace):
-        raise ValueError(f"invalid keyspace name {keyspace!r}: letters, digits, underscores, at most 48")
+    _checked_keyspace(keyspace)
     session.execute(
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication_cql(replication)}"
     )

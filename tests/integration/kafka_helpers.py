@@ -13,6 +13,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from core.settings import Settings
+from stores.cassandra_schema import drop_keyspace as drop_keyspace_of
 from stores.connections import cassandra_session, mongo_client
 
 
@@ -79,7 +80,7 @@ def drop_keyspace(settings: Settings, keyspace: str) -> None:
     """Drop a test's Cassandra keyspace if it exists."""
     cluster, session = cassandra_session(settings)
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        drop_keyspace_of(session, keyspace)
     finally:
         cluster.shutdown()
 
