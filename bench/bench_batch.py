@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from kafka import KafkaAdminClient
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -54,11 +53,12 @@ from core.sealing import new_data_key, split_identifiers
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.validation import RecordLimits
+from infra.isolation import drop_own_stores, own_settings
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ensure_topics
 from ingestion.producer import split_batch
 from ingestion.synthetic import SyntheticSource
-from stores.cassandra_schema import apply_schema, drop_keyspace
+from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, execute_in_batches
 
 UUID_MARK = "@@UUID@@"
@@ -196,36 +196,6 @@ def store_copy_keys(settings: Settings, profiles: int) -> None:
         cluster.shutdown()
 
 
-def isolated_settings(base: Settings, name: str) -> Settings:
-    """``base`` with its own topic, keyspace, lake and checkpoint folders."""
-    folder = base.paths.stack_dir / "bench" / name
-    return base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(update={"profiles_topic": name}),
-            "cassandra": base.cassandra.model_copy(update={"keyspace": name}),
-            "paths": base.paths.model_copy(
-                update={"lake_dir": folder / "lake", "checkpoints_dir": folder / "checkpoints"}
-            ),
-        }
-    )
-
-
-def cleanup(settings: Settings) -> None:
-    """Remove the topic, keyspace and folders of one benchmark size."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    try:
-        if settings.kafka.profiles_topic in set(admin.list_topics()):
-            admin.delete_topics([settings.kafka.profiles_topic])
-    finally:
-        admin.close()
-    cluster, session = cassandra_session(settings)
-    try:
-        drop_keyspace(session, settings.cassandra.keyspace)
-    finally:
-        cluster.shutdown()
-    shutil.rmtree(settings.paths.lake_dir.parent, ignore_errors=True)
-
-
 @dataclass(frozen=True)
 class Timings:
     """Seconds of each step for one size."""
@@ -258,7 +228,8 @@ def run_size(
     spark: SparkSession, base: Settings, templates: list[Template], profiles: int, rate: int
 ) -> Timings:
     """Fill a fresh topic with ``profiles`` records, then time the three batch steps on it."""
-    settings = isolated_settings(base, f"bench_batch_{uuid.uuid4().hex[:8]}")
+    name = f"bench_batch_{uuid.uuid4().hex[:8]}"
+    settings = own_settings(base, name, base.paths.stack_dir / "bench" / name)
     print(f"{profiles:,} profiles (topic and keyspace {settings.kafka.profiles_topic})", flush=True)
     try:
         ensure_topics(settings, {settings.kafka.profiles_topic: settings.kafka.topic_partitions})
@@ -272,7 +243,8 @@ def run_size(
         views, _ = timed("views", profiles, lambda: recompute_batch_views(settings, spark))
         return Timings(profiles, fill, archive, silver, views)
     finally:
-        cleanup(settings)
+        drop_own_stores(base, name)
+        shutil.rmtree(base.paths.stack_dir / "bench" / name, ignore_errors=True)
 
 
 def report(settings: Settings, results: list[Timings]) -> None:

@@ -18,19 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from harness import drop_stores, local_stack, timed
+from harness import local_stack, timed
 
 from core.aggregates import window_floor
 from core.profile import profile_envelope
 from core.settings import Settings, get_settings
 from core.transformations import age_band_of
+from infra.isolation import own_stores
 from ingestion.synthetic import SyntheticSource
 from serving.profiles import profile_documents
 from serving.snapshot import Filters, take_snapshot
@@ -200,27 +203,13 @@ def main() -> None:
     args = parser.parse_args()
 
     base = get_settings()
-    name = f"bench_dashboard_{uuid.uuid4().hex[:8]}"
-    settings = base.model_copy(
-        update={
-            "cassandra": base.cassandra.model_copy(update={"keyspace": name}),
-            "mongo": base.mongo.model_copy(update={"database": name}),
-        }
-    )
-    with local_stack(base):
-        try:
-            load(
-                settings,
-                args.profiles,
-                args.documents,
-                args.hours,
-                args.speed_windows,
-                args.batches_per_window,
-            )
-            results = measure(settings, args.repeat)
-            print(json.dumps({"profiles": args.profiles, "documents": args.documents, "results": results}))
-        finally:
-            drop_stores(settings, name, name)
+    with (
+        local_stack(base),
+        own_stores(base, "bench_dashboard", Path(tempfile.mkdtemp(prefix="bench_dashboard"))) as settings,
+    ):
+        load(settings, args.profiles, args.documents, args.hours, args.speed_windows, args.batches_per_window)
+        results = measure(settings, args.repeat)
+        print(json.dumps({"profiles": args.profiles, "documents": args.documents, "results": results}))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from harness import drop_stores, local_stack, timed
-from kafka import KafkaAdminClient, KafkaProducer
+from harness import local_stack, timed
+from kafka import KafkaProducer
 
 from core.settings import Settings, get_settings
+from infra.isolation import own_stores
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.runs import RunHistory
 from serving.operations import (
@@ -196,35 +197,19 @@ def main() -> None:
     args = parser.parse_args()
 
     base = get_settings()
-    name = f"bench_operations_{uuid.uuid4().hex[:8]}"
-    checkpoints = Path(tempfile.mkdtemp(prefix=name))
-    settings = base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(
-                update={"profiles_topic": name, "dead_letter_topic": f"{name}.dlq"}
-            ),
-            "cassandra": base.cassandra.model_copy(update={"keyspace": name}),
-            "mongo": base.mongo.model_copy(update={"database": name}),
-            "paths": base.paths.model_copy(update={"checkpoints_dir": checkpoints}),
-        }
-    )
-    with local_stack(base):
-        try:
-            ends = load_topics(settings, args.records)
-            speed_at = {p: end * 9 // 10 for p, end in ends.items()}
-            write_checkpoint(checkpoints / settings.speed_layer.job_name, name, speed_at)
-            archive_at = {p: end // 2 for p, end in ends.items()}
-            write_checkpoint(checkpoints / settings.batch_layer.archive_job_name, name, archive_at)
-            load_stores(settings, args.dead_letters)
-            results = measure(settings, args.repeat)
-            print(
-                json.dumps({"records": args.records, "dead_letters": args.dead_letters, "results": results})
-            )
-        finally:
-            admin = KafkaAdminClient(**base.kafka.client_options())
-            admin.delete_topics([name, f"{name}.dlq"])
-            admin.close()
-            drop_stores(settings, name, name)
+    with (
+        local_stack(base),
+        own_stores(base, "bench_operations", Path(tempfile.mkdtemp(prefix="bench_operations"))) as settings,
+    ):
+        topic, checkpoints = settings.kafka.profiles_topic, settings.paths.checkpoints_dir
+        ends = load_topics(settings, args.records)
+        speed_at = {p: end * 9 // 10 for p, end in ends.items()}
+        write_checkpoint(checkpoints / settings.speed_layer.job_name, topic, speed_at)
+        archive_at = {p: end // 2 for p, end in ends.items()}
+        write_checkpoint(checkpoints / settings.batch_layer.archive_job_name, topic, archive_at)
+        load_stores(settings, args.dead_letters)
+        results = measure(settings, args.repeat)
+        print(json.dumps({"records": args.records, "dead_letters": args.dead_letters, "results": results}))
 
 
 if __name__ == "__main__":

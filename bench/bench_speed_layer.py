@@ -30,39 +30,17 @@ import uuid
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 
-from kafka import KafkaAdminClient
-
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from core.validation import RecordLimits
+from infra.isolation import drop_own_stores, own_settings
 from infra.stack import LocalStack
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import speed_layer_job
-from stores.cassandra_schema import drop_keyspace
-from stores.connections import cassandra_session, mongo_client
+from stores.connections import cassandra_session
 from stores.subject_keys import SubjectKeyStore, subject_key_store
-
-
-def isolated_settings(base: Settings, name: str, checkpoints: str) -> Settings:
-    """``base`` with its own topic, keyspace, collections and checkpoint folder."""
-    return base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(
-                update={"profiles_topic": name, "dead_letter_topic": f"{name}.dlq"}
-            ),
-            "cassandra": base.cassandra.model_copy(update={"keyspace": name}),
-            "mongo": base.mongo.model_copy(
-                update={
-                    "raw_profiles_collection": f"{name}_profiles",
-                    "dead_letters_collection": f"{name}_dlq",
-                    "latest_profiles_collection": f"{name}_latest",
-                }
-            ),
-            "paths": base.paths.model_copy(update={"checkpoints_dir": base.paths.stack_dir / checkpoints}),
-        }
-    )
 
 
 def publish(
@@ -85,11 +63,11 @@ def publish(
 def throughput(base: Settings, profiles: int, sealed: bool) -> float:
     """Profiles per second of wall time through the whole job, on a topic filled beforehand."""
     name = f"bench_speed_{uuid.uuid4().hex[:8]}"
-    settings = isolated_settings(base, name, f"bench/{name}")
-    ensure_topics(settings, {name: settings.kafka.topic_partitions, f"{name}.dlq": 1})
+    settings = own_settings(base, name, base.paths.stack_dir / "bench" / name)
+    ensure_topics(settings, {name: settings.kafka.topic_partitions, settings.kafka.dead_letter_topic: 1})
     source = SyntheticSource(5)
     with (
-        ProfilePublisher(settings, name, f"{name}.dlq") as publisher,
+        ProfilePublisher(settings, name, settings.kafka.dead_letter_topic) as publisher,
         subject_key_store(settings, enabled=sealed) as keys,
     ):
         for _ in range(0, profiles, 5000):
@@ -108,18 +86,18 @@ def throughput(base: Settings, profiles: int, sealed: bool) -> float:
         )
         return rate
     finally:
-        cleanup(settings)
+        drop_own_stores(base, name)
 
 
 def small_batches(base: Settings, batches: int = 12) -> float:
     """Median duration (ms) of a 100-record micro-batch of a warm job (its first batch left out)."""
     name = f"bench_small_{uuid.uuid4().hex[:8]}"
-    settings = isolated_settings(base, name, f"bench/{name}")
+    settings = own_settings(base, name, base.paths.stack_dir / "bench" / name)
     settings = settings.model_copy(
         update={"speed_layer": settings.speed_layer.model_copy(update={"max_offsets_per_trigger": 100})}
     )
-    ensure_topics(settings, {name: settings.kafka.topic_partitions, f"{name}.dlq": 1})
-    with ProfilePublisher(settings, name, f"{name}.dlq") as publisher:
+    ensure_topics(settings, {name: settings.kafka.topic_partitions, settings.kafka.dead_letter_topic: 1})
+    with ProfilePublisher(settings, name, settings.kafka.dead_letter_topic) as publisher:
         publish(publisher, SyntheticSource(8), 100 * batches)
     spark = build_spark_session(settings, "userpulse-bench")
     cluster, session = cassandra_session(settings)
@@ -139,7 +117,7 @@ def small_batches(base: Settings, batches: int = 12) -> float:
         return median
     finally:
         cluster.shutdown()
-        cleanup(settings)
+        drop_own_stores(base, name)
 
 
 def produce_steadily(settings: Settings, rate: int, seconds: int, sent: Connection) -> None:
@@ -166,11 +144,11 @@ def produce_steadily(settings: Settings, rate: int, seconds: int, sent: Connecti
 def latency(base: Settings, rate: int, seconds: int) -> float:
     """p95 seconds from a profile's publication to its row being readable in Cassandra."""
     name = f"bench_latency_{uuid.uuid4().hex[:8]}"
-    settings = isolated_settings(base, name, f"bench/{name}")
+    settings = own_settings(base, name, base.paths.stack_dir / "bench" / name)
     settings = settings.model_copy(
         update={"speed_layer": settings.speed_layer.model_copy(update={"trigger_interval": "0 seconds"})}
     )
-    ensure_topics(settings, {name: settings.kafka.topic_partitions, f"{name}.dlq": 1})
+    ensure_topics(settings, {name: settings.kafka.topic_partitions, settings.kafka.dead_letter_topic: 1})
     spark = build_spark_session(settings, "userpulse-bench")
     cluster, session = cassandra_session(settings)
     sent_at: dict[str, float] = {}
@@ -213,20 +191,7 @@ def latency(base: Settings, rate: int, seconds: int) -> float:
         return p95
     finally:
         cluster.shutdown()
-        cleanup(settings)
-
-
-def cleanup(settings: Settings) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    admin.delete_topics([settings.kafka.profiles_topic, settings.kafka.dead_letter_topic])
-    admin.close()
-    cluster, session = cassandra_session(settings)
-    drop_keyspace(session, settings.cassandra.keyspace)
-    cluster.shutdown()
-    with mongo_client(settings) as client:
-        client[settings.mongo.database].drop_collection(settings.mongo.raw_profiles_collection)
-        client[settings.mongo.database].drop_collection(settings.mongo.dead_letters_collection)
-        client[settings.mongo.database].drop_collection(settings.mongo.latest_profiles_collection)
+        drop_own_stores(base, name)
 
 
 def main() -> None:

@@ -14,8 +14,6 @@ from typing import Any
 
 from core.settings import Settings
 from infra.stack import LocalStack
-from stores.cassandra_schema import drop_keyspace
-from stores.connections import cassandra_session, mongo_client
 
 
 @contextmanager
@@ -30,20 +28,6 @@ def local_stack(settings: Settings) -> Iterator[None]:
     finally:
         if started:
             stack.down()
-
-
-def drop_stores(settings: Settings, keyspace: str, database: str) -> None:
-    """Remove a run's Cassandra keyspace and MongoDB database."""
-    cluster, session = cassandra_session(settings)
-    try:
-        drop_keyspace(session, keyspace)
-    finally:
-        cluster.shutdown()
-    client = mongo_client(settings)
-    try:
-        client.drop_database(database)
-    finally:
-        client.close()
 
 
 def timed(label: str, call: Callable[[], object], repeat: int) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from pyspark.sql import SparkSession
 
 from core.settings import CassandraSettings, KafkaSettings, MongoSettings, Settings, get_settings
 from core.spark import build_spark_session
+from infra.isolation import drop_own_stores, own_settings
 from infra.stack import CassandraService, FerretDBService, KafkaService, LocalStack
-from tests.integration.kafka_helpers import drop_own_stores, own_settings
 
 # The tests run on synthetic and recorded public data: the public default secrets are allowed (with a
 # warning), in this process, its Spark workers and the ``userpulse`` commands the tests start.

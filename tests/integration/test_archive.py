@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
@@ -12,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from batch_layer.archive import run_archive
 from core.settings import Settings
-from tests.integration.kafka_helpers import create_topic, delete_topics
+from tests.integration.kafka_helpers import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -20,22 +19,11 @@ Coordinates = tuple[int, int]
 
 
 @pytest.fixture
-def archive_settings(
-    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Settings]:
-    """Settings with a fresh three-partition topic, lake and checkpoint folder."""
-    topic = unique_name("archive")
-    create_topic(stack_settings, topic)
-    yield stack_settings.model_copy(
-        update={
-            "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": topic}),
-            "batch_layer": stack_settings.batch_layer.model_copy(update={"max_offsets_per_trigger": 40}),
-            "paths": stack_settings.paths.model_copy(
-                update={"lake_dir": tmp_path / "lake", "checkpoints_dir": tmp_path / "checkpoints"}
-            ),
-        }
-    )
-    delete_topics(stack_settings, topic)
+def archive_settings(own_stores: Callable[..., Settings]) -> Settings:
+    """Settings with stores of this test's own: a three-partition topic, lake and checkpoint folder."""
+    settings = own_stores("archive", batch_layer={"max_offsets_per_trigger": 40})
+    create_topic(settings, settings.kafka.profiles_topic)
+    return settings
 
 
 def produce(settings: Settings, first: int, count: int) -> dict[Coordinates, tuple[bytes | None, bytes]]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from pyspark.sql import SparkSession
@@ -15,29 +14,17 @@ from core.settings import Settings
 from core.spark import as_utc
 from stores.connections import mongo_client
 from tests.integration.batch_views import stored_views
-from tests.integration.kafka_helpers import create_topic, drop_own_stores
+from tests.integration.kafka_helpers import create_topic
 from tests.integration.profiles_input import all_time, counted, produce_known_input, recount
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def batch_settings(
-    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Settings]:
-    name = unique_name("batch")
-    create_topic(stack_settings, name)
-    yield stack_settings.model_copy(
-        update={
-            "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": name}),
-            "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": name}),
-            "mongo": stack_settings.mongo.model_copy(update={"database": name}),
-            "paths": stack_settings.paths.model_copy(
-                update={"lake_dir": tmp_path / "lake", "checkpoints_dir": tmp_path / "checkpoints"}
-            ),
-        }
-    )
-    drop_own_stores(stack_settings, name)
+def batch_settings(own_stores: Callable[..., Settings]) -> Settings:
+    settings = own_stores("batch")
+    create_topic(settings, settings.kafka.profiles_topic)
+    return settings
 
 
 def test_batch_views_equal_the_recount_and_a_rerun_changes_nothing(

@@ -14,11 +14,11 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
 from core.settings import Settings
+from infra.isolation import delete_topics, drop_keyspace
 from ingestion.kafka_publisher import ensure_topics
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
 from stores.speed_views import CassandraSpeedStore
-from tests.integration.kafka_helpers import delete_topics, drop_keyspace
 from tests.integration.processes import free_port
 
 pytestmark = pytest.mark.integration

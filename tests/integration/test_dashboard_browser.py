@@ -28,6 +28,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from core.aggregates import window_floor
 from core.profile import profile_envelope
 from core.settings import Settings
+from infra.isolation import delete_topics
 from ingestion.synthetic import SyntheticSource
 from serving.dashboard import TIME_RANGES
 from serving.profiles import profile_documents
@@ -38,7 +39,7 @@ from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
 from stores.documents import dead_letter_document, mongo_raw_store, raw_document
 from stores.speed_views import CassandraSpeedStore, partial_row
-from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
+from tests.integration.kafka_helpers import create_topic
 from tests.integration.processes import cli_environment, free_port
 from tests.integration.profiles_input import dimension_values, exact_age
 
@@ -171,19 +172,8 @@ class Stores:
 
 
 @pytest.fixture
-def dashboard_settings(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[Settings]:
-    name = unique_name("dash")
-    settings = stack_settings.model_copy(
-        update={
-            "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": name}),
-            "mongo": stack_settings.mongo.model_copy(update={"database": name}),
-        }
-    )
-    yield settings
-    drop_keyspace(settings, name)
-    client = mongo_client(settings)
-    client.drop_database(name)
-    client.close()
+def dashboard_settings(own_stores: Callable[..., Settings]) -> Settings:
+    return own_stores("dash")
 
 
 @pytest.fixture
@@ -475,10 +465,9 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
     dashboard_settings: Settings,
     start_dashboard: Callable[..., str],
     browser: Browser,
-    unique_name: Callable[[str], str],
     output_dir: Path,
 ) -> None:
-    topic = unique_name("ops")
+    topic = dashboard_settings.kafka.profiles_topic  # its dead letters: f"{topic}_dlq"
     create_topic(dashboard_settings, topic, partitions=2)
     create_topic(dashboard_settings, f"{topic}_dlq", partitions=1)
     try:

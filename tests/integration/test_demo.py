@@ -23,9 +23,9 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from core.settings import Settings
+from infra.isolation import delete_topics, drop_keyspace
 from infra.stack import LocalStack
 from stores.connections import cassandra_session, mongo_client
-from tests.integration.kafka_helpers import delete_topics, drop_keyspace
 from tests.integration.processes import cli_environment, free_port
 
 pytestmark = pytest.mark.integration

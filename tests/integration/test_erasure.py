@@ -25,6 +25,7 @@ from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.sealing import unseal_identifiers
 from core.settings import Settings
+from infra.isolation import drop_own_stores, own_stores_overrides
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer, Progress
 from ingestion.synthetic import SyntheticSource
@@ -34,7 +35,7 @@ from speed_layer.job import speed_layer_job
 from stores.connections import cassandra_session, mongo_client
 from stores.subject_keys import subject_key_store
 from tests.integration.batch_views import merged_view
-from tests.integration.kafka_helpers import drop_own_stores, own_stores_overrides, read_topic
+from tests.integration.kafka_helpers import read_topic
 from tests.integration.pipeline import figures_of
 from tests.integration.processes import cli_environment
 from tests.integration.profiles_input import Copy, all_time, counted, recount

@@ -19,11 +19,10 @@ T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def database(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[Database]:
-    name = unique_name("latest")
-    client = mongo_client(stack_settings)
-    yield client[name]
-    client.drop_database(name)
+def database(own_stores: Callable[..., Settings]) -> Iterator[Database]:
+    settings = own_stores("latest")
+    client = mongo_client(settings)
+    yield client[settings.mongo.database]
     client.close()
 
 

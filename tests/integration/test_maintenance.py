@@ -3,7 +3,7 @@ deletes the files no longer referenced once they are older than the retention, a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from batch_layer.recompute import refresh_silver_profiles
 from core.settings import Settings
 from orchestration.assets import lake_maintenance
 from orchestration.resources import UserPulseResource
-from tests.integration.kafka_helpers import create_topic, delete_topics
+from tests.integration.kafka_helpers import create_topic
 from tests.integration.profiles_input import known_input
 
 pytestmark = pytest.mark.integration
@@ -26,22 +26,12 @@ RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
 
 @pytest.fixture
-def lake_settings(
-    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Settings]:
-    """A fresh topic, lake and checkpoint folder; small archiving batches, so that files pile up."""
-    topic = unique_name("maintain")
-    create_topic(stack_settings, topic)
-    yield stack_settings.model_copy(
-        update={
-            "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": topic}),
-            "batch_layer": stack_settings.batch_layer.model_copy(update={"max_offsets_per_trigger": 60}),
-            "paths": stack_settings.paths.model_copy(
-                update={"lake_dir": tmp_path / "lake", "checkpoints_dir": tmp_path / "checkpoints"}
-            ),
-        }
-    )
-    delete_topics(stack_settings, topic)
+def lake_settings(own_stores: Callable[..., Settings]) -> Settings:
+    """A topic, lake and checkpoint folder of this test's own; small archiving batches, so that files
+    pile up."""
+    settings = own_stores("maintain", batch_layer={"max_offsets_per_trigger": 60})
+    create_topic(settings, settings.kafka.profiles_topic)
+    return settings
 
 
 def produce(settings: Settings, records: list[tuple[str | None, bytes]]) -> None:

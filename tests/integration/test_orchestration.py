@@ -25,6 +25,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from core.settings import Settings
+from infra.isolation import drop_own_stores, own_stores_overrides
 from ingestion.synthetic import SyntheticSource
 from orchestration.assets import batch_views, profile_archive, silver_profiles
 from orchestration.checks import (
@@ -36,7 +37,7 @@ from orchestration.checks import (
 from orchestration.resources import UserPulseResource
 from orchestration.sensors import partition_range_tags, refresh_appended_days
 from tests.integration.batch_views import stored_views
-from tests.integration.kafka_helpers import create_topic, drop_own_stores, own_stores_overrides
+from tests.integration.kafka_helpers import create_topic
 from tests.integration.profiles_input import (
     EVENT_BASE,
     Copy,

@@ -16,11 +16,12 @@ from core.profile import CREDENTIAL_FIELDS, ENVELOPE_SCHEMA_VERSION, profile_rea
 from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.validation import RecordLimits
+from infra.isolation import delete_topics
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer
 from ingestion.synthetic import SyntheticSource
 from stores.subject_keys import subject_key_store
-from tests.integration.kafka_helpers import TopicRecord, delete_topics, read_topic
+from tests.integration.kafka_helpers import TopicRecord, read_topic
 from tests.integration.processes import cli_environment, sigterm_once
 from tests.randomuser_server import FIXTURES_DIR, Reply, fixture_users, scripted_server
 

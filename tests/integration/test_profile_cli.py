@@ -34,13 +34,7 @@ from serving.profile_store import profile_history, profile_store
 from speed_layer.job import speed_layer_job
 from stores.connections import cassandra_session, mongo_client
 from stores.subject_keys import subject_key_store
-from tests.integration.kafka_helpers import (
-    TopicRecord,
-    create_topic,
-    delete_topics,
-    drop_keyspace,
-    read_topic,
-)
+from tests.integration.kafka_helpers import TopicRecord, create_topic, read_topic
 from tests.integration.processes import cli_environment
 
 pytestmark = pytest.mark.integration
@@ -50,29 +44,9 @@ T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def profile_settings(
-    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Settings]:
+def profile_settings(own_stores: Callable[..., Settings]) -> Settings:
     """Settings with this test's own topic, keyspace, MongoDB database, lake and checkpoints."""
-    topic, keyspace, database = unique_name("profiles"), unique_name("ks"), unique_name("db")
-    settings = stack_settings.model_copy(
-        update={
-            "kafka": stack_settings.kafka.model_copy(
-                update={"profiles_topic": topic, "dead_letter_topic": f"{topic}.dlq"}
-            ),
-            "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": keyspace}),
-            "mongo": stack_settings.mongo.model_copy(update={"database": database}),
-            "paths": stack_settings.paths.model_copy(
-                update={"lake_dir": tmp_path / "lake", "checkpoints_dir": tmp_path / "checkpoints"}
-            ),
-        }
-    )
-    yield settings
-    delete_topics(stack_settings, topic, f"{topic}.dlq")
-    drop_keyspace(stack_settings, keyspace)
-    client = mongo_client(stack_settings)
-    client.drop_database(database)
-    client.close()
+    return own_stores("profiles")
 
 
 @pytest.fixture

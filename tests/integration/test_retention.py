@@ -23,6 +23,7 @@ from batch_layer.archive import archive_records
 from batch_layer.recompute import refresh_silver_profiles
 from core.settings import Settings
 from core.versions import ProfileState, Sighting
+from infra.isolation import drop_own_stores, own_stores_overrides
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.jobs import retention_job
 from orchestration.resources import UserPulseResource
@@ -31,11 +32,7 @@ from stores.cassandra_schema import CASSANDRA_TABLES, apply_schema, current_ttls
 from stores.connections import cassandra_session, mongo_client
 from stores.documents import mongo_raw_store
 from stores.speed_views import BATCH_METRIC_COLUMNS, CassandraSpeedStore, partial_row, state_row
-from tests.integration.kafka_helpers import (
-    create_topic,
-    drop_own_stores,
-    own_stores_overrides,
-)
+from tests.integration.kafka_helpers import create_topic
 from tests.integration.profiles_input import known_input
 
 pytestmark = pytest.mark.integration

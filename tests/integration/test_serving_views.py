@@ -22,7 +22,6 @@ from stores.batch_views import BatchCurrent, BatchViewStore, ErasureCorrection
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session
 from stores.speed_views import CassandraSpeedStore, partial_row
-from tests.integration.kafka_helpers import drop_keyspace
 
 pytestmark = pytest.mark.integration
 
@@ -94,13 +93,8 @@ def merged(views: ServingViews, time_range: TimeRange = ALL_TIME) -> dict[str, F
 
 
 @pytest.fixture
-def keyspace_settings(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[Settings]:
-    keyspace = unique_name("serving")
-    settings = stack_settings.model_copy(
-        update={"cassandra": stack_settings.cassandra.model_copy(update={"keyspace": keyspace})}
-    )
-    yield settings
-    drop_keyspace(settings, keyspace)
+def keyspace_settings(own_stores: Callable[..., Settings]) -> Settings:
+    return own_stores("serving")
 
 
 @pytest.fixture

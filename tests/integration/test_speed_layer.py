@@ -15,8 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,8 +25,8 @@ from pyspark.sql import SparkSession
 
 from core.settings import Settings
 from speed_layer.job import speed_layer_job
-from stores.connections import cassandra_session, mongo_client
-from tests.integration.kafka_helpers import create_topic, delete_topics, drop_keyspace
+from stores.connections import cassandra_session
+from tests.integration.kafka_helpers import create_topic
 from tests.integration.processes import cli_environment, sigterm_once
 from tests.integration.profiles_input import (
     produce_known_input,
@@ -41,34 +40,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def speed_settings(
-    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Settings]:
-    """Settings with a fresh topic, keyspace, collections and checkpoint folder; all removed after."""
-    name = unique_name("speed")
-    settings = stack_settings.model_copy(
-        update={
-            "kafka": stack_settings.kafka.model_copy(update={"profiles_topic": name}),
-            "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": name}),
-            "mongo": stack_settings.mongo.model_copy(
-                update={
-                    "raw_profiles_collection": f"{name}_profiles",
-                    "dead_letters_collection": f"{name}_dlq",
-                    "latest_profiles_collection": f"{name}_latest",
-                }
-            ),
-            "speed_layer": stack_settings.speed_layer.model_copy(update={"max_offsets_per_trigger": 120}),
-            "paths": stack_settings.paths.model_copy(update={"checkpoints_dir": tmp_path / "checkpoints"}),
-        }
-    )
-    create_topic(settings, name)
-    yield settings
-    delete_topics(settings, name)
-    drop_keyspace(settings, name)
-    with mongo_client(settings) as client:
-        client[settings.mongo.database].drop_collection(settings.mongo.raw_profiles_collection)
-        client[settings.mongo.database].drop_collection(settings.mongo.dead_letters_collection)
-        client[settings.mongo.database].drop_collection(settings.mongo.latest_profiles_collection)
+def speed_settings(own_stores: Callable[..., Settings]) -> Settings:
+    """Settings with stores of this test's own (its topic created) and small micro-batches."""
+    settings = own_stores("speed", speed_layer={"max_offsets_per_trigger": 120})
+    create_topic(settings, settings.kafka.profiles_topic)
+    return settings
 
 
 def committed_batches(settings: Settings) -> int:
