@@ -326,7 +326,9 @@ def recompute_batch_views(
         speed = CassandraSpeedStore(
             session, cassandra.keyspace, cassandra.concurrency, cassandra.rows_per_batch
         )
-        keys = SubjectKeyStore(session, cassandra.keyspace, settings.secrets.pseudonymization_key_bytes())
+        keys = SubjectKeyStore(
+            session, cassandra.keyspace, settings.secrets.pseudonymization_key_bytes(), cassandra.concurrency
+        )
         for _attempt in range(MAX_ATTEMPTS):
             result = _recompute_once(settings, spark, store, speed, keys, version)
             if result.made_current or result.note is not None:

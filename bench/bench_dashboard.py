@@ -37,7 +37,7 @@ from infra.isolation import own_stores
 from ingestion.synthetic import SyntheticSource
 from serving.profiles import profile_documents
 from serving.snapshot import Filters, take_snapshot
-from serving.views import ServingViews, TimeRange
+from serving.views import TimeRange, serving_views
 from stores.batch_views import BatchCurrent, BatchViewStore
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
@@ -160,7 +160,7 @@ def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
     cluster, session = cassandra_session(settings)
     client = mongo_client(settings)
     try:
-        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        views = serving_views(session, settings)
         database = mongo_database(client, settings)
         documents = profile_documents(database, settings)
         country = views.dimension("country").values[0].value

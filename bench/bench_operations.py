@@ -47,7 +47,7 @@ from serving.operations import (
     topic_overview,
 )
 from serving.profiles import profile_documents
-from serving.views import ServingViews
+from serving.views import serving_views
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
 from stores.documents import dead_letter_document, mongo_raw_store
@@ -142,7 +142,7 @@ def measure(settings: Settings, repeat: int) -> list[dict[str, Any]]:
     reader = TopicReader(settings)  # kept open between refreshes, as the page keeps it
     history = RunHistory(settings.paths.dagster_home)
     try:
-        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        views = serving_views(session, settings)
         documents = profile_documents(mongo_database(client, settings), settings)
         sources = OperationsSources(reader, documents, views, history)
 

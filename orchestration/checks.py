@@ -68,7 +68,7 @@ def batch_totals_match_silver(userpulse: UserPulseResource) -> AssetCheckResult:
         store = BatchViewStore(session, cassandra.keyspace, cassandra.concurrency)
         current = store.current()
         key = settings.secrets.pseudonymization_key_bytes()
-        erased = SubjectKeyStore(session, cassandra.keyspace, key).erased_pseudonyms()
+        erased = SubjectKeyStore(session, cassandra.keyspace, key, cassandra.concurrency).erased_pseudonyms()
         view_total = sum(row.profiles for row in store.totals(current.version, "gender")) if current else 0
     finally:
         cluster.shutdown()

@@ -200,7 +200,7 @@ def erase_subject(
 ) -> ErasureReport:
     """Erase one subject from every store (see the module docstring for the order and why)."""
     key = settings.secrets.pseudonymization_key_bytes()
-    keys = SubjectKeyStore(session, settings.cassandra.keyspace, key)
+    keys = SubjectKeyStore(session, settings.cassandra.keyspace, key, settings.cassandra.concurrency)
     # Logged before its sequence number is taken: a recomputation that sees the number sees the subject.
     report = ErasureReport(keys.log_erasure(uuid, requested_by, {}))
     seq = BatchViewStore(

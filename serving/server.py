@@ -22,7 +22,7 @@ from serving.operations_page import operations_page_factory
 from serving.profile_store import ProfileStore, profile_store_of
 from serving.profiles import ProfileDocuments, profile_documents
 from serving.snapshot import SharedSnapshots
-from serving.views import ServingViews
+from serving.views import ServingViews, serving_views
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
 
@@ -40,7 +40,7 @@ def serving_stores(settings: Settings) -> Iterator[tuple[ServingViews, ProfileDo
     client = mongo_client(settings)
     try:
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
-        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        views = serving_views(session, settings)
         database = mongo_database(client, settings)
         documents = profile_documents(database, settings)
         profiles = profile_store_of(session, database, settings)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from core.aggregates import DIMENSIONS
+from core.settings import Settings
 from stores.batch_views import BatchCurrent, BatchViewStore, ErasureCorrection
 from stores.connections import Session
 from stores.speed_views import CassandraSpeedStore, SpeedProgress, StreamBatch
@@ -235,7 +236,7 @@ def correction_partials(
 class ServingViews:
     """Read side of both layers' Cassandra views: merged breakdowns, timelines and freshness."""
 
-    def __init__(self, session: Session, keyspace: str, speed_job: str, concurrency: int = 32) -> None:
+    def __init__(self, session: Session, keyspace: str, speed_job: str, concurrency: int) -> None:
         self.speed_job = speed_job
         self.batch = BatchViewStore(session, keyspace, concurrency)
         self.speed = CassandraSpeedStore(session, keyspace, concurrency)
@@ -416,3 +417,9 @@ class _Sources:
 def _aware(moment: datetime) -> datetime:
     """Cassandra's driver returns naive UTC datetimes."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def serving_views(session: Session, settings: Settings) -> ServingViews:
+    """The merged views of the configured keyspace and speed job."""
+    cassandra = settings.cassandra
+    return ServingViews(session, cassandra.keyspace, settings.speed_layer.job_name, cassandra.concurrency)

@@ -43,7 +43,7 @@ class SubjectKeyStore:
     """``subject_keys`` and ``erasures`` of one keyspace."""
 
     def __init__(
-        self, session: Session, keyspace: str, pseudonymization_key: bytes, concurrency: int = 32
+        self, session: Session, keyspace: str, pseudonymization_key: bytes, concurrency: int
     ) -> None:
         self.session = session
         self.keyspace = keyspace

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from core.settings import Settings
-from serving.views import ServingViews
+from serving.views import serving_views
 from stores.connections import cassandra_session
 from tests.integration.profiles_input import AgeCounts
 
@@ -57,7 +57,7 @@ def merged_view(settings: Settings) -> dict[tuple[str, str], tuple[int, int, int
     youngest, oldest)."""
     cluster, session = cassandra_session(settings)
     try:
-        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        views = serving_views(session, settings)
         return {
             (view.dimension, figures.value): (
                 figures.profiles,

@@ -139,8 +139,9 @@ class Pipeline:
         """Every dimension's merged figures, all time, and the profiles per window."""
         cluster, session = cassandra_session(self.settings)
         try:
+            cassandra = self.settings.cassandra
             views = ServingViews(
-                session, self.settings.cassandra.keyspace, self.settings.speed_layer.job_name
+                session, cassandra.keyspace, self.settings.speed_layer.job_name, cassandra.concurrency
             )
             figures = {
                 (view.dimension, v.value): (v.profiles, v.age_sum, v.age_min, v.age_max)

@@ -324,7 +324,7 @@ def test_the_dashboard_shows_the_stores_figures_and_refreshes_without_reload(
 
 
 def snapshot_of(stores: Stores, keyspace: str, minutes: int | None) -> Snapshot:
-    views = ServingViews(stores.session, keyspace, "speed")
+    views = ServingViews(stores.session, keyspace, "speed", concurrency=16)
     return take_snapshot(views, stores.documents, Filters(minutes=minutes), 60, 60, 500)
 
 

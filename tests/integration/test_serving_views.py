@@ -131,7 +131,11 @@ def stores(keyspace_settings: Settings, session: Session) -> Stores:
     )
     for batch_id in {row[0] for row in SPEED}:
         speed.write_batch_metrics(batch_metrics(batch_id, {row[2] for row in SPEED if row[0] == batch_id}))
-    return speed, BatchViewStore(session, keyspace, concurrency=16), ServingViews(session, keyspace, "speed")
+    return (
+        speed,
+        BatchViewStore(session, keyspace, concurrency=16),
+        ServingViews(session, keyspace, "speed", concurrency=16),
+    )
 
 
 def view_rows(

@@ -31,7 +31,7 @@ from serving.operations import (
     topic_overview,
 )
 from serving.profiles import DeadLetterRow, profile_documents
-from serving.views import ServingViews
+from serving.views import serving_views
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
 
@@ -125,7 +125,7 @@ def batches(
     try:
         # The schema first, as every read does: before any layer ran, "no micro-batch", not an error.
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
-        views = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        views = serving_views(session, settings)
         recent = views.recent_speed_batches(limit)
     finally:
         cluster.shutdown()

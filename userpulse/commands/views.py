@@ -13,7 +13,7 @@ from rich.table import Table
 
 from core.aggregates import DIMENSIONS, window_floor, window_seconds_of
 from core.settings import get_settings
-from serving.views import DimensionView, Freshness, ServingViews, TimeRange
+from serving.views import DimensionView, Freshness, TimeRange, serving_views
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session
 
@@ -109,7 +109,7 @@ def views(
     cluster, session = cassandra_session(settings)
     try:
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
-        serving = ServingViews(session, settings.cassandra.keyspace, settings.speed_layer.job_name)
+        serving = serving_views(session, settings)
         answers = serving.dimensions(chosen, selected)
     finally:
         cluster.shutdown()
