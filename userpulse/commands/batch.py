@@ -14,6 +14,7 @@ from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.settings import get_settings
 from core.spark import build_spark_session
 from core.streaming import MissingTopicError
+from userpulse.commands.params import utc_day
 
 batch_app = typer.Typer(
     help="The batch layer: the Delta archive of the topic and the recomputed views.", no_args_is_help=True
@@ -41,10 +42,6 @@ def archive() -> None:
     )
 
 
-def _day(value: datetime | None) -> date | None:
-    return value.date() if value is not None else None
-
-
 @batch_app.command()
 def recompute(
     first: Annotated[
@@ -60,7 +57,7 @@ def recompute(
     recompute the batch views from all of silver and make them current."""
     days = None
     if first is not None or last is not None:
-        days = (_day(first) or date.min, _day(last) or datetime.now(UTC).date())
+        days = (utc_day(first) or date.min, utc_day(last) or datetime.now(UTC).date())
         if days[0] > days[1]:
             console.print(f"[red]--from {days[0]} is after --to {days[1]}[/red]")
             raise typer.Exit(2)

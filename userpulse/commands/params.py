@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import date, datetime
 
 import typer
 
@@ -27,3 +28,8 @@ def topic_name(value: str | None) -> str | None:
     if value is not None and (not _TOPIC_NAME.fullmatch(value) or value in (".", "..")):
         raise typer.BadParameter(f"{value!r} is not a Kafka topic name (letters, digits, '.', '_', '-')")
     return value
+
+
+def utc_day(value: datetime | None) -> date | None:
+    """The day of a ``--from``/``--since``-style option (typer parses ``%Y-%m-%d`` into a datetime)."""
+    return value.date() if value is not None else None

@@ -41,6 +41,7 @@ from serving.profile_store import (
 )
 from stores.subject_keys import SubjectKeyStore, subject_key_store
 from userpulse.commands.forget import forget
+from userpulse.commands.params import utc_day
 
 profile_app = typer.Typer(
     help="One profile by uuid: read it from the stores, or create and update it through the topic.",
@@ -298,10 +299,6 @@ def get(uuid: UuidArgument, as_json: JsonOption = False) -> None:
     output.print(table)
 
 
-def _day(value: datetime | None) -> date | None:
-    return value.date() if value is not None else None
-
-
 @profile_app.command()
 def history(
     uuid: UuidArgument,
@@ -323,7 +320,7 @@ def history(
         erased = bool(key_store.erased([uuid]))
     spark = build_spark_session(settings, app_name="userpulse-profile-history")
     try:
-        versions = profile_history(spark, settings, uuid, data_key, _day(since), _day(until))
+        versions = profile_history(spark, settings, uuid, data_key, utc_day(since), utc_day(until))
     finally:
         spark.stop()
     if not versions:
