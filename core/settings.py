@@ -638,6 +638,29 @@ class ReliabilitySettings(_Section):
     """Longest wait between two attempts."""
 
 
+Deployment = Literal["local", "docker", "cluster"]
+"""Where the engines run (``Settings.deployment``)."""
+
+LOOPBACK_HOSTS = ("127.", "localhost", "::1", "[::1]")
+"""Host prefixes only this machine reaches."""
+
+
+def loopback_addresses(settings: Settings) -> list[str]:
+    """The settings that point at this machine's own services (a cluster deployment has none)."""
+    found: list[str] = []
+    kafka_hosts = settings.kafka.bootstrap_servers.split(",")
+    if any(host.strip().startswith(LOOPBACK_HOSTS) for host in kafka_hosts):
+        found.append(f"kafka ({settings.kafka.bootstrap_servers})")
+    if any(host.startswith(LOOPBACK_HOSTS) for host in settings.cassandra.nodes):
+        found.append(f"cassandra ({', '.join(settings.cassandra.nodes)})")
+    mongo_hosts = settings.mongo.address.rpartition("://")[2].split(",")
+    if any(host.startswith(LOOPBACK_HOSTS) for host in mongo_hosts):
+        found.append(f"mongo ({settings.mongo.address})")
+    if settings.spark.master.startswith("local"):
+        found.append(f"spark.master ({settings.spark.master})")
+    return found
+
+
 class Settings(BaseSettings):
     """Every setting of the platform, grouped by the system it configures."""
 
@@ -651,6 +674,11 @@ class Settings(BaseSettings):
         use_attribute_docstrings=True,
     )
 
+    deployment: Deployment = "local"
+    """Where the engines run: ``local``, processes ``userpulse stack`` starts on this machine; ``docker``,
+    the containers of ``infra/docker-compose.yml`` (``userpulse stack`` runs ``docker compose``);
+    ``cluster``, services run by their operators (``userpulse stack`` only probes them, and no address
+    may point at this machine)."""
     kafka: KafkaSettings = KafkaSettings()
     randomuser: RandomUserSettings = RandomUserSettings()
     producer: ProducerSettings = ProducerSettings()
@@ -667,6 +695,15 @@ class Settings(BaseSettings):
     paths: PathSettings = PathSettings()
     secrets: SecretSettings = SecretSettings()
     reliability: ReliabilitySettings = ReliabilitySettings()
+
+    @model_validator(mode="after")
+    def _cluster_reaches_no_loopback(self) -> Settings:
+        # A cluster deployment left at a local default would run against this machine's services.
+        if self.deployment == "cluster" and (local := loopback_addresses(self)):
+            raise ValueError(
+                f"deployment is cluster but these settings point at this machine: {'; '.join(local)}"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

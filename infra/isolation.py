@@ -42,9 +42,9 @@ def drop_keyspace(settings: Settings, keyspace: str) -> None:
 
 
 def own_stores_overrides(stack_settings: Settings, name: str, folder: Path) -> dict[str, str]:
-    """Settings overrides (``section.field`` -> value, as ``UserPulseResource`` takes them) that give a
-    run its own topics (``name``, ``name_dlq``), keyspace and MongoDB database (``name``), and lake and
-    checkpoints under ``folder``, on the running stack."""
+    """Settings overrides (``section.field`` -> value, as the orchestration's ``PlatformSettings`` takes
+    them) that give a run its own topics (``name``, ``name_dlq``), keyspace and MongoDB database
+    (``name``), and lake and checkpoints under ``folder``, on the running stack."""
     overrides = {
         "kafka.host": stack_settings.kafka.host,
         "kafka.port": str(stack_settings.kafka.port),

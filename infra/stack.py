@@ -489,8 +489,42 @@ class FerretDBService(LocalService):
         return {"GOGC": "400"}
 
 
+COMPOSE_FILE = Path(__file__).parent / "docker-compose.yml"
+"""The same services as containers (``deployment = docker``)."""
+
+
+def compose_command(*arguments: str) -> list[str]:
+    """``docker compose`` on the project's compose file."""
+    return ["docker", "compose", "-f", str(COMPOSE_FILE), *arguments]
+
+
+def run_compose(settings: Settings, *arguments: str) -> None:
+    """Run ``docker compose`` (``deployment = docker``); its error output ends in a ``StackError``."""
+    command = compose_command(*arguments)
+    try:
+        finished = subprocess.run(
+            command, capture_output=True, text=True, timeout=settings.local_stack.startup_timeout_s
+        )
+    except FileNotFoundError as error:
+        raise StackError("deployment is docker but the `docker` command is not installed") from error
+    except subprocess.TimeoutExpired as error:
+        raise StackError(f"`{' '.join(command)}` did not finish within {error.timeout:.0f} s") from error
+    if finished.returncode != 0 and "Usage:  docker [OPTIONS] COMMAND" in finished.stderr:
+        raise StackError("deployment is docker but this docker client has no `docker compose` plugin")
+    if finished.returncode != 0:
+        output = (finished.stderr or finished.stdout).strip().splitlines()
+        raise StackError(f"`{' '.join(command)}` failed: {' / '.join(output[-3:]) or finished.returncode}")
+
+
+CLUSTER_SERVICES = (
+    "deployment is cluster: Kafka, Cassandra and MongoDB are run by their operators, not by this "
+    "command (`userpulse stack status` probes them)"
+)
+
+
 class LocalStack:
-    """The three services, started and stopped together."""
+    """The three services, started and stopped together: as processes on this machine (``deployment =
+    local``) or as the compose file's containers (``docker``); a cluster's are only probed."""
 
     def __init__(self, settings: Settings, services: list[LocalService] | None = None) -> None:
         self.settings = settings
@@ -514,6 +548,11 @@ class LocalStack:
         Services start in parallel. If one fails, those this call started are stopped again and a
         ``StackError`` with the failing service's log tail is raised.
         """
+        if self.settings.deployment == "cluster":
+            raise StackError(CLUSTER_SERVICES)
+        if self.settings.deployment == "docker":
+            run_compose(self.settings, "up", "--detach", "--wait")
+            return self.status()
         started: dict[str, tuple[int, float]] = {}
         results: dict[str, ServiceStatus] = {}
         try:
@@ -570,11 +609,19 @@ class LocalStack:
 
     def down(self) -> list[str]:
         """Stop the services we started; returns their names. External services are left alone."""
+        if self.settings.deployment == "cluster":
+            raise StackError(CLUSTER_SERVICES)
+        if self.settings.deployment == "docker":
+            run_compose(self.settings, "down")
+            return [service.name for service in self.services]
         return self._stop(self.services)
 
     def reset(self) -> list[str]:
         """Stop our services and delete all their data, logs and the lake; returns what was removed."""
-        self.down()
+        if self.settings.deployment == "docker":
+            run_compose(self.settings, "down", "--volumes")
+        else:
+            self.down()
         stack_dir = self.settings.paths.stack_dir
         removed = [str(path) for path in sorted(stack_dir.iterdir())] if stack_dir.exists() else []
         shutil.rmtree(stack_dir, ignore_errors=True)

@@ -13,6 +13,8 @@ from datetime import date
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
     BackfillPolicy,
     DailyPartitionsDefinition,
     MaterializeResult,
@@ -20,39 +22,48 @@ from dagster import (
     asset,
 )
 
-from batch_layer.archive import archived_end_offsets, run_archive, topic_end_offsets
+from batch_layer.archive import archived_end_offsets, run_archive
 from batch_layer.maintenance import maintain_lake
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
-from core.settings import get_settings
+from core.settings import Settings
 from orchestration.metadata import offsets_from_text, offsets_text
-from orchestration.resources import UserPulseResource
+from orchestration.resources import KafkaResource, SparkResource
 
-ingestion_days = DailyPartitionsDefinition(
-    start_date=get_settings().batch_layer.partitions_start_date.isoformat(),
-    timezone="UTC",
-    end_offset=1,  # today is a partition too: its records arrive all day and are refreshed as they come
-)
-"""UTC ingestion days: the archive's Delta partitions, and the silver table's."""
+
+def ingestion_days(settings: Settings) -> DailyPartitionsDefinition:
+    """UTC ingestion days from ``batch_layer.partitions_start_date``: the archive's Delta partitions,
+    and the silver table's."""
+    return DailyPartitionsDefinition(
+        start_date=settings.batch_layer.partitions_start_date.isoformat(),
+        timezone="UTC",
+        end_offset=1,  # today is a partition too: its records arrive all day and are refreshed as they come
+    )
+
+
+SILVER_PROFILES = AssetKey("silver_profiles")
+"""Key of the silver asset, built per settings by ``silver_profiles_asset`` (its days start at a setting)."""
 
 
 @asset(group_name="batch_layer")
-def profile_archive(context: AssetExecutionContext, userpulse: UserPulseResource) -> MaterializeResult:
+def profile_archive(
+    context: AssetExecutionContext, spark: SparkResource, kafka: KafkaResource
+) -> MaterializeResult:
     """Every record of the profiles topic, as received, in a Delta table partitioned by ingestion date.
 
     Not a partitioned asset: each run appends the topic's new offsets, whatever day they are from. Its
     metadata records the ingestion days appended to since the last successful materialization, which
     the ``refresh_appended_days`` sensor turns into a silver refresh of those days.
     """
-    settings = userpulse.settings()
+    settings = spark.settings()
     previous = context.instance.get_latest_materialization_event(context.asset_key)
     since = None
     if previous is not None and previous.asset_materialization is not None:
         recorded = previous.asset_materialization.metadata.get("archived_end_offsets")
         since = offsets_from_text(str(recorded.value)) if recorded is not None else None
     # What the run must reach at least (the producer may keep appending while it runs).
-    target = topic_end_offsets(settings)
-    spark = userpulse.spark()
-    result = run_archive(settings, spark, days_since=since)
+    target = kafka.end_offsets()
+    session = spark.session()
+    result = run_archive(settings, session, days_since=since)
     context.log.info(
         f"archived {result.records} new records in {result.batches} batches, "
         f"ingestion days {[day.isoformat() for day in result.days]}"
@@ -62,43 +73,48 @@ def profile_archive(context: AssetExecutionContext, userpulse: UserPulseResource
             "new_records": result.records,
             "batches": result.batches,
             "appended_days": ",".join(day.isoformat() for day in result.days),
-            "archived_end_offsets": offsets_text(archived_end_offsets(spark, settings)),
+            "archived_end_offsets": offsets_text(archived_end_offsets(session, settings)),
             "topic_end_offsets_at_start": offsets_text(target),
             "path": str(settings.paths.archive_table),
         }
     )
 
 
-@asset(
-    group_name="batch_layer",
-    deps=[profile_archive],
-    partitions_def=ingestion_days,
-    backfill_policy=BackfillPolicy.single_run(),
-)
-def silver_profiles(context: AssetExecutionContext, userpulse: UserPulseResource) -> MaterializeResult:
-    """Cleaned, pseudonymized profiles per ingestion day (the latest version of each uuid that day).
+def silver_profiles_asset(days_partitions: DailyPartitionsDefinition) -> AssetsDefinition:
+    """The ``silver_profiles`` asset over ``days_partitions`` (``ingestion_days(settings)``)."""
 
-    A run rewrites exactly its partition range (Delta ``replaceWhere`` on ``ingestion_date``); the
-    other days are not touched. Deduplication across days is left to ``batch_views``.
-    """
-    key_range = context.partition_key_range
-    days = (date.fromisoformat(key_range.start), date.fromisoformat(key_range.end))
-    result = refresh_silver_profiles(userpulse.settings(), userpulse.spark(), days)
-    return MaterializeResult(
-        metadata={
-            "profiles_in_range": result.profiles,
-            "days_with_profiles": len(result.days),
-            "newest_event": str(result.newest_event),
-        }
+    @asset(
+        name="silver_profiles",
+        group_name="batch_layer",
+        deps=[profile_archive],
+        partitions_def=days_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
     )
+    def silver_profiles(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
+        """Cleaned, pseudonymized profiles per ingestion day (the latest version of each uuid that day).
+
+        A run rewrites exactly its partition range (Delta ``replaceWhere`` on ``ingestion_date``); the
+        other days are not touched. Deduplication across days is left to ``batch_views``.
+        """
+        key_range = context.partition_key_range
+        days = (date.fromisoformat(key_range.start), date.fromisoformat(key_range.end))
+        result = refresh_silver_profiles(spark.settings(), spark.session(), days)
+        return MaterializeResult(
+            metadata={
+                "profiles_in_range": result.profiles,
+                "days_with_profiles": len(result.days),
+                "newest_event": str(result.newest_event),
+            }
+        )
+
+    return silver_profiles
 
 
-@asset(group_name="batch_layer", deps=[silver_profiles])
-def batch_views(context: AssetExecutionContext, userpulse: UserPulseResource) -> MaterializeResult:
+@asset(group_name="batch_layer", deps=[SILVER_PROFILES])
+def batch_views(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
     """Authoritative aggregates per dimension, all-time and per window, of the records up to the speed
     layer's horizon (Cassandra)."""
-    settings = userpulse.settings()
-    result = recompute_batch_views(settings, userpulse.spark())
+    result = recompute_batch_views(spark.settings(), spark.session())
     if result.note:
         context.log.warning(result.note)
     return MaterializeResult(
@@ -116,14 +132,14 @@ def batch_views(context: AssetExecutionContext, userpulse: UserPulseResource) ->
 
 @asset(
     group_name="batch_layer",
-    deps=[profile_archive, silver_profiles],
+    deps=[profile_archive, SILVER_PROFILES],
     # OPTIMIZE loses to a concurrent commit that removed the same files (a silver refresh of the same
     # day): Delta refuses the second commit, nothing is damaged, and a later attempt goes through.
     retry_policy=RetryPolicy(max_retries=2, delay=120),
 )
-def lake_maintenance(userpulse: UserPulseResource) -> MaterializeResult:
+def lake_maintenance(spark: SparkResource) -> MaterializeResult:
     """OPTIMIZE and VACUUM of the archive and silver tables (``batch_layer.vacuum_retention_hours``)."""
-    results = maintain_lake(userpulse.settings(), userpulse.spark())
+    results = maintain_lake(spark.settings(), spark.session())
     metadata: dict[str, int] = {}
     for result in results:
         name = result.path.name

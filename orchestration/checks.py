@@ -5,26 +5,25 @@
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 from pyspark.sql import functions as F
 
-from batch_layer.archive import archived_end_offsets, topic_end_offsets
+from batch_layer.archive import archived_end_offsets
 from batch_layer.recompute import within_horizon
 from core.aggregates import COPY_COLUMNS, counted_profiles
-from orchestration.assets import batch_views, profile_archive, silver_profiles
+from orchestration.assets import SILVER_PROFILES, batch_views, profile_archive
 from orchestration.metadata import offsets_from_text
-from orchestration.resources import UserPulseResource
+from orchestration.resources import CassandraResource, KafkaResource, SparkResource
 from stores.batch_views import BatchViewStore
-from stores.connections import cassandra_session
 from stores.subject_keys import SubjectKeyStore
 
 
 @asset_check(asset=profile_archive, blocking=True)
 def archive_holds_every_offset(
-    context: AssetCheckExecutionContext, userpulse: UserPulseResource
+    context: AssetCheckExecutionContext, spark: SparkResource, kafka: KafkaResource
 ) -> AssetCheckResult:
     """The archive has consumed the topic up to the end offsets it had when the run started (records
     produced since are the next run's), and holds each offset once."""
-    settings = userpulse.settings()
-    spark = userpulse.spark()
-    archive = spark.read.format("delta").load(str(settings.paths.archive_table))
+    settings = spark.settings()
+    session = spark.session()
+    archive = session.read.format("delta").load(str(settings.paths.archive_table))
     rows, distinct = archive.count(), archive.select("partition", "offset").distinct().count()
     latest = context.instance.get_latest_materialization_event(profile_archive.key)
     recorded = (
@@ -32,8 +31,8 @@ def archive_holds_every_offset(
         if (latest is not None and latest.asset_materialization is not None)
         else None
     )
-    expected = offsets_from_text(str(recorded.value)) if recorded is not None else topic_end_offsets(settings)
-    archived = archived_end_offsets(spark, settings)
+    expected = offsets_from_text(str(recorded.value)) if recorded is not None else kafka.end_offsets()
+    archived = archived_end_offsets(session, settings)
     behind = {p: end - archived.get(p, 0) for p, end in expected.items() if archived.get(p, 0) < end}
     return AssetCheckResult(
         passed=rows == distinct and not behind,
@@ -41,12 +40,12 @@ def archive_holds_every_offset(
     )
 
 
-@asset_check(asset=silver_profiles, blocking=True)
-def silver_has_no_null_uuid(userpulse: UserPulseResource) -> AssetCheckResult:
+@asset_check(asset=SILVER_PROFILES, blocking=True)
+def silver_has_no_null_uuid(spark: SparkResource) -> AssetCheckResult:
     """Every silver profile has a uuid, a subject pseudonym and an ingestion day, and each archived
     record (Kafka partition and offset) is in silver once at most."""
-    settings = userpulse.settings()
-    silver = userpulse.spark().read.format("delta").load(str(settings.paths.silver_table))
+    settings = spark.settings()
+    silver = spark.session().read.format("delta").load(str(settings.paths.silver_table))
     nulls = silver.where(
         F.col("uuid").isNull() | F.col("subject_pseudonym").isNull() | F.col("ingestion_date").isNull()
     ).count()
@@ -58,22 +57,18 @@ def silver_has_no_null_uuid(userpulse: UserPulseResource) -> AssetCheckResult:
 
 
 @asset_check(asset=batch_views)
-def batch_totals_match_silver(userpulse: UserPulseResource) -> AssetCheckResult:
+def batch_totals_match_silver(spark: SparkResource, cassandra: CassandraResource) -> AssetCheckResult:
     """The current view counts exactly the profiles the counting rule counts among the silver copies up
     to its horizon, erased subjects left out: its all-time rows hold every one of them once."""
-    settings = userpulse.settings()
-    cluster, session = cassandra_session(settings)
-    try:
-        cassandra = settings.cassandra
-        store = BatchViewStore(session, cassandra.keyspace, cassandra.concurrency)
+    settings = spark.settings()
+    keyspace, concurrency = settings.cassandra.keyspace, settings.cassandra.concurrency
+    with cassandra.session() as session:
+        store = BatchViewStore(session, keyspace, concurrency)
         current = store.current()
         key = settings.secrets.pseudonymization_key_bytes()
-        erased = SubjectKeyStore(session, cassandra.keyspace, key, cassandra.concurrency).erased_pseudonyms()
+        erased = SubjectKeyStore(session, keyspace, key, concurrency).erased_pseudonyms()
         view_total = sum(row.profiles for row in store.totals(current.version, "gender")) if current else 0
-    finally:
-        cluster.shutdown()
-    spark = userpulse.spark()
-    silver = spark.read.format("delta").load(str(settings.paths.silver_table))
+    silver = spark.session().read.format("delta").load(str(settings.paths.silver_table))
     copies = within_horizon(silver, current.horizon if current else {})
     copies = copies.where(~F.col("subject_pseudonym").isin(erased)) if erased else copies
     expected = counted_profiles(
@@ -88,18 +83,15 @@ def batch_totals_match_silver(userpulse: UserPulseResource) -> AssetCheckResult:
 
 @asset_check(asset=batch_views)
 def horizon_moves_forward(
-    context: AssetCheckExecutionContext, userpulse: UserPulseResource
+    context: AssetCheckExecutionContext, cassandra: CassandraResource
 ) -> AssetCheckResult:
     """The batch view's horizon (the last speed batch it covers) never moves backwards from one
     materialization to the next: a view never takes back records it covered."""
-    settings = userpulse.settings()
-    cluster, session = cassandra_session(settings)
-    try:
+    settings = cassandra.settings()
+    with cassandra.session() as session:
         current = BatchViewStore(
             session, settings.cassandra.keyspace, settings.cassandra.concurrency
         ).current()
-    finally:
-        cluster.shutdown()
     history = [
         record.asset_materialization.metadata.get("speed_batch_id")
         for record in context.instance.fetch_materializations(batch_views.key, limit=2).records

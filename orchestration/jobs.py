@@ -6,21 +6,18 @@ that is down does not hold back the others)."""
 
 from dagster import OpExecutionContext, Output, RetryPolicy, define_asset_job, job, op
 
-from orchestration.assets import batch_views, lake_maintenance, profile_archive, silver_profiles
-from orchestration.resources import UserPulseResource
-from privacy.retention import (
-    StoreRetention,
-    enforce_cassandra,
-    enforce_lake,
-    enforce_mongo,
-    enforce_topics,
-    now_utc,
-)
-from stores.connections import cassandra_session, mongo_client, mongo_database
+from orchestration.assets import SILVER_PROFILES, batch_views, lake_maintenance, profile_archive
+from orchestration.resources import CassandraResource, KafkaResource, MongoResource, SparkResource
+from privacy.retention import now_utc
+from stores.documents import mongo_raw_store
+from stores.lake import DeltaLake
+from stores.personal_data import StoreRetention
+from stores.speed_views import CassandraSpeedStore
+from stores.topics import KafkaTopics
 
 archive_job = define_asset_job("archive_topic", selection=[profile_archive])
 
-refresh_job = define_asset_job("refresh_views", selection=[silver_profiles, batch_views])
+refresh_job = define_asset_job("refresh_views", selection=[SILVER_PROFILES, batch_views.key])
 
 maintenance_job = define_asset_job("maintain_lake", selection=[lake_maintenance])
 
@@ -36,39 +33,37 @@ def retention_output(context: OpExecutionContext, results: list[StoreRetention])
 
 
 @op
-def topic_retention(context: OpExecutionContext, userpulse: UserPulseResource) -> Output[int]:
+def topic_retention(context: OpExecutionContext, kafka: KafkaResource) -> Output[int]:
     """Set ``retention.ms`` on the existing topics where it differs (the broker deletes the segments)."""
-    return retention_output(context, enforce_topics(userpulse.settings()))
+    settings = kafka.settings()
+    return retention_output(context, KafkaTopics(settings.kafka).expire(settings.retention, now_utc()))
 
 
 @op
-def mongo_retention(context: OpExecutionContext, userpulse: UserPulseResource) -> Output[int]:
+def mongo_retention(context: OpExecutionContext, mongo: MongoResource) -> Output[int]:
     """Delete raw documents, their latest copy and dead letters older than their retention."""
-    settings = userpulse.settings()
-    client = mongo_client(settings)
-    try:
-        results = enforce_mongo(mongo_database(client, settings), settings, now_utc())
-    finally:
-        client.close()
+    settings = mongo.settings()
+    with mongo.database() as database:
+        results = mongo_raw_store(database, settings).expire(settings.retention, now_utc())
     return retention_output(context, results)
 
 
 @op
-def cassandra_retention(context: OpExecutionContext, userpulse: UserPulseResource) -> Output[int]:
+def cassandra_retention(context: OpExecutionContext, cassandra: CassandraResource) -> Output[int]:
     """Align the tables' default TTL with the settings and delete the rows already past it."""
-    settings = userpulse.settings()
-    cluster, session = cassandra_session(settings)
-    try:
-        results = enforce_cassandra(session, settings, now_utc())
-    finally:
-        cluster.shutdown()
+    settings = cassandra.settings()
+    with cassandra.session() as session:
+        speed = CassandraSpeedStore(session, settings.cassandra.keyspace, settings.cassandra.concurrency)
+        results = speed.expire(settings.retention, now_utc())
     return retention_output(context, results)
 
 
 @op(retry_policy=RetryPolicy(max_retries=2, delay=120))  # a concurrent silver refresh may win the commit
-def lake_retention(context: OpExecutionContext, userpulse: UserPulseResource) -> Output[int]:
+def lake_retention(context: OpExecutionContext, spark: SparkResource) -> Output[int]:
     """Delete the archive's and silver's ingestion days older than the archive retention."""
-    return retention_output(context, enforce_lake(userpulse.spark(), userpulse.settings(), now_utc()))
+    settings = spark.settings()
+    lake = DeltaLake(spark.session(), settings.paths, settings.secrets.pseudonymization_key_bytes())
+    return retention_output(context, lake.expire(settings.retention, now_utc()))
 
 
 @job(name="retention")

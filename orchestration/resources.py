@@ -1,18 +1,29 @@
-"""The resource every asset, check and op of the batch layer gets: the platform's settings and its Spark
-session, built from the one settings object (a run from the UI does what ``userpulse batch`` does)."""
+"""The resources the batch layer's assets, checks and ops get, one per engine they use: the platform's
+settings, Spark, Cassandra, MongoDB and Kafka. Each is built from the one settings object, so a run
+from the UI does what ``userpulse batch`` does; ``settings.deployment`` (``USERPULSE_DEPLOYMENT``) says
+where the engines run and is checked when the definitions load (see ``core.settings.Deployment``).
+
+An op asks for the resources it uses by name (``spark: SparkResource``); the UI lists them per asset.
+"""
 
 # No `from __future__ import annotations`: Dagster inspects the context annotations at definition time.
 
-from dagster import ConfigurableResource
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dagster import ConfigurableResource, ResourceDependency
 from pydantic import Field
 from pyspark.sql import SparkSession
 
+from batch_layer.archive import topic_end_offsets
 from core.settings import Settings, get_settings
 from core.spark import build_spark_session
+from stores.connections import Database, Session, cassandra_session, mongo_client, mongo_database
 
 
-class UserPulseResource(ConfigurableResource):
-    """The platform's settings (from ``USERPULSE_*`` variables) and its Spark session.
+class PlatformSettings(ConfigurableResource):
+    """The platform's settings (from ``USERPULSE_*`` variables).
 
     ``overrides`` replaces single settings, ``{"kafka.profiles_topic": "t"}``: tests point a run at
     their own topic, keyspace and lake without touching the environment.
@@ -35,5 +46,76 @@ class UserPulseResource(ConfigurableResource):
             }
         )
 
-    def spark(self) -> SparkSession:
+
+class SparkResource(ConfigurableResource):
+    """The Spark session of a run: ``spark.master`` (local threads, or a cluster's master URL)."""
+
+    platform: ResourceDependency[PlatformSettings]
+
+    def settings(self) -> Settings:
+        return self.platform.settings()
+
+    def session(self) -> SparkSession:
         return build_spark_session(self.settings(), app_name="userpulse-dagster")
+
+
+class CassandraResource(ConfigurableResource):
+    """Sessions on the Cassandra cluster of ``cassandra.*`` (its contact points, login and TLS)."""
+
+    platform: ResourceDependency[PlatformSettings]
+
+    def settings(self) -> Settings:
+        return self.platform.settings()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A connected session, shut down when the block ends."""
+        cluster, session = cassandra_session(self.settings())
+        try:
+            yield session
+        finally:
+            cluster.shutdown()
+
+
+class MongoResource(ConfigurableResource):
+    """The raw documents' database on the MongoDB server of ``mongo.*`` (FerretDB locally)."""
+
+    platform: ResourceDependency[PlatformSettings]
+
+    def settings(self) -> Settings:
+        return self.platform.settings()
+
+    @contextmanager
+    def database(self) -> Iterator[Database]:
+        """The configured database, its client closed when the block ends."""
+        settings = self.settings()
+        client = mongo_client(settings)
+        try:
+            yield mongo_database(client, settings)
+        finally:
+            client.close()
+
+
+class KafkaResource(ConfigurableResource):
+    """The Kafka cluster of ``kafka.*``: the profiles topic's offsets, its topics' settings."""
+
+    platform: ResourceDependency[PlatformSettings]
+
+    def settings(self) -> Settings:
+        return self.platform.settings()
+
+    def end_offsets(self) -> dict[int, int]:
+        """The profiles topic's end offset per partition."""
+        return topic_end_offsets(self.settings())
+
+
+def batch_layer_resources(overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """Every resource of the definitions, sharing one ``PlatformSettings`` (with ``overrides``)."""
+    platform = PlatformSettings(overrides=overrides or {})
+    return {
+        "platform": platform,
+        "spark": SparkResource(platform=platform),
+        "cassandra": CassandraResource(platform=platform),
+        "mongo": MongoResource(platform=platform),
+        "kafka": KafkaResource(platform=platform),
+    }

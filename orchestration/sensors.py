@@ -17,17 +17,17 @@ from dagster import (
     RunRecord,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     sensor,
 )
 
-from batch_layer.archive import topic_end_offsets
-from core.settings import get_settings
-from orchestration.assets import ingestion_days, profile_archive
+from core.settings import Settings
+from orchestration.assets import profile_archive
 from orchestration.jobs import archive_job, refresh_job
 from orchestration.metadata import days_from_text, offsets_text
-from orchestration.resources import UserPulseResource
+from orchestration.resources import KafkaResource
 from orchestration.runs import (
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
@@ -43,29 +43,35 @@ REFRESH_RETRY_AFTER_S = 60.0
 to end; a persistent error does not start a run every tick)."""
 
 
-@sensor(
-    job=archive_job,
-    minimum_interval_seconds=get_settings().batch_layer.new_offsets_check_s,
-    default_status=(
-        DefaultSensorStatus.RUNNING
-        if get_settings().batch_layer.archive_trigger == "new_offsets"
-        else DefaultSensorStatus.STOPPED
-    ),
-)
-def new_offsets_waiting(
-    context: SensorEvaluationContext, userpulse: UserPulseResource
-) -> RunRequest | SkipReason:
-    """Start the archiving when the topic has offsets the archive has not consumed yet and no batch run
-    is going (on with ``batch_layer.archive_trigger = new_offsets``)."""
-    if batch_layer_busy(context.instance):
-        # The cursor stays: the offsets that arrive meanwhile are archived by the run after it.
-        return SkipReason("an archive or refresh run is in flight or due")
-    end_offsets = topic_end_offsets(userpulse.settings())
-    cursor = offsets_text(end_offsets)
-    if not end_offsets or cursor == context.cursor:
-        return SkipReason("no new offsets since the last run request")
-    context.update_cursor(cursor)
-    return RunRequest(run_key=cursor)
+def new_offsets_waiting(settings: Settings) -> SensorDefinition:
+    """The sensor that starts the archiving when the topic has offsets the archive has not consumed yet
+    (on with ``batch_layer.archive_trigger = new_offsets``; looks every ``new_offsets_check_s``)."""
+
+    @sensor(
+        name="new_offsets_waiting",
+        job=archive_job,
+        minimum_interval_seconds=settings.batch_layer.new_offsets_check_s,
+        default_status=(
+            DefaultSensorStatus.RUNNING
+            if settings.batch_layer.archive_trigger == "new_offsets"
+            else DefaultSensorStatus.STOPPED
+        ),
+    )
+    def new_offsets_waiting(
+        context: SensorEvaluationContext, kafka: KafkaResource
+    ) -> RunRequest | SkipReason:
+        """Start the archiving when the topic has new offsets and no batch run is going."""
+        if batch_layer_busy(context.instance):
+            # The cursor stays: the offsets that arrive meanwhile are archived by the run after it.
+            return SkipReason("an archive or refresh run is in flight or due")
+        end_offsets = kafka.end_offsets()
+        cursor = offsets_text(end_offsets)
+        if not end_offsets or cursor == context.cursor:
+            return SkipReason("no new offsets since the last run request")
+        context.update_cursor(cursor)
+        return RunRequest(run_key=cursor)
+
+    return new_offsets_waiting
 
 
 def refresh_range(days: set[date], partitions: DailyPartitionsDefinition) -> tuple[str, str] | None:
@@ -94,55 +100,66 @@ def failed_refresh(instance: DagsterInstance) -> RunRecord | None:
     return records[0] if failed and MATERIALIZATIONS_AFTER_TAG in run.tags else None
 
 
-@sensor(job=refresh_job, minimum_interval_seconds=15, default_status=DefaultSensorStatus.RUNNING)
-def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | SkipReason:
-    """After archive materializations, refresh silver and the views for the days they appended to.
+def refresh_appended_days(days_partitions: DailyPartitionsDefinition) -> SensorDefinition:
+    """The sensor that refreshes silver and the views for the days archive runs appended to, cut to
+    ``days_partitions`` (``ingestion_days(settings)``)."""
 
-    Reads every archive materialization since its cursor (not only the latest: two archive runs between
-    ticks may have appended to different days) and requests one run over the range of their days. The
-    run's tags say which materializations it covers: when it fails, the next request covers them again
-    (``REFRESH_RETRY_AFTER_S`` after the failure), with whatever was archived meanwhile.
-    """
-    if job_in_flight(context.instance, refresh_job.name):
-        # The cursor stays: the next tick after that run covers these materializations too, in one run.
-        return SkipReason("a refresh_views run is still in flight")
-    after = int(context.cursor) if context.cursor else None
-    retry_of = failed_refresh(context.instance)
-    if retry_of is not None:
-        ended = retry_of.end_time or retry_of.create_timestamp.timestamp()
-        if time.time() - ended < REFRESH_RETRY_AFTER_S:
-            return SkipReason(f"refresh run {retry_of.dagster_run.run_id} failed: retried after a pause")
-        covered_after = retry_of.dagster_run.tags[MATERIALIZATIONS_AFTER_TAG]
-        after = int(covered_after) if covered_after else None
-    days: set[date] = set()
-    last_seen = after
-    page: str | None = None
-    while True:
-        result = context.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=profile_archive.key, after_storage_id=after),
-            limit=100,
-            cursor=page,
-            ascending=True,
-        )
-        for record in result.records:
-            last_seen = record.storage_id
-            materialization = record.asset_materialization
-            appended = materialization.metadata.get("appended_days") if materialization else None
-            days.update(days_from_text(str(appended.value)) if appended is not None else ())
-        if not result.has_more:
-            break
-        page = result.cursor
-    if last_seen == after:
-        return SkipReason("no archive materialization since the last tick")
-    context.update_cursor(str(last_seen))
-    selected = refresh_range(days, ingestion_days)
-    if selected is None:
-        return SkipReason(f"the archive appended to no day the partitions offer ({sorted(days)})")
-    run_key = f"archive-{last_seen}"
-    if retry_of is not None:  # a run key is requested once: the retry needs its own
-        run_key += f"-retry-of-{retry_of.dagster_run.run_id}"
-    tags = {
-        **partition_range_tags(*selected),
-        MATERIALIZATIONS_AFTER_TAG: "" if after is None else str(after),
-    }
-    return RunRequest(run_key=run_key, tags=tags)
+    @sensor(
+        name="refresh_appended_days",
+        job=refresh_job,
+        minimum_interval_seconds=15,
+        default_status=DefaultSensorStatus.RUNNING,
+    )
+    def refresh_appended_days(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+        """After archive materializations, refresh silver and the views for the days they appended to.
+
+        Reads every archive materialization since its cursor (not only the latest: two archive runs between
+        ticks may have appended to different days) and requests one run over the range of their days. The
+        run's tags say which materializations it covers: when it fails, the next request covers them again
+        (``REFRESH_RETRY_AFTER_S`` after the failure), with whatever was archived meanwhile.
+        """
+        if job_in_flight(context.instance, refresh_job.name):
+            # The cursor stays: the next tick after that run covers these materializations too, in one run.
+            return SkipReason("a refresh_views run is still in flight")
+        after = int(context.cursor) if context.cursor else None
+        retry_of = failed_refresh(context.instance)
+        if retry_of is not None:
+            ended = retry_of.end_time or retry_of.create_timestamp.timestamp()
+            if time.time() - ended < REFRESH_RETRY_AFTER_S:
+                return SkipReason(f"refresh run {retry_of.dagster_run.run_id} failed: retried after a pause")
+            covered_after = retry_of.dagster_run.tags[MATERIALIZATIONS_AFTER_TAG]
+            after = int(covered_after) if covered_after else None
+        days: set[date] = set()
+        last_seen = after
+        page: str | None = None
+        while True:
+            result = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=profile_archive.key, after_storage_id=after),
+                limit=100,
+                cursor=page,
+                ascending=True,
+            )
+            for record in result.records:
+                last_seen = record.storage_id
+                materialization = record.asset_materialization
+                appended = materialization.metadata.get("appended_days") if materialization else None
+                days.update(days_from_text(str(appended.value)) if appended is not None else ())
+            if not result.has_more:
+                break
+            page = result.cursor
+        if last_seen == after:
+            return SkipReason("no archive materialization since the last tick")
+        context.update_cursor(str(last_seen))
+        selected = refresh_range(days, days_partitions)
+        if selected is None:
+            return SkipReason(f"the archive appended to no day the partitions offer ({sorted(days)})")
+        run_key = f"archive-{last_seen}"
+        if retry_of is not None:  # a run key is requested once: the retry needs its own
+            run_key += f"-retry-of-{retry_of.dagster_run.run_id}"
+        tags = {
+            **partition_range_tags(*selected),
+            MATERIALIZATIONS_AFTER_TAG: "" if after is None else str(after),
+        }
+        return RunRequest(run_key=run_key, tags=tags)
+
+    return refresh_appended_days

@@ -1,26 +1,28 @@
 """Erasure on request (GDPR art. 17): one subject removed from every store, the immutable ones included.
 
-Why in ``core/``: like retention, erasure reaches every store of both layers, and no layer owns them all.
+Like retention, erasure reaches every store of both layers, and no layer owns them all: after two steps
+of its own it is a loop over the stores that hold personal data
+(``stores.personal_data.PersonalDataStore.erase``, listed by ``privacy.stores.personal_data_stores``).
 
 Order matters, and every step can be run again (a failed erasure is finished by running it again):
 
-1. **Log and shred.** The erasure is logged under the keyed pseudonym of the uuid (never the uuid or any
-   personal data), which is also how the producer recognises a subject not to publish again, and how
-   every later batch recomputation leaves the subject out; it takes the next erasure sequence number
-   (a lightweight transaction on ``batch_current``: a recomputation that started before cannot become
-   current after). Then the subject's data key is deleted. From that moment every sealed copy of the
-   subject's profiles in the Kafka topic (and in the archive, until step 4) is unreadable: the topic
-   cannot be rewritten, so this is how the erasure reaches it.
+1. **Log.** The erasure is logged under the keyed pseudonym of the uuid (never the uuid or any personal
+   data), which is also how the producer recognises a subject not to publish again, and how every
+   later batch recomputation leaves the subject out; it takes the next erasure sequence number (a
+   lightweight transaction on ``batch_current``: a recomputation that started before cannot become
+   current after).
 2. **Merged view.** The subject's contribution as the speed layer counts it (``core.versions``) is
    recorded as an erasure correction, which serving subtracts until a batch view that leaves the
    subject out is current; so the subject stops counting at once, its age included in the minimum and
-   maximum.
-3. **Serving stores.** The pseudonymized ``profiles`` row, the MongoDB raw document, its latest-profiles
-   copy and the dead letters keyed by the uuid are deleted.
-4. **Lake.** Delta ``DELETE`` of the subject's archive records and silver rows, a ``REORG ... PURGE`` (so
-   no deletion vector keeps the rows in a file), then ``VACUUM`` with no retention so that the files that
-   held them are removed, not just unreferenced. The batch views no longer count the subject after the
-   next recomputation.
+   maximum. (Read before the stores lose the subject's rows.)
+3. **Every store.** The subject keys first: the subject's data key is deleted, and from that moment
+   every sealed copy of its profiles in the Kafka topic (and in the archive, until the lake's turn) is
+   unreadable; the topic cannot be rewritten, so this is how the erasure reaches it. Then MongoDB's raw
+   document, its latest-profiles copy and the dead letters keyed by the uuid; Cassandra's pseudonymized
+   ``profiles`` row; and the lake: Delta ``DELETE`` of the subject's archive records and silver rows, a
+   ``REORG ... PURGE`` (so no deletion vector keeps the rows in a file), then ``VACUUM`` with no
+   retention so that the files that held them are removed, not just unreferenced. The batch views no
+   longer count the subject after the next recomputation.
 """
 
 from __future__ import annotations
@@ -28,28 +30,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.utils import AnalysisException
 
 from core.aggregates import window_seconds_of
-from core.pseudonymization import hmac_sha256_hex_column, pseudonym
+from core.pseudonymization import pseudonym
 from core.settings import Settings
 from core.spark import row_dict
 from core.versions import ProfileCopy, ProfileState, contribution, fold
+from privacy.stores import connected_stores, personal_data_stores
 from stores.batch_views import BatchViewStore, ErasureCorrection
 from stores.cassandra_schema import apply_schema
-from stores.connections import Database, Session, cassandra_session, mongo_client, mongo_database
+from stores.connections import Database, Session
 from stores.documents import mongo_raw_store
 from stores.speed_views import CassandraSpeedStore
 from stores.subject_keys import SubjectKeyStore, subject_pseudonym
 
 logger = logging.getLogger(__name__)
-
-_RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
 
 @dataclass
@@ -128,68 +127,6 @@ def silver_state(
     return fold(None, copies, settings.profiles.minimum_age)
 
 
-def delete_profile_row(session: Session, settings: Settings, uuid: str) -> int:
-    """Delete the subject's pseudonymized ``profiles`` row; 1 if there was one."""
-    speed = CassandraSpeedStore(session, settings.cassandra.keyspace, settings.cassandra.concurrency)
-    return int(speed.delete_profile(uuid))
-
-
-def erase_from_mongo(database: Database, settings: Settings, uuid: str) -> dict[str, int]:
-    """Delete the subject's raw document, its latest-profiles copy and the dead letters keyed by it."""
-    removed = mongo_raw_store(database, settings).erase_subject(uuid)
-    return {f"MongoDB {collection}": count for collection, count in removed.items()}
-
-
-def purge_rows(spark: SparkSession, path: Path, condition: F.Column) -> int | None:
-    """Delete the rows matching ``condition`` from a Delta table and remove the files that held them;
-    the rows deleted (None when there is no table)."""
-    if not DeltaTable.isDeltaTable(spark, str(path)):
-        return None
-    table = DeltaTable.forPath(spark, str(path))
-    table.delete(condition)
-    metrics = table.history(1).first().operationMetrics or {}
-    deleted = int(metrics.get("numDeletedRows", 0))
-    if deleted:
-        # Rewrite files that carry deletion vectors, so the rows are gone from every live file...
-        spark.sql(f"REORG TABLE delta.`{path}` APPLY (PURGE)")
-        # ...then delete the unreferenced ones at once. LITE only deletes files the log removed, never a
-        # file a concurrent writer (the archive job) has written but not committed yet.
-        _vacuum_now(spark, path)
-    return deleted
-
-
-def _vacuum_now(spark: SparkSession, path: Path) -> None:
-    previous = spark.conf.get(_RETENTION_CHECK, "true")
-    spark.conf.set(_RETENTION_CHECK, "false")
-    try:
-        spark.sql(f"VACUUM delta.`{path}` LITE RETAIN 0 HOURS")
-    except AnalysisException as error:  # LITE refuses when some eligible file is not in the log
-        logger.warning("VACUUM LITE refused on %s (%s): running a full VACUUM", path, error)
-        spark.sql(f"VACUUM delta.`{path}` RETAIN 0 HOURS")
-    finally:
-        spark.conf.set(_RETENTION_CHECK, previous)
-
-
-def erase_from_lake(spark: SparkSession, settings: Settings, uuid: str) -> dict[str, int]:
-    """Delete the subject's archive records (by Kafka key) and silver rows, files included.
-
-    The rows are matched by the keyed pseudonym of their uuid, not by the uuid: Delta keeps a DELETE's
-    predicate in its transaction log, which would otherwise hold the erased uuid in clear.
-    """
-    key = settings.secrets.pseudonymization_key_bytes()
-    subject = F.lit(subject_pseudonym(uuid, key))
-    removed = {}
-    archived = purge_rows(
-        spark, settings.paths.archive_table, hmac_sha256_hex_column(F.col("key"), key) == subject
-    )
-    if archived is not None:
-        removed["Delta archive"] = archived
-    silvered = purge_rows(spark, settings.paths.silver_table, F.col("subject_pseudonym") == subject)
-    if silvered is not None:
-        removed["Delta silver"] = silvered
-    return removed
-
-
 def erase_subject(
     settings: Settings,
     spark: SparkSession,
@@ -206,11 +143,9 @@ def erase_subject(
     seq = BatchViewStore(
         session, settings.cassandra.keyspace, settings.cassandra.concurrency
     ).next_erasure_seq()
-    report.removed["Cassandra subject_keys"] = int(keys.delete_key(uuid))
     report.removed["merged view corrections"] = correct_merged_view(session, spark, settings, uuid, seq)
-    report.removed["Cassandra profiles"] = delete_profile_row(session, settings, uuid)
-    report.removed.update(erase_from_mongo(database, settings, uuid))
-    report.removed.update(erase_from_lake(spark, settings, uuid))
+    for store in personal_data_stores(settings, spark, session, database):
+        report.removed.update(store.erase(uuid))
     keys.log_erasure(uuid, requested_by, report.removed)
     report.notes += [
         f"Kafka {settings.kafka.profiles_topic}: the subject's records stay until the topic's retention "
@@ -270,16 +205,10 @@ def erase_subjects(
     sight is a real case (a request that arrives before the data), so ``force`` allows it.
     """
     wanted = sorted(set(uuids))
-    cluster, session = cassandra_session(settings)
-    client = mongo_client(settings)
-    try:
+    with connected_stores(settings) as (session, database):
         apply_schema(session, settings.cassandra.keyspace, settings.cassandra.keyspace_replication)
-        database = mongo_database(client, settings)
         if not force:
             unseen = set(wanted) - seen_subjects(settings, spark, session, database, wanted)
             if unseen:
                 raise UnseenSubjectsError(unseen)
         return [erase_subject(settings, spark, session, database, uuid, requested_by) for uuid in wanted]
-    finally:
-        client.close()
-        cluster.shutdown()

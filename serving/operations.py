@@ -25,7 +25,6 @@ from rich.filesize import decimal
 
 from core.settings import Settings
 from orchestration.runs import BatchRun, RunHistory
-from privacy.retention import topic_retention_ms
 from serving.profiles import (
     DeadLetterRow,
     DeadLetterTally,
@@ -36,6 +35,7 @@ from serving.profiles import (
 from serving.views import ServingViews
 from stores.documents import PRODUCER_JOB
 from stores.speed_views import StreamBatch
+from stores.topics import topic_retention_ms
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

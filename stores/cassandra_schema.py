@@ -16,6 +16,8 @@ from string import Template
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 
+from core.settings import RetentionSettings
+
 CQL_DIR = Path(__file__).resolve().parent / "cql"
 _KEYSPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _REPLICATION_TERM = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -110,6 +112,15 @@ CASSANDRA_TABLES: tuple[CassandraTable, ...] = (
     CassandraTable("stream_batches", "speed_views_days", "processed_at", ("job", "batch_id")),
 )
 """The Cassandra tables under retention; the batch views and ``schema_migrations`` are not."""
+
+SECONDS_PER_DAY = 86_400
+
+
+def table_ttls(retention: RetentionSettings) -> dict[str, int]:
+    """The ``default_time_to_live`` (seconds) each table under retention should have."""
+    return {
+        table.name: getattr(retention, table.days_setting) * SECONDS_PER_DAY for table in CASSANDRA_TABLES
+    }
 
 
 def current_ttls(session: Session, keyspace: str) -> dict[str, int]:

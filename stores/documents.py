@@ -18,7 +18,8 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from core.sealing import put_back
-from core.settings import Settings
+from core.settings import RetentionSettings, Settings
+from stores.personal_data import StoreRetention, cutoff_instant
 
 PRODUCER_JOB = "producer"
 """The ``job`` of the producer's dead letters: kept in their own topic, here only once re-driven."""
@@ -228,16 +229,33 @@ class MongoRawStore:
             or self.dead_letters.find_one({"key": uuid}, {"_id": 1})
         )
 
-    def erase_subject(self, uuid: str) -> dict[str, int]:
+    def erase(self, uuid: str) -> dict[str, int]:
         """Delete the subject's raw document, its latest-profiles copy and the dead letters keyed by its
-        uuid; the documents removed, by collection."""
+        uuid; the documents removed, by collection (``PersonalDataStore``)."""
         removed = {self.profiles.name: self.profiles.delete_many({"_id": uuid}).deleted_count}
         if self.latest is not None:
             removed[self.latest.name] = self.latest.delete_many({"_id": uuid}).deleted_count
         removed[self.dead_letters.name] = self.dead_letters.delete_many({"key": uuid}).deleted_count
-        return removed
+        return {f"MongoDB {collection}": count for collection, count in removed.items()}
 
-    def expire(self, profiles_before: datetime, dead_letters_before: datetime) -> dict[str, int]:
+    def expire(self, retention: RetentionSettings, now: datetime) -> list[StoreRetention]:
+        """Delete raw documents (and their latest copy) by ``fetched_at``, dead letters by ``stored_at``,
+        older than their retention (``PersonalDataStore``)."""
+        raw_cutoff = cutoff_instant(now, retention.raw_documents_days)
+        letters_cutoff = cutoff_instant(now, retention.dead_letters_days)
+        removed = self.delete_older_than(raw_cutoff, letters_cutoff)
+        database = self.profiles.database.name
+        return [
+            StoreRetention(
+                f"mongodb {database}.{collection}",
+                (letters_cutoff if collection == self.dead_letters.name else raw_cutoff).isoformat(),
+                deleted,
+                "documents",
+            )
+            for collection, deleted in removed.items()
+        ]
+
+    def delete_older_than(self, profiles_before: datetime, dead_letters_before: datetime) -> dict[str, int]:
         """Delete the raw documents (and their latest copy) fetched before ``profiles_before`` and the
         dead letters stored before ``dead_letters_before``; the documents removed, by collection.
 

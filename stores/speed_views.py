@@ -19,8 +19,17 @@ from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.query import UNSET_VALUE
 from cassandra.util import Date as CassandraDate
 
+from core.settings import RetentionSettings
 from core.versions import ATTRIBUTES, PartialKey, ProfileState, Sighting
+from stores.cassandra_schema import (
+    CASSANDRA_TABLES,
+    current_ttls,
+    delete_rows_older_than,
+    set_table_ttls,
+    table_ttls,
+)
 from stores.connections import execute_in_batches
+from stores.personal_data import StoreRetention, cutoff_instant
 
 PROFILE_COLUMNS: tuple[str, ...] = (
     "uuid", "first_fetched_at", "first_partition", "first_offset", "fetched_at", "kafka_partition",
@@ -252,11 +261,29 @@ class CassandraSpeedStore:
         """The uuids of the profiles with this e-mail pseudonym (a storage-attached index)."""
         return {row.uuid for row in self.session.execute(self._uuids_by_email, (email_pseudonym,))}
 
-    def delete_profile(self, uuid: str) -> bool:
-        """Delete the ``profiles`` row of ``uuid``; whether there was one."""
+    def erase(self, uuid: str) -> dict[str, int]:
+        """Delete the subject's pseudonymized ``profiles`` row (``PersonalDataStore``). Its contribution
+        to the windows is not a row of its own: erasure corrects the merged view for it."""
         existed = self.session.execute(self._profile_row, (uuid,)).one() is not None
         self.session.execute(self._delete_profile, (uuid,))
-        return existed
+        return {"Cassandra profiles": int(existed)}
+
+    def expire(self, retention: RetentionSettings, now: datetime) -> list[StoreRetention]:
+        """Set each table's default TTL from ``retention``, then delete the rows already past it (rows
+        written before a TTL change keep their old one) (``PersonalDataStore``)."""
+        ttls = table_ttls(retention)
+        altered = set(set_table_ttls(self.session, self.keyspace, ttls))
+        present = current_ttls(self.session, self.keyspace)
+        results = []
+        for table in CASSANDRA_TABLES:
+            if table.name not in present:
+                continue
+            cutoff = cutoff_instant(now, getattr(retention, table.days_setting))
+            removed = delete_rows_older_than(self.session, self.keyspace, table, cutoff)
+            note = f"default TTL {'set to' if table.name in altered else 'is'} {ttls[table.name]} s"
+            store = f"cassandra {self.keyspace}.{table.name}"
+            results.append(StoreRetention(store, cutoff.isoformat(), removed, "rows", note))
+        return results
 
     def write_states(self, rows: Sequence[Sequence[Any]]) -> None:
         """Store states (rows of ``state_row``)."""

@@ -18,9 +18,10 @@ from pyspark.sql import DataFrame, SparkSession
 
 from core.pseudonymization import hmac_sha256_hex
 from core.sealing import new_data_key
-from core.settings import Settings
+from core.settings import RetentionSettings, Settings
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session
+from stores.personal_data import StoreRetention
 
 LOOKUP_CHUNK = 100
 """uuids per ``IN`` lookup."""
@@ -125,6 +126,17 @@ class SubjectKeyStore:
         had_key = bool(self.keys_for([uuid]))
         self.session.execute(self._delete_key, (uuid,))
         return had_key
+
+    def erase(self, uuid: str) -> dict[str, int]:
+        """Shred the subject's data key (``PersonalDataStore``): every sealed copy of its identifiers, in
+        the topic and the archive, is unreadable from then on. The erasure log stays: it holds no
+        personal data, only the pseudonym, and it is what keeps the subject out of later runs."""
+        return {"Cassandra subject_keys": int(self.delete_key(uuid))}
+
+    def expire(self, retention: RetentionSettings, now: datetime) -> list[StoreRetention]:
+        """Nothing (``PersonalDataStore``): a data key lives as long as some store may hold the
+        subject's sealed copies, and goes with its erasure; the erasure log is kept as its proof."""
+        return []
 
     def log_erasure(self, uuid: str, requested_by: str, removed: Mapping[str, int]) -> str:
         """Record an erasure under the subject's pseudonym; returns the pseudonym."""

@@ -68,6 +68,9 @@ def main() -> None:
         sys.exit(2)
     except ValidationError as error:  # the settings read from the environment
         for problem in error.errors():
+            if not problem["loc"]:  # a rule across settings (e.g. the deployment's)
+                console.print(f"[red]invalid settings:[/red] {problem['msg'].removeprefix('Value error, ')}")
+                continue
             variable = "USERPULSE_" + "__".join(str(part).upper() for part in problem["loc"])
             shown = "(hidden)" if is_secret_setting(variable) else repr(problem.get("input"))
             console.print(f"[red]invalid setting[/red] {variable}={shown}: {problem['msg']}")

@@ -29,7 +29,7 @@ from infra.isolation import drop_own_stores, own_stores_overrides
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer, Progress
 from ingestion.synthetic import SyntheticSource
-from orchestration.resources import UserPulseResource
+from orchestration.resources import PlatformSettings
 from privacy.erasure import erase_subjects
 from speed_layer.job import speed_layer_job
 from stores.connections import cassandra_session, mongo_client
@@ -63,7 +63,7 @@ def case(
         # One-second windows: profiles produced over a few seconds land in many windows.
         "profiles.window_duration": "1 second",
     }
-    yield ErasureCase(UserPulseResource(overrides=overrides).settings(), overrides)
+    yield ErasureCase(PlatformSettings(overrides=overrides).settings(), overrides)
     drop_own_stores(stack_settings, name)
 
 

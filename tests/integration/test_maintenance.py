@@ -16,7 +16,7 @@ from batch_layer.maintenance import current_files, data_files_on_disk, maintain_
 from batch_layer.recompute import refresh_silver_profiles
 from core.settings import Settings
 from orchestration.assets import lake_maintenance
-from orchestration.resources import UserPulseResource
+from orchestration.resources import batch_layer_resources
 from tests.integration.kafka_helpers import create_topic
 from tests.integration.profiles_input import known_input
 
@@ -103,15 +103,15 @@ def test_the_maintenance_asset_reports_what_it_did(spark: SparkSession, lake_set
         produce(lake_settings, good[start : start + 100])
         run_archive(lake_settings, spark)
     files = current_files(spark, lake_settings.paths.archive_table)
-    resource = UserPulseResource(
-        overrides={
+    resources = batch_layer_resources(
+        {
             "kafka.profiles_topic": lake_settings.kafka.profiles_topic,
             "paths.lake_dir": str(lake_settings.paths.lake_dir),
             "paths.checkpoints_dir": str(lake_settings.paths.checkpoints_dir),
         }
     )
 
-    result = materialize([lake_maintenance], resources={"userpulse": resource})
+    result = materialize([lake_maintenance], resources=resources)
 
     assert result.success
     [event] = result.get_asset_materialization_events()

@@ -27,15 +27,16 @@ from pyspark.sql import functions as F
 from core.settings import Settings
 from infra.isolation import drop_own_stores, own_stores_overrides
 from ingestion.synthetic import SyntheticSource
-from orchestration.assets import batch_views, profile_archive, silver_profiles
+from orchestration.assets import batch_views, ingestion_days, profile_archive, silver_profiles_asset
 from orchestration.checks import (
     archive_holds_every_offset,
     batch_totals_match_silver,
     horizon_moves_forward,
     silver_has_no_null_uuid,
 )
-from orchestration.resources import UserPulseResource
-from orchestration.sensors import partition_range_tags, refresh_appended_days
+from orchestration.resources import PlatformSettings, batch_layer_resources
+from orchestration.sensors import partition_range_tags
+from orchestration.sensors import refresh_appended_days as refresh_sensor
 from tests.integration.batch_views import stored_views
 from tests.integration.kafka_helpers import create_topic
 from tests.integration.profiles_input import (
@@ -49,6 +50,9 @@ from tests.integration.profiles_input import (
 
 pytestmark = pytest.mark.integration
 
+DAYS = ingestion_days(Settings())
+silver_profiles = silver_profiles_asset(DAYS)
+refresh_appended_days = refresh_sensor(DAYS)
 ASSETS = [profile_archive, silver_profiles, batch_views]
 CHECKS = [
     archive_holds_every_offset,
@@ -59,26 +63,27 @@ CHECKS = [
 
 
 @pytest.fixture
-def resource(
+def overrides(
     stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[UserPulseResource]:
+) -> Iterator[dict[str, str]]:
+    """The settings of the test's own topic, keyspace, database and lake, for the resources."""
     name = unique_name("dagster")
     create_topic(stack_settings, name)
-    yield UserPulseResource(overrides=own_stores_overrides(stack_settings, name, tmp_path))
+    yield own_stores_overrides(stack_settings, name, tmp_path)
     drop_own_stores(stack_settings, name)
 
 
 def test_the_asset_graph_materializes_with_passing_checks(
-    spark: SparkSession, resource: UserPulseResource
+    spark: SparkSession, overrides: dict[str, str]
 ) -> None:
-    settings = resource.settings()
+    settings = PlatformSettings(overrides=overrides).settings()
     produced = produce_known_input(settings, settings.kafka.profiles_topic)
     instance = DagsterInstance.ephemeral()
 
     today = datetime.now(UTC).date()  # the records' ingestion day (yesterday too, should midnight pass)
     result = materialize(
         [*ASSETS, *CHECKS],
-        resources={"userpulse": resource},
+        resources=batch_layer_resources(overrides),
         instance=instance,
         tags=partition_range_tags(str(today - timedelta(days=1)), str(today)),
     )
@@ -106,7 +111,7 @@ def test_the_asset_graph_materializes_with_passing_checks(
         run = materialize(
             [*ASSETS, archive_holds_every_offset],
             selection=AssetSelection.checks(archive_holds_every_offset),
-            resources={"userpulse": resource},
+            resources=batch_layer_resources(overrides),
             instance=instance,
             raise_on_error=False,
         )
@@ -199,9 +204,9 @@ def materializations(result: Any, asset: Any) -> list[AssetMaterialization]:
 
 
 def test_a_backfill_of_a_day_range_rewrites_only_those_days(
-    spark: SparkSession, resource: UserPulseResource
+    spark: SparkSession, overrides: dict[str, str]
 ) -> None:
-    settings = resource.settings()
+    settings = PlatformSettings(overrides=overrides).settings()
     today = datetime.now(UTC).date()
     days = (today - timedelta(days=3), today - timedelta(days=2), today - timedelta(days=1))
     records = three_days_of_profiles(days)
@@ -210,7 +215,7 @@ def test_a_backfill_of_a_day_range_rewrites_only_those_days(
 
     first = materialize(
         [*ASSETS, *CHECKS],
-        resources={"userpulse": resource},
+        resources=batch_layer_resources(overrides),
         instance=instance,
         tags=partition_range_tags(str(days[0]), str(days[2])),
     )
@@ -227,11 +232,11 @@ def test_a_backfill_of_a_day_range_rewrites_only_those_days(
     [first_views] = materializations(first, batch_views)
 
     # A fix to backfill (here: a new pseudonymization key), for days 2 and 3 only.
-    fixed = UserPulseResource(overrides={**resource.overrides, "secrets.pseudonymization_key": "rotated"})
+    fixed = batch_layer_resources({**overrides, "secrets.pseudonymization_key": "rotated"})
     backfill = materialize(
         [*ASSETS, *CHECKS],
         selection=AssetSelection.assets(silver_profiles, batch_views),
-        resources={"userpulse": fixed},
+        resources=fixed,
         instance=instance,
         tags=partition_range_tags(str(days[1]), str(days[2])),
     )

@@ -26,12 +26,12 @@ from core.versions import ProfileState, Sighting
 from infra.isolation import drop_own_stores, own_stores_overrides
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.jobs import retention_job
-from orchestration.resources import UserPulseResource
-from privacy.retention import topic_retention_ms
+from orchestration.resources import PlatformSettings, batch_layer_resources
 from stores.cassandra_schema import CASSANDRA_TABLES, apply_schema, current_ttls
 from stores.connections import cassandra_session, mongo_client
 from stores.documents import mongo_raw_store
 from stores.speed_views import BATCH_METRIC_COLUMNS, CassandraSpeedStore, partial_row, state_row
+from stores.topics import topic_retention_ms
 from tests.integration.kafka_helpers import create_topic
 from tests.integration.profiles_input import known_input
 
@@ -52,7 +52,7 @@ RETENTION = {
 @dataclass(frozen=True)
 class RetentionCase:
     settings: Settings
-    resource: UserPulseResource
+    overrides: dict[str, str]
 
 
 @pytest.fixture
@@ -65,8 +65,7 @@ def case(
         **own_stores_overrides(stack_settings, name, tmp_path),
         **{f"retention.{field}": str(days) for field, days in RETENTION.items()},
     }
-    resource = UserPulseResource(overrides=overrides)
-    yield RetentionCase(resource.settings(), resource)
+    yield RetentionCase(PlatformSettings(overrides=overrides).settings(), overrides)
     drop_own_stores(stack_settings, name)
 
 
@@ -183,7 +182,7 @@ def test_the_retention_job_removes_what_is_older_than_each_store_allows(
     finally:
         admin.close()
 
-    result = retention_job.execute_in_process(resources={"userpulse": case.resource})
+    result = retention_job.execute_in_process(resources=batch_layer_resources(case.overrides))
 
     assert result.success
     assert result.output_for_node("mongo_retention") == 3  # the old document, its latest copy, a letter
@@ -245,7 +244,7 @@ def test_the_retention_job_removes_what_is_older_than_each_store_allows(
     archive_version = (
         spark.sql(f"DESCRIBE HISTORY delta.`{settings.paths.archive_table}` LIMIT 1").first().version
     )
-    again = retention_job.execute_in_process(resources={"userpulse": case.resource})
+    again = retention_job.execute_in_process(resources=batch_layer_resources(case.overrides))
     assert [
         again.output_for_node(op) for op in ("mongo_retention", "cassandra_retention", "lake_retention")
     ] == [0, 0, 0]

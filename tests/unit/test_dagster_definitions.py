@@ -23,20 +23,24 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
-from orchestration.assets import profile_archive
-from orchestration.definitions import defs
+from core.settings import Settings
+from orchestration.assets import ingestion_days, profile_archive
+from orchestration.definitions import batch_layer_definitions
 from orchestration.jobs import archive_job, refresh_job
 from orchestration.metadata import days_from_text, offsets_from_text, offsets_text
-from orchestration.resources import UserPulseResource
+from orchestration.resources import KafkaResource, PlatformSettings, batch_layer_resources
 from orchestration.runs import ARCHIVE_ASSET, ARCHIVE_JOB, REFRESH_DUE_WITHIN_S, REFRESH_JOB, batch_layer_busy
 from orchestration.sensors import (
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
-    new_offsets_waiting,
     partition_range_tags,
-    refresh_appended_days,
     refresh_range,
 )
+
+defs = batch_layer_definitions(Settings())
+"""The definitions of the default settings."""
+refresh_appended_days = defs.resolve_sensor_def("refresh_appended_days")
+new_offsets_waiting = defs.resolve_sensor_def("new_offsets_waiting")
 
 
 def test_definitions_load_and_the_jobs_resolve() -> None:
@@ -103,7 +107,7 @@ def test_metadata_texts_round_trip() -> None:
 
 
 def test_resource_overrides_replace_single_settings() -> None:
-    settings = UserPulseResource(
+    settings = PlatformSettings(
         overrides={"kafka.profiles_topic": "t1", "cassandra.keyspace": "ks1"}
     ).settings()
 
@@ -111,11 +115,40 @@ def test_resource_overrides_replace_single_settings() -> None:
     assert settings.kafka.port == 9092  # everything else as configured
 
 
+def test_every_resource_reads_the_same_overridden_settings() -> None:
+    resources = batch_layer_resources({"cassandra.keyspace": "ks2"})
+
+    assert set(resources) == {"platform", "spark", "cassandra", "mongo", "kafka"}
+    for name in ("spark", "cassandra", "mongo", "kafka"):
+        assert resources[name].settings().cassandra.keyspace == "ks2"
+
+
+def test_importing_the_definitions_reads_no_settings() -> None:
+    """Settings are read when Dagster loads the definitions: an invalid one fails the load, not the
+    import (``dagster dev`` then says which setting, and tests build definitions of their own)."""
+    code = (
+        "import orchestration.definitions as module; print('imported'); "
+        "from dagster import Definitions; module.defs()"
+    )
+    environment = {**os.environ, "USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE": "not a cron"}
+    ran = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
+    assert ran.stdout.strip().splitlines()[-1] == "imported"
+    assert ran.returncode != 0 and "archive_schedule" in ran.stderr
+
+
+def test_the_partitions_start_at_the_configured_day() -> None:
+    settings = Settings.model_validate({"batch_layer": {"partitions_start_date": "2026-02-03"}})
+    silver = batch_layer_definitions(settings).resolve_asset_graph().get(AssetKey("silver_profiles"))
+
+    assert silver.partitions_def.get_first_partition_key() == "2026-02-03"
+    assert ingestion_days(settings).get_first_partition_key() == "2026-02-03"
+
+
 def test_the_archive_schedule_comes_from_the_settings() -> None:
     """``batch_layer.archive_schedule`` sets the cron (the demo sets it to every minute)."""
     code = (
         "from orchestration.definitions import defs; "
-        "print(defs.resolve_schedule_def('archive_topic_schedule').cron_schedule)"
+        "print(defs().resolve_schedule_def('archive_topic_schedule').cron_schedule)"
     )
     environment = {**os.environ, "USERPULSE_BATCH_LAYER__ARCHIVE_SCHEDULE": "* * * * *"}
     printed = subprocess.run(
@@ -126,10 +159,10 @@ def test_the_archive_schedule_comes_from_the_settings() -> None:
 
 def test_the_archive_trigger_turns_on_either_the_schedule_or_the_new_offsets_sensor() -> None:
     code = (
-        "from orchestration.definitions import defs; "
-        "print(defs.resolve_schedule_def('archive_topic_schedule').default_status.value, "
-        "defs.resolve_sensor_def('new_offsets_waiting').default_status.value, "
-        "defs.resolve_sensor_def('new_offsets_waiting').minimum_interval_seconds)"
+        "from orchestration.definitions import defs; d = defs(); "
+        "print(d.resolve_schedule_def('archive_topic_schedule').default_status.value, "
+        "d.resolve_sensor_def('new_offsets_waiting').default_status.value, "
+        "d.resolve_sensor_def('new_offsets_waiting').minimum_interval_seconds)"
     )
     statuses = {}
     for trigger in ("schedule", "new_offsets"):
@@ -178,14 +211,16 @@ def test_no_archive_starts_while_the_batch_layer_runs_and_no_refresh_while_one_i
             assert not schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests
 
     # The new-offsets sensor waits too, before it even asks Kafka (an unreachable broker here).
-    offline = UserPulseResource(overrides={"kafka.port": "1"})
+    offline = KafkaResource(platform=PlatformSettings(overrides={"kafka.port": "1"}))
     for running_job in ("archive_topic", "refresh_views"):
         with instance_for_test() as instance:
             create_run_for_test(instance, job_name=running_job, status=DagsterRunStatus.STARTED)
-            context = build_sensor_context(instance=instance, cursor="0:5", resources={"userpulse": offline})
-            waiting = new_offsets_waiting(context)
-            assert isinstance(waiting, SkipReason) and "in flight or due" in str(waiting.skip_message)
-            assert context.cursor == "0:5"
+            with build_sensor_context(
+                instance=instance, cursor="0:5", resources={"kafka": offline}
+            ) as context:
+                waiting = new_offsets_waiting(context)
+                assert isinstance(waiting, SkipReason) and "in flight or due" in str(waiting.skip_message)
+                assert context.cursor == "0:5"
 
     with instance_for_test() as instance:
         create_run_for_test(instance, job_name="refresh_views", status=DagsterRunStatus.STARTING)

@@ -8,14 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from core.settings import RetentionSettings, Settings
-from orchestration.definitions import defs
-from privacy.retention import (
-    StoreRetention,
-    cutoff_day,
-    cutoff_instant,
-    table_ttls,
-)
-from stores.cassandra_schema import CASSANDRA_TABLES
+from orchestration.definitions import batch_layer_definitions
+from stores.cassandra_schema import CASSANDRA_TABLES, table_ttls
+from stores.personal_data import StoreRetention, cutoff_day, cutoff_instant
 
 
 def test_cutoff_instant_is_now_minus_the_days_in_utc() -> None:
@@ -97,6 +92,7 @@ def test_each_store_says_what_was_removed() -> None:
 
 
 def test_the_retention_job_runs_one_op_per_store_every_night() -> None:
+    defs = batch_layer_definitions(Settings())
     job = defs.resolve_job_def("retention")
 
     assert {node.name for node in job.graph.nodes} == {

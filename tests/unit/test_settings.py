@@ -21,6 +21,7 @@ from core.settings import (
     MongoSettings,
     Settings,
     SparkSettings,
+    loopback_addresses,
 )
 from core.spark import session_config
 from stores.cassandra_schema import replication_cql
@@ -247,3 +248,29 @@ def test_the_settings_page_documents_every_setting() -> None:
     readme = (PROJECT_ROOT / "docs" / "settings.md").read_text()
     start, end = readme.index(SETTINGS_TABLE_START), readme.index(SETTINGS_TABLE_END)
     assert readme[start + len(SETTINGS_TABLE_START) : end].strip() == settings_markdown().strip()
+
+
+def test_a_cluster_deployment_refuses_addresses_of_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().deployment == "local"  # the default, which may use them all
+    monkeypatch.setenv("USERPULSE_DEPLOYMENT", "cluster")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = str(refused.value)
+    for still_local in (
+        "kafka (127.0.0.1:9092)",
+        "cassandra (127.0.0.1)",
+        "mongo (127.0.0.1:27017)",
+        "local[2]",
+    ):
+        assert still_local in message
+
+    monkeypatch.setenv("USERPULSE_KAFKA__SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("USERPULSE_CASSANDRA__CONTACT_POINTS", "c1,c2")
+    monkeypatch.setenv("USERPULSE_MONGO__CONNECTION_URI", "mongodb://m1,localhost/?replicaSet=rs")
+    monkeypatch.setenv("USERPULSE_SPARK__MASTER", "spark://s:7077")
+    with pytest.raises(ValidationError, match=r"mongo \(mongodb://m1,localhost\)"):
+        Settings()  # one host of the replica set is still this machine
+
+    monkeypatch.setenv("USERPULSE_MONGO__CONNECTION_URI", "mongodb://m1,m2/?replicaSet=rs")
+    assert Settings().deployment == "cluster"
+    assert loopback_addresses(Settings()) == []

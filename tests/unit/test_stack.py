@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from core.settings import KafkaSettings, PathSettings, Settings
 from infra.stack import (
+    COMPOSE_FILE,
     FerretDBService,
     KafkaService,
     LocalService,
@@ -225,3 +226,48 @@ def test_local_kafka_refuses_a_protocol_it_cannot_serve(settings: Settings) -> N
 
     with pytest.raises(StackError, match="the local Kafka runs PLAINTEXT or SASL_PLAINTEXT with PLAIN"):
         KafkaService(tls).client_listener()
+
+
+def fake_docker(directory: Path, stderr: str, exit_code: int) -> None:
+    """A ``docker`` command on PATH that records its arguments and answers like the real client."""
+    script = directory / "docker"
+    script.write_text(
+        f'#!/bin/sh\necho "$@" >> {directory}/calls\nprintf %s "{stderr}" >&2\nexit {exit_code}\n'
+    )
+    script.chmod(0o755)
+
+
+def test_a_docker_deployment_runs_the_compose_file(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docker = settings.model_copy(update={"deployment": "docker"})
+    monkeypatch.setenv("PATH", f"{tmp_path}:/bin:/usr/bin")
+    fake_docker(tmp_path, "", 0)
+
+    statuses = LocalStack(docker, [http_server(docker, "web")]).up()
+    assert [status.state for status in statuses] == [ServiceState.STOPPED]  # nothing answers here
+    assert LocalStack(docker, [http_server(docker, "web")]).down() == ["web"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == [f"compose -f {COMPOSE_FILE} up --detach --wait", f"compose -f {COMPOSE_FILE} down"]
+
+    fake_docker(tmp_path, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", 1)
+    with pytest.raises(StackError, match="failed: Cannot connect to the Docker daemon"):
+        LocalStack(docker).up()
+    fake_docker(
+        tmp_path, "unknown shorthand flag: 'f' in -f\n\nUsage:  docker [OPTIONS] COMMAND [ARG...]", 125
+    )
+    with pytest.raises(StackError, match="no `docker compose` plugin"):
+        LocalStack(docker).up()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(StackError, match="`docker` command is not installed"):
+        LocalStack(docker).down()
+
+
+def test_a_cluster_deployment_is_only_probed(settings: Settings) -> None:
+    cluster = settings.model_copy(update={"deployment": "cluster"})
+    for action in (LocalStack(cluster).up, LocalStack(cluster).down):
+        with pytest.raises(StackError, match="run by their operators"):
+            action()
+    assert [status.state for status in LocalStack(cluster, [http_server(cluster, "web")]).status()] == [
+        ServiceState.STOPPED
+    ]

@@ -24,9 +24,13 @@ SETTINGS_TABLE_END = "<!-- end of settings table -->"
 
 
 def setting_items(model: BaseModel) -> Iterator[tuple[str, str, Any, str]]:
-    """(environment variable, section, value, description) of every field of ``model``'s sections."""
-    for section_name in type(model).model_fields:
+    """(environment variable, section, value, description) of every field of ``model``'s sections, and
+    of its top-level fields (section ``""``)."""
+    for section_name, top_field in type(model).model_fields.items():
         section = getattr(model, section_name)
+        if not isinstance(section, BaseModel):
+            yield f"{ENV_PREFIX}{section_name.upper()}", "", section, top_field.description or ""
+            continue
         for field_name, field in type(section).model_fields.items():
             variable = f"{ENV_PREFIX}{section_name.upper()}__{field_name.upper()}"
             yield variable, section_name, getattr(section, field_name), field.description or ""
