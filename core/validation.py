@@ -4,7 +4,7 @@ The producer validates in Python before it publishes (``envelope_reason``); both
 Spark what they read from the topic (``core.parsing``, with the column expressions built here). Both
 follow ``core.schema.FIELD_RULES`` and the order below, and give the same reason text, so a record is
 dead-lettered for the same reason by whichever of them meets it first, and one valid for one of them
-is valid for all (``tests/unit/test_validation.py`` feeds the same records to both and compares).
+is valid for all (``tests/unit/core/test_validation.py`` feeds the same records to both and compares).
 
 A record's reason is the first of:
 

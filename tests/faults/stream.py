@@ -21,9 +21,9 @@ from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import PatientSubjectKeys, ProfileProducer
 from ingestion.synthetic import SyntheticSource
 from stores.subject_keys import stored_subject_keys, subject_key_store
-from tests.integration.kafka_helpers import read_topic
-from tests.integration.processes import cli_environment
-from tests.integration.profiles_input import Copy, ProducedInput
+from tests.integration.support.kafka_helpers import read_topic
+from tests.integration.support.processes import cli_environment
+from tests.integration.support.profiles_input import Copy, ProducedInput
 
 
 class ReseeingSource:

@@ -30,8 +30,8 @@ from tests.faults.stream import (
     speed_layer_process,
     topic_input,
 )
-from tests.integration.kafka_helpers import create_topic
-from tests.integration.stored_state import assert_matches_input, stored_state
+from tests.integration.support.kafka_helpers import create_topic
+from tests.integration.support.stored_state import assert_matches_input, stored_state
 
 pytestmark = pytest.mark.faults
 

@@ -21,9 +21,9 @@ from core.settings import CassandraSettings, KafkaSettings, MongoSettings, Setti
 from infra.stack import LocalStack
 from stores.connections import mongo_client
 from tests.faults.stream import topic_input
-from tests.integration.kafka_helpers import create_topic
-from tests.integration.processes import cli_environment, free_port
-from tests.integration.profiles_input import counted
+from tests.integration.support.kafka_helpers import create_topic
+from tests.integration.support.processes import cli_environment, free_port
+from tests.integration.support.profiles_input import counted
 
 pytestmark = pytest.mark.faults
 

@@ -27,9 +27,9 @@ from ingestion.synthetic import SyntheticSource
 from speed_layer.job import speed_layer_job
 from stores.connections import mongo_client, mongo_database
 from stores.subject_keys import subject_key_store
-from tests.integration.kafka_helpers import create_topic, read_topic
-from tests.integration.pipeline import Pipeline
-from tests.integration.profiles_input import counted
+from tests.integration.support.kafka_helpers import create_topic, read_topic
+from tests.integration.support.pipeline import Pipeline
+from tests.integration.support.profiles_input import counted
 
 pytestmark = pytest.mark.faults
 
