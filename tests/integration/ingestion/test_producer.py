@@ -101,6 +101,26 @@ def test_synthetic_profiles_arrive_exactly_once_with_their_keys(
     assert read_topic(stack_settings, dead_letter_topic) == []
 
 
+def test_produce_with_cassandra_down_stops_in_one_line_naming_it(
+    stack_settings: Settings, topics: tuple[str, str]
+) -> None:
+    """Kafka answers, the subject keys' Cassandra does not (port 1 is never served): one line, exit 1."""
+    result = subprocess.run(
+        [*USERPULSE, "produce", "--source", "synthetic", "--count", "3", "--topic", topics[0]],
+        env=cli_environment(stack_settings, USERPULSE_CASSANDRA__PORT="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("unreachable:")]
+    assert "Cassandra at 127.0.0.1:1 did not answer" in line and "userpulse stack status" in line
+
+
 def test_invalid_records_are_dead_lettered_with_reasons(
     stack_settings: Settings, topics: tuple[str, str]
 ) -> None:
