@@ -59,7 +59,8 @@ from ingestion.kafka_publisher import ensure_topics
 from ingestion.producer import split_batch
 from ingestion.synthetic import SyntheticSource
 from stores.cassandra_schema import apply_schema
-from stores.connections import cassandra_session, execute_in_batches
+from stores.connections import cassandra_session
+from stores.subject_keys import SubjectKeyStore
 
 UUID_MARK = "@@UUID@@"
 FETCHED_AT_MARK = "@@FETCHED_AT@@"
@@ -182,15 +183,14 @@ def store_copy_keys(settings: Settings, profiles: int) -> None:
     """Store the data key of every copy in the keyspace's ``subject_keys``, as the producer would have."""
     cluster, session = cassandra_session(settings)
     try:
-        keyspace = settings.cassandra.keyspace
-        apply_schema(session, keyspace, settings.cassandra.keyspace_replication)
-        insert = session.prepare(
-            f"INSERT INTO {keyspace}.subject_keys (uuid, data_key, created_at) VALUES (?, ?, ?)"
+        cassandra = settings.cassandra
+        apply_schema(session, cassandra.keyspace, cassandra.keyspace_replication)
+        keys = SubjectKeyStore(
+            session, cassandra.keyspace, settings.secrets.pseudonymization_key_bytes(), cassandra.concurrency
         )
-        salt, now = settings.kafka.profiles_topic, datetime.now(UTC)
-        rows = ((copy_uuid(n, salt), copy_key(n, salt), now) for n in range(profiles))
-        execute_in_batches(
-            session, insert, rows, settings.cassandra.rows_per_batch, settings.cassandra.concurrency
+        salt = settings.kafka.profiles_topic
+        keys.write_keys(
+            ((copy_uuid(n, salt), copy_key(n, salt)) for n in range(profiles)), cassandra.rows_per_batch
         )
     finally:
         cluster.shutdown()

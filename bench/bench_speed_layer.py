@@ -40,6 +40,7 @@ from ingestion.producer import seal_envelopes, split_batch
 from ingestion.synthetic import SyntheticSource
 from speed_layer.job import speed_layer_job
 from stores.connections import cassandra_session
+from stores.speed_views import CassandraSpeedStore
 from stores.subject_keys import SubjectKeyStore, subject_key_store
 
 
@@ -104,10 +105,11 @@ def small_batches(base: Settings, batches: int = 12) -> float:
     try:
         with speed_layer_job(settings, spark) as job:
             job.run_until_consumed()
+        store = CassandraSpeedStore(session, name, settings.cassandra.concurrency)
         durations = sorted(
-            row.duration_ms
-            for row in session.execute(f"SELECT batch_id, duration_ms FROM {name}.stream_batches")
-            if row.batch_id > 0
+            batch.duration_ms
+            for batch in store.recent_batches(settings.speed_layer.job_name, limit=100_000)
+            if batch.batch_id > 0
         )
         median = statistics.median(durations)
         print(
@@ -157,12 +159,12 @@ def latency(base: Settings, rate: int, seconds: int) -> float:
     try:
         with speed_layer_job(settings, spark) as job:
             query = job.start()
-            lookup = session.prepare(f"SELECT uuid FROM {name}.profiles WHERE uuid = ?")
+            store = CassandraSpeedStore(session, name, settings.cassandra.concurrency)
 
             def watch() -> None:
                 while not (producing_done.is_set() and len(visible_after) == len(sent_at)):
                     for sample in [s for s in list(sent_at) if s not in visible_after]:
-                        if session.execute(lookup, (sample,)).one() is not None:
+                        if store.profile_row(sample) is not None:
                             visible_after[sample] = time.monotonic() - sent_at[sample]
                     time.sleep(0.02)
 

@@ -43,13 +43,13 @@ def drop_keyspace(settings: Settings, keyspace: str) -> None:
 
 def own_stores_overrides(stack_settings: Settings, name: str, folder: Path) -> dict[str, str]:
     """Settings overrides (``section.field`` -> value, as the orchestration's ``PlatformSettings`` takes
-    them) that give a run its own topics (``name``, ``name_dlq``), keyspace and MongoDB database
+    them) that give a run its own topics (``name``, ``name.dlq``), keyspace and MongoDB database
     (``name``), and lake and checkpoints under ``folder``, on the running stack."""
     overrides = {
         "kafka.host": stack_settings.kafka.host,
         "kafka.port": str(stack_settings.kafka.port),
         "kafka.profiles_topic": name,
-        "kafka.dead_letter_topic": f"{name}_dlq",
+        "kafka.dead_letter_topic": f"{name}.dlq",  # the dead-letter topic's name, as the producer gives it
         "cassandra.host": stack_settings.cassandra.host,
         "cassandra.port": str(stack_settings.cassandra.port),
         "cassandra.keyspace": name,
@@ -67,7 +67,7 @@ def own_stores_overrides(stack_settings: Settings, name: str, folder: Path) -> d
 
 def drop_own_stores(stack_settings: Settings, name: str) -> None:
     """Remove what ``own_stores_overrides`` gave a run: its topics, keyspace and MongoDB database."""
-    delete_topics(stack_settings, name, f"{name}_dlq")
+    delete_topics(stack_settings, name, f"{name}.dlq")
     drop_keyspace(stack_settings, name)
     client = mongo_client(stack_settings)
     try:

@@ -7,7 +7,7 @@ never one round trip per profile.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -20,7 +20,7 @@ from core.pseudonymization import hmac_sha256_hex
 from core.sealing import new_data_key
 from core.settings import RetentionSettings, Settings
 from stores.cassandra_schema import apply_schema
-from stores.connections import cassandra_session
+from stores.connections import cassandra_session, execute_in_batches
 from stores.personal_data import StoreRetention
 
 LOOKUP_CHUNK = 100
@@ -114,6 +114,16 @@ class SubjectKeyStore:
             # A lost race returns the winner's row: everyone seals with the key that was stored.
             keys[uuid] = proposed if outcome.was_applied else outcome.one().data_key
         return keys
+
+    def write_keys(self, keys: Iterable[tuple[str, bytes]], rows_per_batch: int) -> None:
+        """Store known keys as they are (a restore from a backup; a benchmark's deterministic keys),
+        in unlogged batches of rows on the same replicas."""
+        insert = self.session.prepare(
+            f"INSERT INTO {self.keyspace}.subject_keys (uuid, data_key, created_at) VALUES (?, ?, ?)"
+        )
+        now = datetime.now(UTC)
+        rows = ((uuid, key, now) for uuid, key in keys)
+        execute_in_batches(self.session, insert, rows, rows_per_batch, self.concurrency)
 
     def all_keys(self) -> Iterator[tuple[str, bytes]]:
         """Every stored (uuid, data key), paged."""

@@ -4,7 +4,7 @@ consistency level of every statement, and a MongoDB connection URI that replaces
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +14,6 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
 from core.settings import Settings
-from infra.isolation import delete_topics, drop_keyspace
 from ingestion.kafka_publisher import ensure_topics
 from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
@@ -29,10 +28,9 @@ def with_section(settings: Settings, section: str, **changes: object) -> Setting
 
 
 @pytest.fixture
-def keyspace(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[str]:
-    name = unique_name("ks")
-    yield name
-    drop_keyspace(stack_settings, name)
+def own(own_stores: Callable[..., Settings]) -> Settings:
+    """The test's own topic, keyspace and MongoDB database on the stack (removed after it)."""
+    return own_stores("cluster")
 
 
 def metrics(batch_id: int) -> dict[str, object]:
@@ -44,41 +42,35 @@ def metrics(batch_id: int) -> dict[str, object]:
 
 
 def test_kafka_clients_bootstrap_from_a_list_with_a_broker_down_and_topics_get_their_replication_settings(
-    stack_settings: Settings, unique_name: Callable[[str], str]
+    own: Settings,
 ) -> None:
-    kafka = stack_settings.kafka
+    kafka = own.kafka
     settings = with_section(
-        stack_settings,
+        own,
         "kafka",
         servers=[f"127.0.0.1:{free_port()}", f"{kafka.host}:{kafka.port}"],  # the first answers nothing
         topic_replication_factor=1,
         min_insync_replicas=1,
     )
-    topic = unique_name("topic")
+    topic = kafka.profiles_topic
+    assert ensure_topics(settings, {topic: 2}) == [topic]
+    admin = KafkaAdminClient(**settings.kafka.client_options())
     try:
-        assert ensure_topics(settings, {topic: 2}) == [topic]
-        admin = KafkaAdminClient(**settings.kafka.client_options())
-        try:
-            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-            configs = described["topic"][topic]
-            assert configs["min.insync.replicas"]["value"] == "1"
-            assert configs["min.insync.replicas"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
-            assert configs["retention.ms"]["value"] == str(settings.retention.topic_retention_ms)
-            assert len(admin.describe_topics([topic])[0]["partitions"]) == 2
-        finally:
-            admin.close()
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        configs = described["topic"][topic]
+        assert configs["min.insync.replicas"]["value"] == "1"
+        assert configs["min.insync.replicas"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+        assert configs["retention.ms"]["value"] == str(settings.retention.topic_retention_ms)
+        assert len(admin.describe_topics([topic])[0]["partitions"]) == 2
     finally:
-        delete_topics(stack_settings, topic)
+        admin.close()
 
 
-def test_cassandra_contact_points_with_one_down_and_a_network_topology_keyspace(
-    stack_settings: Settings, keyspace: str
-) -> None:
-    cassandra = stack_settings.cassandra
+def test_cassandra_contact_points_with_one_down_and_a_network_topology_keyspace(own: Settings) -> None:
+    cassandra, keyspace = own.cassandra, own.cassandra.keyspace
     settings = with_section(
-        stack_settings,
+        own,
         "cassandra",
-        keyspace=keyspace,
         contact_points=["127.0.0.3", cassandra.host],  # nothing listens on 127.0.0.3
         datacenter_replication={cassandra.local_datacenter: 1},
     )
@@ -100,12 +92,10 @@ def test_cassandra_contact_points_with_one_down_and_a_network_topology_keyspace(
         cluster.shutdown()
 
 
-def test_every_statement_runs_at_the_configured_consistency_level(
-    stack_settings: Settings, keyspace: str
-) -> None:
+def test_every_statement_runs_at_the_configured_consistency_level(own: Settings) -> None:
     """LOCAL_QUORUM (the default) on a single node: reads and writes succeed. TWO copies cannot be had
     from one node: the same write is refused, so the level does reach the statements."""
-    quorum = with_section(stack_settings, "cassandra", keyspace=keyspace)
+    quorum, keyspace = own, own.cassandra.keyspace
     assert quorum.cassandra.consistency_level == "LOCAL_QUORUM"
     cluster, session = cassandra_session(quorum)
     try:
@@ -114,7 +104,7 @@ def test_every_statement_runs_at_the_configured_consistency_level(
     finally:
         cluster.shutdown()
 
-    two = with_section(stack_settings, "cassandra", keyspace=keyspace, consistency_level="TWO")
+    two = with_section(own, "cassandra", consistency_level="TWO")
     cluster, session = cassandra_session(two)
     try:
         with pytest.raises(NoHostAvailable, match="Cannot achieve consistency level TWO"):
@@ -123,15 +113,11 @@ def test_every_statement_runs_at_the_configured_consistency_level(
         cluster.shutdown()
 
 
-def test_a_mongodb_connection_uri_replaces_host_and_port(
-    stack_settings: Settings, unique_name: Callable[[str], str]
-) -> None:
-    mongo = stack_settings.mongo
-    database = unique_name("db")
+def test_a_mongodb_connection_uri_replaces_host_and_port(own: Settings) -> None:
+    mongo = own.mongo
     settings = with_section(
-        stack_settings,
+        own,
         "mongo",
-        database=database,
         port=free_port(),  # nothing listens there: only the URI can reach the server
         connection_uri=SecretStr(f"mongodb://{mongo.host}:{mongo.port}/?appName=userpulse-uri-test"),
     )
@@ -142,5 +128,4 @@ def test_a_mongodb_connection_uri_replaces_host_and_port(
         collection.insert_one({"_id": "a", "value": 1})
         assert collection.find_one({"_id": "a"}) == {"_id": "a", "value": 1}
     finally:
-        client.drop_database(database)
         client.close()

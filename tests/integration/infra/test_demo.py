@@ -23,9 +23,8 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from core.settings import Settings
-from infra.isolation import delete_topics, drop_keyspace
 from infra.stack import LocalStack
-from stores.connections import cassandra_session, mongo_client
+from stores.connections import cassandra_session
 from tests.integration.support.processes import cli_environment, free_port
 
 pytestmark = pytest.mark.integration
@@ -110,19 +109,9 @@ def watch_the_merge(url: str, started: float, demo: subprocess.Popen[str], outpu
 # The run's default timeout (600 s) is shorter than this test's own budget.
 @pytest.mark.timeout(MERGE_WITHIN_S + STOP_WITHIN_S + 60)
 def test_the_demo_runs_every_part_shows_the_merge_and_ctrl_c_stops_them_all(
-    stack_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path, output_dir: Path
+    stack_settings: Settings, own_stores: Callable[..., Settings], tmp_path: Path, output_dir: Path
 ) -> None:
-    name = unique_name("demo")
-    settings = stack_settings.model_copy(
-        update={
-            "kafka": stack_settings.kafka.model_copy(
-                update={"profiles_topic": name, "dead_letter_topic": f"{name}.dlq"}
-            ),
-            "cassandra": stack_settings.cassandra.model_copy(update={"keyspace": name}),
-            "mongo": stack_settings.mongo.model_copy(update={"database": name}),
-            "paths": stack_settings.paths.model_copy(update={"checkpoints_dir": tmp_path / "checkpoints"}),
-        }
-    )
+    settings = own_stores("demo")  # its topics, keyspace, database and checkpoints, removed after it
     dashboard_port, dagster_port = free_port(), free_port()
     environment = cli_environment(
         settings,
@@ -164,11 +153,6 @@ def test_the_demo_runs_every_part_shows_the_merge_and_ctrl_c_stops_them_all(
                 demo.wait(timeout=STOP_WITHIN_S)
             except subprocess.TimeoutExpired:
                 demo.kill()  # its parts get SIGTERM when it dies (see infra.demo.child_setup)
-        delete_topics(settings, name, f"{name}.dlq")
-        drop_keyspace(settings, name)
-        client = mongo_client(settings)
-        client.drop_database(name)
-        client.close()
 
     assert demo.returncode == 0, output
     assert f"http://127.0.0.1:{dashboard_port}/" in output

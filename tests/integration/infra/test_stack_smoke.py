@@ -1,48 +1,48 @@
-"""Smoke tests: each real service does the one thing the platform needs from it."""
+"""Smoke tests: each real service does the one thing the platform needs from it, reached through the
+platform's own connections (``stores.connections``), in the test's own topic, keyspace and database."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cassandra.cluster import Cluster
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
-from pymongo import MongoClient
+from kafka import KafkaConsumer, KafkaProducer
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from tests.integration.support.kafka_helpers import create_topic
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def kafka_topic(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[str]:
-    """A fresh two-partition topic, deleted after the test."""
-    topic = unique_name("smoke")
-    admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka.bootstrap_servers)
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    try:
-        yield topic
-    finally:
-        admin.delete_topics([topic])
-        admin.close()
+def settings(own_stores: Callable[..., Settings]) -> Settings:
+    """The test's own topic, keyspace and MongoDB database (removed after it)."""
+    return own_stores("smoke")
+
+
+@pytest.fixture
+def kafka_topic(settings: Settings) -> str:
+    """The test's own profiles topic, with two partitions."""
+    create_topic(settings, settings.kafka.profiles_topic, partitions=2)
+    return settings.kafka.profiles_topic
 
 
 def produce(settings: Settings, topic: str, messages: dict[str, str]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    producer = KafkaProducer(**settings.kafka.client_options(), acks="all")
     for key, value in messages.items():
         producer.send(topic, key=key.encode(), value=value.encode()).get(timeout=30)
     producer.close()
 
 
-def test_kafka_keyed_message_round_trip(stack_settings: Settings, kafka_topic: str) -> None:
-    produce(stack_settings, kafka_topic, {"user-1": '{"hello": "kafka"}'})
+def test_kafka_keyed_message_round_trip(settings: Settings, kafka_topic: str) -> None:
+    produce(settings, kafka_topic, {"user-1": '{"hello": "kafka"}'})
 
     consumer = KafkaConsumer(
         kafka_topic,
-        bootstrap_servers=stack_settings.kafka.bootstrap_servers,
+        **settings.kafka.client_options(),
         group_id=f"{kafka_topic}-group",
         auto_offset_reset="earliest",
         consumer_timeout_ms=30_000,
@@ -55,12 +55,9 @@ def test_kafka_keyed_message_round_trip(stack_settings: Settings, kafka_topic: s
     assert (record.key, record.value) == (b"user-1", b'{"hello": "kafka"}')
 
 
-def test_cassandra_keyspace_table_and_row(
-    stack_settings: Settings, unique_name: Callable[[str], str]
-) -> None:
-    keyspace = unique_name("smoke")
-    cluster = Cluster([stack_settings.cassandra.host], port=stack_settings.cassandra.port)
-    session = cluster.connect()
+def test_cassandra_keyspace_table_and_row(settings: Settings) -> None:
+    keyspace = settings.cassandra.keyspace
+    cluster, session = cassandra_session(settings)
     try:
         replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
         session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {replication}")
@@ -72,31 +69,27 @@ def test_cassandra_keyspace_table_and_row(
 
         assert (row.country, row.age) == ("France", 42)
     finally:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
         cluster.shutdown()
 
 
-def test_mongo_insert_and_find(stack_settings: Settings, unique_name: Callable[[str], str]) -> None:
-    with MongoClient(stack_settings.mongo.uri, serverSelectionTimeoutMS=10_000) as client:
-        collection = client[stack_settings.mongo.database][unique_name("smoke")]
-        try:
-            collection.insert_one({"_id": "u-1", "name": {"first": "Zoé"}, "age": 42})
+def test_mongo_insert_and_find(settings: Settings) -> None:
+    with mongo_client(settings) as client:
+        collection = mongo_database(client, settings)["smoke"]
+        collection.insert_one({"_id": "u-1", "name": {"first": "Zoé"}, "age": 42})
 
-            assert collection.find_one({"_id": "u-1"}) == {"_id": "u-1", "name": {"first": "Zoé"}, "age": 42}
-        finally:
-            collection.drop()
+        assert collection.find_one({"_id": "u-1"}) == {"_id": "u-1", "name": {"first": "Zoé"}, "age": 42}
 
 
 def test_spark_reads_kafka_and_round_trips_delta(
-    stack_settings: Settings, spark: SparkSession, kafka_topic: str, tmp_path: Path
+    settings: Settings, spark: SparkSession, kafka_topic: str, tmp_path: Path
 ) -> None:
     messages = {f"user-{index}": f'{{"n": {index}}}' for index in range(20)}
-    produce(stack_settings, kafka_topic, messages)
+    produce(settings, kafka_topic, messages)
     table_path = str(tmp_path / "archive")
 
     query = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", stack_settings.kafka.bootstrap_servers)
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
         .option("subscribe", kafka_topic)
         .option("startingOffsets", "earliest")
         .load()

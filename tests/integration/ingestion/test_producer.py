@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +16,6 @@ from core.profile import CREDENTIAL_FIELDS, ENVELOPE_SCHEMA_VERSION, profile_rea
 from core.sealing import unseal_identifiers
 from core.settings import Settings
 from core.validation import RecordLimits
-from infra.isolation import delete_topics
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer
 from ingestion.synthetic import SyntheticSource
@@ -33,12 +32,12 @@ USERPULSE = [sys.executable, "-m", "userpulse.cli"]
 
 
 @pytest.fixture
-def topics(stack_settings: Settings, unique_name: Callable[[str], str]) -> Iterator[tuple[str, str]]:
-    """A unique profiles topic and its dead-letter topic (``<topic>.dlq``, as the CLI names it)."""
-    profiles_topic = unique_name("profiles")
-    dead_letter_topic = f"{profiles_topic}.dlq"
-    yield profiles_topic, dead_letter_topic
-    delete_topics(stack_settings, profiles_topic, dead_letter_topic)
+def topics(own_stores: Callable[..., Settings]) -> tuple[str, str]:
+    """The test's own profiles topic and its dead-letter topic (``<topic>.dlq``, as ``--topic`` names
+    it), removed after the test."""
+    kafka = own_stores("profiles").kafka
+    assert kafka.dead_letter_topic == f"{kafka.profiles_topic}.dlq"
+    return kafka.profiles_topic, kafka.dead_letter_topic
 
 
 def opened_users(settings: Settings, records: list[TopicRecord]) -> dict[str, dict]:

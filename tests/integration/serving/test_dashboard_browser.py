@@ -467,16 +467,16 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
     browser: Browser,
     output_dir: Path,
 ) -> None:
-    topic = dashboard_settings.kafka.profiles_topic  # its dead letters: f"{topic}_dlq"
+    topic, dead_letters = dashboard_settings.kafka.profiles_topic, dashboard_settings.kafka.dead_letter_topic
     create_topic(dashboard_settings, topic, partitions=2)
-    create_topic(dashboard_settings, f"{topic}_dlq", partitions=1)
+    create_topic(dashboard_settings, dead_letters, partitions=1)
     try:
         producer = KafkaProducer(bootstrap_servers=dashboard_settings.kafka.bootstrap_servers, acks="all")
         for _ in range(5):
             producer.send(topic, value=b"{}", partition=0).get(timeout=30)
         producer.send(topic, value=b"{}", partition=1).get(timeout=30)
         for _ in range(2):  # the producer's own dead letters
-            producer.send(f"{topic}_dlq", value=b"{}").get(timeout=30)
+            producer.send(dead_letters, value=b"{}").get(timeout=30)
         producer.close()
         stores.speed_batch(synthetic_profiles(9, 12, window_floor(datetime.now(UTC), 60) - WINDOW, 1))
         stores.dead_letters(3)  # "not JSON", from the speed layer
@@ -492,7 +492,7 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
 
         url = start_dashboard(
             USERPULSE_KAFKA__PROFILES_TOPIC=topic,
-            USERPULSE_KAFKA__DEAD_LETTER_TOPIC=f"{topic}_dlq",
+            USERPULSE_KAFKA__DEAD_LETTER_TOPIC=dead_letters,
             USERPULSE_SERVING__DEAD_LETTERS_REFRESH_S="3",
             USERPULSE_PATHS__DAGSTER_HOME=str(output_dir / "no-dagster-home"),
         )
@@ -501,7 +501,7 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         page.get_by_role("link", name="Operations: topics, lag, dead letters →").click()
         page.wait_for_url("**/operations")
 
-        wait_for_text(page, "topics", f"{topic}_dlq")
+        wait_for_text(page, "topics", dead_letters)
         rows = [
             row.split("\t") for row in page.get_by_test_id("topics").locator("tbody tr").all_inner_texts()
         ]
@@ -510,7 +510,7 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
             [topic, "0", "0", "5", "5", "5"],
             [topic, "1", "0", "1", "1", "1"],
         ]
-        assert [r[:6] for r in rows if r[0] == f"{topic}_dlq"] == [[f"{topic}_dlq", "0", "0", "2", "2", "2"]]
+        assert [r[:6] for r in rows if r[0] == dead_letters] == [[dead_letters, "0", "0", "2", "2", "2"]]
         rates = page.get_by_test_id("topic-rates").inner_text()
         assert f"{topic}: 0.02 records/s over the last 5 min" in rates
         # Neither layer has a checkpoint here: no figure rather than a guess.
@@ -527,7 +527,7 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
 
         reasons = wait_for_text(page, "reasons", "not JSON")
         assert "speed\tnot JSON\t3" in reasons and "batch\tmissing field: user.login.uuid\t1" in reasons
-        assert f"producer\tany (in the topic {topic}_dlq)\t2" in reasons
+        assert f"producer\tany (in the topic {dead_letters})\t2" in reasons
         # Per hour by source (the letters came within seconds, possibly either side of an hour's start).
         wait_for_text(page, "hourly", "Hour (UTC)")
         hours = [r.split("\t") for r in page.get_by_test_id("hourly").locator("tbody tr").all_inner_texts()]
@@ -549,4 +549,4 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         stores.dead_letters(5)
         wait_for_text(page, "reasons", "speed\tnot JSON\t5")
     finally:
-        delete_topics(dashboard_settings, topic, f"{topic}_dlq")
+        delete_topics(dashboard_settings, topic, dead_letters)
