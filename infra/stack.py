@@ -317,20 +317,34 @@ class KafkaService(LocalService):
             ]
         )
 
+    def cluster_values(self) -> dict[str, object]:
+        """What makes this node part of its cluster: its id, the controller quorum, the replication of
+        the broker's internal topics (one node: its own controller, one copy)."""
+        return {
+            "node_id": 1,
+            "controller_port": self.settings.kafka.controller_port,
+            "voters": f"1@{self.host}:{self.settings.kafka.controller_port}",
+            "internal_replication": 1,
+            "internal_min_isr": 1,
+        }
+
+    def cluster_id(self) -> str:
+        """The id its storage is formatted with (a new cluster's)."""
+        return new_kafka_cluster_id()
+
     def prepare(self) -> None:
-        kafka = self.settings.kafka
         protocol, security = self.client_listener()
         config_path = self.conf_dir / "server.properties"
         config_path.write_text(
             render_template(
                 CONFIG_DIR / "kafka" / "server.properties",
                 {
-                    "host": kafka.host,
-                    "port": kafka.port,
-                    "controller_port": kafka.controller_port,
+                    "host": self.host,
+                    "port": self.port,
                     "data_dir": self.data_dir,
                     "client_protocol": protocol,
                     "client_security": security,
+                    **self.cluster_values(),
                 },
             )
         )
@@ -341,7 +355,7 @@ class KafkaService(LocalService):
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
-            new_kafka_cluster_id(),
+            self.cluster_id(),
             "--config",
             str(config_path),
             heap="256m",
@@ -354,6 +368,47 @@ class KafkaService(LocalService):
         return self._java(
             "kafka.Kafka", str(self.conf_dir / "server.properties"), heap=self.settings.local_stack.kafka_heap
         )
+
+
+class KafkaNode(KafkaService):
+    """One node (broker and controller) of a KRaft cluster of several on this machine: node ``node_id``
+    of ``nodes`` (client and controller port of each), all formatted with ``cluster_id``."""
+
+    def __init__(
+        self, settings: Settings, node_id: int, nodes: list[tuple[int, int]], cluster_id: str
+    ) -> None:
+        self.name = f"kafka-{node_id}"
+        self.node_id = node_id
+        self.nodes = nodes
+        self._cluster_id = cluster_id
+        super().__init__(settings)
+
+    @property
+    def port(self) -> int:
+        return self.nodes[self.node_id - 1][0]
+
+    def cluster_values(self) -> dict[str, object]:
+        copies = min(3, len(self.nodes))
+        return {
+            "node_id": self.node_id,
+            "controller_port": self.nodes[self.node_id - 1][1],
+            "voters": ",".join(f"{n}@{self.host}:{ports[1]}" for n, ports in enumerate(self.nodes, start=1)),
+            "internal_replication": copies,
+            "internal_min_isr": max(1, copies - 1),  # one node may be down
+        }
+
+    def cluster_id(self) -> str:
+        return self._cluster_id
+
+
+def local_kafka_cluster(settings: Settings, nodes: list[tuple[int, int]]) -> LocalStack:
+    """A KRaft cluster of ``len(nodes)`` brokers (each its own controller too) on ``kafka.host``, node
+    ``n`` listening on ``nodes[n - 1]`` (client port, controller port), with its folder
+    ``paths.stack_dir/kafka-<n>``; started and stopped together like the stack. The internal topics
+    get three copies (fewer nodes: one per node), so one node may go down. For trying replication, and
+    for the tests that kill a broker of a cluster."""
+    cluster_id = new_kafka_cluster_id()
+    return LocalStack(settings, [KafkaNode(settings, n, nodes, cluster_id) for n in range(1, len(nodes) + 1)])
 
 
 class CassandraService(LocalService):

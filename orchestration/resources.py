@@ -47,25 +47,24 @@ class PlatformSettings(ConfigurableResource):
         )
 
 
-class SparkResource(ConfigurableResource):
-    """The Spark session of a run: ``spark.master`` (local threads, or a cluster's master URL)."""
+class EngineResource(ConfigurableResource):
+    """An engine's resource: reached with the platform's settings (one ``PlatformSettings`` for all)."""
 
     platform: ResourceDependency[PlatformSettings]
 
     def settings(self) -> Settings:
         return self.platform.settings()
+
+
+class SparkResource(EngineResource):
+    """The Spark session of a run: ``spark.master`` (local threads, or a cluster's master URL)."""
 
     def session(self) -> SparkSession:
         return build_spark_session(self.settings(), app_name="userpulse-dagster")
 
 
-class CassandraResource(ConfigurableResource):
+class CassandraResource(EngineResource):
     """Sessions on the Cassandra cluster of ``cassandra.*`` (its contact points, login and TLS)."""
-
-    platform: ResourceDependency[PlatformSettings]
-
-    def settings(self) -> Settings:
-        return self.platform.settings()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -77,13 +76,8 @@ class CassandraResource(ConfigurableResource):
             cluster.shutdown()
 
 
-class MongoResource(ConfigurableResource):
+class MongoResource(EngineResource):
     """The raw documents' database on the MongoDB server of ``mongo.*`` (FerretDB locally)."""
-
-    platform: ResourceDependency[PlatformSettings]
-
-    def settings(self) -> Settings:
-        return self.platform.settings()
 
     @contextmanager
     def database(self) -> Iterator[Database]:
@@ -96,13 +90,8 @@ class MongoResource(ConfigurableResource):
             client.close()
 
 
-class KafkaResource(ConfigurableResource):
+class KafkaResource(EngineResource):
     """The Kafka cluster of ``kafka.*``: the profiles topic's offsets, its topics' settings."""
-
-    platform: ResourceDependency[PlatformSettings]
-
-    def settings(self) -> Settings:
-        return self.platform.settings()
 
     def end_offsets(self) -> dict[int, int]:
         """The profiles topic's end offset per partition."""

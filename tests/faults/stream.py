@@ -1,6 +1,7 @@
 """A live stream for the fault tests: the platform's own producer publishing synthetic profiles (1% of
 them later versions of profiles it published before) while the speed layer runs as ``userpulse speed``,
-and an independent recount of what the topic holds, read back and opened with the subjects' keys."""
+and an independent recount of what the topic holds, read back and opened with the subjects' keys;
+then every store compared with that recount (``catch_up_and_check``)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,26 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from pyspark.sql import SparkSession
 
 from core.sealing import unseal_identifiers
 from core.settings import Settings
 from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import PatientSubjectKeys, ProfileProducer
 from ingestion.synthetic import SyntheticSource
+from serving.operations import layer_lag
+from speed_layer.job import speed_layer_job
 from stores.subject_keys import stored_subject_keys, subject_key_store
 from tests.integration.support.kafka_helpers import read_topic
 from tests.integration.support.processes import cli_environment
 from tests.integration.support.profiles_input import Copy, ProducedInput
+from tests.integration.support.stored_state import assert_matches_input, stored_state
 
 
 class ReseeingSource:
@@ -127,3 +134,26 @@ def speed_layer_process(settings: Settings, **overrides: str) -> Iterator[subpro
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=60)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.3)
+
+
+def speed_layer_caught_up(settings: Settings) -> bool:
+    """The speed layer's checkpoint has committed up to the end of every partition of the topic."""
+    return all(row.speed_lag == 0 for row in layer_lag(settings))
+
+
+def catch_up_and_check(settings: Settings, spark: SparkSession) -> None:
+    """Run the speed layer over what is left (from its checkpoint), then compare every store with the
+    recount of the topic."""
+    with speed_layer_job(settings, spark) as job:
+        job.run_until_consumed(timeout_s=900)
+    produced = topic_input(settings)
+    state = stored_state(settings)
+    assert_matches_input(state, produced)
+    assert produced.duplicates > 0  # later versions were in the stream, and were not counted again

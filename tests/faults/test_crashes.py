@@ -21,42 +21,19 @@ import pytest
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
-from serving.operations import layer_lag
-from speed_layer.job import speed_layer_job
 from tests.faults.stream import (
     BackgroundProducer,
     ReseeingSource,
+    catch_up_and_check,
     committed_batches,
+    speed_layer_caught_up,
     speed_layer_process,
     topic_input,
+    wait_until,
 )
 from tests.integration.support.kafka_helpers import create_topic
-from tests.integration.support.stored_state import assert_matches_input, stored_state
 
 pytestmark = pytest.mark.faults
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
-        time.sleep(0.3)
-
-
-def speed_layer_caught_up(settings: Settings) -> bool:
-    """The speed layer's checkpoint has committed up to the end of every partition of the topic."""
-    return all(row.speed_lag == 0 for row in layer_lag(settings))
-
-
-def catch_up_and_check(settings: Settings, spark: SparkSession) -> None:
-    """Run the speed layer over what is left (from its checkpoint), then compare every store with the
-    recount of the topic."""
-    with speed_layer_job(settings, spark) as job:
-        job.run_until_consumed(timeout_s=900)
-    produced = topic_input(settings)
-    state = stored_state(settings)
-    assert_matches_input(state, produced)
-    assert produced.duplicates > 0  # later versions were in the stream, and were not counted again
 
 
 @pytest.mark.timeout(1500)  # five cold restarts of Spark, then a recount of 30,000 profiles: ~11 min

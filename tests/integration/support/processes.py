@@ -45,6 +45,8 @@ def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
         environment["USERPULSE_MONGO__USERNAME"] = settings.mongo.username
         environment["USERPULSE_MONGO__PASSWORD"] = settings.mongo.password.get_secret_value()
     kafka, cassandra = settings.kafka, settings.cassandra
+    if kafka.servers:  # a cluster's brokers
+        environment["USERPULSE_KAFKA__SERVERS"] = ",".join(kafka.servers)
     if kafka.sasl_username and kafka.sasl_password:
         environment["USERPULSE_KAFKA__SECURITY_PROTOCOL"] = kafka.security_protocol
         environment["USERPULSE_KAFKA__SASL_MECHANISM"] = kafka.sasl_mechanism

@@ -14,12 +14,14 @@ from core.settings import KafkaSettings, PathSettings, Settings
 from infra.stack import (
     COMPOSE_FILE,
     FerretDBService,
+    KafkaNode,
     KafkaService,
     LocalService,
     LocalStack,
     ServiceState,
     StackError,
     _process_alive,
+    local_kafka_cluster,
     new_kafka_cluster_id,
     read_jvm_options,
     render_template,
@@ -99,9 +101,40 @@ def test_shipped_templates_are_well_formed(template_path: Path) -> None:
         "client_protocol": "PLAINTEXT",
         "client_security": "",
         "authenticator": "AllowAllAuthenticator",
+        "node_id": 1,
+        "voters": "1@127.0.0.1:2",
+        "internal_replication": 1,
+        "internal_min_isr": 1,
     }
 
     render_template(template_path, values)
+
+
+def test_a_node_of_a_local_kafka_cluster_knows_its_peers(settings: Settings) -> None:
+    nodes = [(19092, 19093), (19094, 19095), (19096, 19097)]
+    cluster = local_kafka_cluster(settings, nodes)
+    second = cluster.services[1]
+    assert isinstance(second, KafkaNode)
+
+    values = {**second.cluster_values(), "host": "127.0.0.1", "port": second.port, "data_dir": "/d"}
+    config = render_template(
+        Path("infra/config/kafka/server.properties"),
+        {**values, "client_protocol": "PLAINTEXT", "client_security": ""},
+    )
+    lines = set(config.splitlines())
+    assert {
+        "node.id=2",
+        "controller.quorum.voters=1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097",
+        "listeners=PLAINTEXT://127.0.0.1:19094,CONTROLLER://127.0.0.1:19095",
+        "offsets.topic.replication.factor=3",
+        "transaction.state.log.min.isr=2",
+    } <= lines
+    assert [service.name for service in cluster.services] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert len({service.cluster_id() for service in cluster.services}) == 1  # one cluster
+    assert second.home == settings.paths.stack_dir / "kafka-2"
+    # The single-node stack: its own controller, one copy of everything.
+    single = KafkaService(settings).cluster_values()
+    assert (single["voters"], single["internal_replication"]) == ("1@127.0.0.1:9093", 1)
 
 
 def test_read_jvm_options_skips_comments_and_blank_lines(tmp_path: Path) -> None:
