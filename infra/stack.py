@@ -450,15 +450,20 @@ class CassandraService(LocalService):
             raise StackError(f"jamm is missing from {self.jars_dir}: run `make install`")
         return jamm[-1]
 
+    def seeds(self) -> str:
+        """The nodes it gossips with first: itself, alone."""
+        return f"{self.host}:{self.settings.cassandra.storage_port}"
+
     def prepare(self) -> None:
         cassandra = self.settings.cassandra
         (self.conf_dir / "cassandra.yaml").write_text(
             render_template(
                 CONFIG_DIR / "cassandra" / "cassandra.yaml",
                 {
-                    "host": cassandra.host,
+                    "host": self.host,
                     "port": cassandra.port,
                     "storage_port": cassandra.storage_port,
+                    "seeds": self.seeds(),
                     "data_dir": self.data_dir,
                     "authenticator": "AllowAllAuthenticator"
                     if cassandra.username is None
@@ -489,6 +494,33 @@ class CassandraService(LocalService):
             _classpath(self.jars_dir),
             "org.apache.cassandra.service.CassandraDaemon",
         ]
+
+
+class CassandraNode(CassandraService):
+    """One node of a Cassandra cluster of several on this machine: node ``node_id`` of ``addresses``
+    (loopback addresses, e.g. 127.0.0.2 and 127.0.0.3: Cassandra tells nodes apart by address), each
+    on ``cassandra.port`` and ``cassandra.storage_port``, every node a seed (so none bootstraps, and
+    they may start together)."""
+
+    def __init__(self, settings: Settings, node_id: int, addresses: list[str]) -> None:
+        self.name = f"cassandra-{node_id}"
+        self.node_id = node_id
+        self.addresses = addresses
+        super().__init__(settings)
+
+    @property
+    def host(self) -> str:
+        return self.addresses[self.node_id - 1]
+
+    def seeds(self) -> str:
+        return ",".join(f"{address}:{self.settings.cassandra.storage_port}" for address in self.addresses)
+
+
+def local_cassandra_cluster(settings: Settings, addresses: list[str]) -> LocalStack:
+    """A Cassandra cluster of ``len(addresses)`` nodes, node ``n`` on ``addresses[n - 1]`` (a loopback
+    address of this machine) with its folder ``paths.stack_dir/cassandra-<n>``; started and stopped
+    together like the stack. For trying replication, and for the tests that stop a node."""
+    return LocalStack(settings, [CassandraNode(settings, n, addresses) for n in range(1, len(addresses) + 1)])
 
 
 class FerretDBService(LocalService):

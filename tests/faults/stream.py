@@ -96,7 +96,8 @@ class BackgroundProducer:
     def join(self, timeout_s: float) -> None:
         self._thread.join(timeout_s)
         assert not self._thread.is_alive(), f"the producer did not finish within {timeout_s:.0f} s"
-        assert not self.errors, f"the producer failed: {self.errors[0]!r}"
+        if self.errors:  # its traceback shows under this one
+            raise AssertionError(f"the producer failed: {self.errors[0]!r}") from self.errors[0]
 
 
 def topic_input(settings: Settings) -> ProducedInput:

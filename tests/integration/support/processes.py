@@ -47,6 +47,11 @@ def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
     kafka, cassandra = settings.kafka, settings.cassandra
     if kafka.servers:  # a cluster's brokers
         environment["USERPULSE_KAFKA__SERVERS"] = ",".join(kafka.servers)
+    if cassandra.contact_points:  # a cluster's nodes, and the keyspace's copies on them
+        environment["USERPULSE_CASSANDRA__CONTACT_POINTS"] = ",".join(cassandra.contact_points)
+    if cassandra.datacenter_replication:
+        copies = json.dumps(cassandra.datacenter_replication)
+        environment["USERPULSE_CASSANDRA__DATACENTER_REPLICATION"] = copies
     if kafka.sasl_username and kafka.sasl_password:
         environment["USERPULSE_KAFKA__SECURITY_PROTOCOL"] = kafka.security_protocol
         environment["USERPULSE_KAFKA__SASL_MECHANISM"] = kafka.sasl_mechanism

@@ -13,6 +13,8 @@ from pydantic import SecretStr
 from core.settings import KafkaSettings, PathSettings, Settings
 from infra.stack import (
     COMPOSE_FILE,
+    CassandraNode,
+    CassandraService,
     FerretDBService,
     KafkaNode,
     KafkaService,
@@ -21,6 +23,7 @@ from infra.stack import (
     ServiceState,
     StackError,
     _process_alive,
+    local_cassandra_cluster,
     local_kafka_cluster,
     new_kafka_cluster_id,
     read_jvm_options,
@@ -103,6 +106,7 @@ def test_shipped_templates_are_well_formed(template_path: Path) -> None:
         "authenticator": "AllowAllAuthenticator",
         "node_id": 1,
         "voters": "1@127.0.0.1:2",
+        "seeds": "127.0.0.1:3",
         "internal_replication": 1,
         "internal_min_isr": 1,
     }
@@ -304,3 +308,14 @@ def test_a_cluster_deployment_is_only_probed(settings: Settings) -> None:
     assert [status.state for status in LocalStack(cluster, [http_server(cluster, "web")]).status()] == [
         ServiceState.STOPPED
     ]
+
+
+def test_every_node_of_a_local_cassandra_cluster_is_a_seed_on_its_own_address(settings: Settings) -> None:
+    cluster = local_cassandra_cluster(settings, ["127.0.0.2", "127.0.0.3"])
+    first, second = cluster.services
+    assert isinstance(second, CassandraNode)
+
+    assert (first.host, second.host) == ("127.0.0.2", "127.0.0.3")
+    assert second.seeds() == "127.0.0.2:7000,127.0.0.3:7000"
+    assert second.home == settings.paths.stack_dir / "cassandra-2"
+    assert CassandraService(settings).seeds() == "127.0.0.1:7000"  # the stack's node, alone
