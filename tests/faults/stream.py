@@ -158,3 +158,17 @@ def catch_up_and_check(settings: Settings, spark: SparkSession) -> None:
     state = stored_state(settings)
     assert_matches_input(state, produced)
     assert produced.duplicates > 0  # later versions were in the stream, and were not counted again
+
+
+def stop_when_caught_up(settings: Settings, process: subprocess.Popen[bytes], after: str) -> None:
+    """Wait until ``userpulse speed`` has consumed the topic to its end, then stop it with SIGTERM (it
+    ends its micro-batch and exits 0). Waiting for the topic's end, not for more micro-batches: none
+    come once it has caught up."""
+    wait_until(
+        lambda: speed_layer_caught_up(settings) or process.poll() is not None,
+        timeout_s=300,
+        what=f"the speed layer at the topic's end {after}",
+    )
+    assert process.poll() is None, f"the speed layer exited {after}"
+    process.terminate()
+    assert process.wait(timeout=120) == 0

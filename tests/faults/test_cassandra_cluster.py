@@ -21,8 +21,8 @@ from tests.faults.stream import (
     ReseeingSource,
     catch_up_and_check,
     committed_batches,
-    speed_layer_caught_up,
     speed_layer_process,
+    stop_when_caught_up,
     wait_until,
 )
 from tests.integration.support.kafka_helpers import create_topic
@@ -74,13 +74,6 @@ def test_a_node_of_two_stopped_while_the_stream_runs_loses_and_doubles_nothing(
             pytest.fail("the stream ended while the node was down")
         LocalStack(settings, [node]).up()
         producer.join(timeout_s=600)
-        wait_until(
-            lambda: speed_layer_caught_up(settings) or process.poll() is not None,
-            timeout_s=300,
-            what="the speed layer at the topic's end after the node came back",
-        )
-        assert process.poll() is None, "the speed layer exited after the node came back"
-        process.terminate()  # SIGTERM: it stops after the current micro-batch
-        assert process.wait(timeout=120) == 0
+        stop_when_caught_up(settings, process, after="the node came back")
 
     catch_up_and_check(settings, spark)

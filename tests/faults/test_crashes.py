@@ -26,8 +26,8 @@ from tests.faults.stream import (
     ReseeingSource,
     catch_up_and_check,
     committed_batches,
-    speed_layer_caught_up,
     speed_layer_process,
+    stop_when_caught_up,
     topic_input,
     wait_until,
 )
@@ -109,15 +109,6 @@ def test_cassandra_then_ferretdb_stopped_for_a_minute_while_the_stream_runs(
             assert process.poll() is None, f"the speed layer gave up during the {store} outage"
             assert producer.running(), f"the stream ended during the {store} outage"
         producer.join(timeout_s=600)
-        # Caught up with every record published, outages included: counting further micro-batches
-        # instead would race the stream's end (none come once the speed layer has caught up).
-        wait_until(
-            lambda: speed_layer_caught_up(settings) or process.poll() is not None,
-            timeout_s=240,
-            what="the speed layer at the topic's end after the outages",
-        )
-        assert process.poll() is None, "the speed layer exited after the outages"
-        process.terminate()  # SIGTERM: it stops after the current micro-batch
-        assert process.wait(timeout=120) == 0
+        stop_when_caught_up(settings, process, after="the outages")
 
     catch_up_and_check(settings, spark)
