@@ -45,7 +45,8 @@ def now_utc() -> datetime:
 
 
 def enforce_all(settings: Settings, spark: SparkSession, now: datetime) -> list[StoreRetention]:
-    """Every store's retention, in the order of the data flow (what ``userpulse retention`` runs)."""
+    """Every store's retention, store by store (``privacy.stores.personal_data_stores``): what
+    ``userpulse retention`` runs."""
     with connected_stores(settings) as (session, database):
         stores = personal_data_stores(settings, spark, session, database)
         return [line for store in stores for line in store.expire(settings.retention, now)]
