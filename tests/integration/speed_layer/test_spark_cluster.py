@@ -11,7 +11,6 @@ import contextlib
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,18 +30,12 @@ from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
 from stores.speed_views import PROFILE_COLUMNS
 from tests.integration.support.pipeline import Pipeline
-from tests.integration.support.processes import cli_environment
+from tests.integration.support.processes import cli_environment, free_port
 
 pytestmark = pytest.mark.integration
 
 SPARK_HOME = Path(pyspark.__file__).parent
 BASE = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

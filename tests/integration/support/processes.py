@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shlex
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now, for a server a test starts."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port nothing listens on right now, for a server a test starts.
+
+    Below the kernel's ephemeral range: a port from that range (what binding port 0 gives) may be handed
+    to any other process before the test's server binds it, as Dagster's code server once took the
+    webserver port a test had chosen.
+    """
+    try:
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    while True:
+        port = random.randrange(max(1024, first_ephemeral - 12000), first_ephemeral)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: try another
+            return port
 
 
 def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:

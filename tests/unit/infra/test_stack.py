@@ -29,12 +29,7 @@ from infra.stack import (
     read_jvm_options,
     render_template,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.integration.support.processes import free_port
 
 
 class StandInService(LocalService):
