@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-from cassandra.policies import RoundRobinPolicy
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import WhiteListRoundRobinPolicy
+from cassandra.query import SimpleStatement
 from kafka import KafkaAdminClient
 from pymongo import MongoClient
 
@@ -32,8 +36,9 @@ def port_is_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def probe_kafka(host: str, port: int, kafka: KafkaSettings | None = None) -> str:
-    """A Kafka metadata request (DescribeCluster); returns the cluster id."""
+def probe_kafka(host: str, port: int, kafka: KafkaSettings | None = None, brokers: int = 1) -> str:
+    """A Kafka metadata request (DescribeCluster); returns the cluster id. Raises until ``brokers``
+    brokers have registered (a cluster: before that, a topic with as many copies cannot be created)."""
     timeout_ms = int(PROBE_TIMEOUT_S * 1000)
     admin = KafkaAdminClient(
         **{
@@ -49,7 +54,10 @@ def probe_kafka(host: str, port: int, kafka: KafkaSettings | None = None) -> str
         cluster = admin.describe_cluster()
     finally:
         admin.close()
-    return f"cluster {cluster['cluster_id']}"
+    registered = len(cluster["brokers"])
+    if registered < brokers:
+        raise RuntimeError(f"{registered} of {brokers} brokers have registered")
+    return f"cluster {cluster['cluster_id']}" + (f", {registered} brokers" if brokers > 1 else "")
 
 
 def probe_cassandra(host: str, port: int, cassandra: CassandraSettings | None = None) -> str:
@@ -57,6 +65,26 @@ def probe_cassandra(host: str, port: int, cassandra: CassandraSettings | None = 
     security = cassandra_security(cassandra or CassandraSettings())
     row = _on_cassandra(host, port, security, "SELECT release_version FROM system.local")
     return f"Cassandra {row.release_version}"
+
+
+def probe_cassandra_ring(host: str, port: int, cassandra: CassandraSettings, addresses: list[str]) -> str:
+    """Like ``probe_cassandra``, and raises until the node at ``host`` sees every other node of
+    ``addresses`` in its ring and alive: its peers table lists them all, and a read of every range of
+    ``system_traces`` (two copies of each) at consistency ALL succeeds. Until then a keyspace created
+    through this node may be placed on fewer nodes than its replication asks, and a quorum write fails.
+    """
+    security = cassandra_security(cassandra)
+    with _cassandra_session(host, port, security) as session:
+        release = session.execute("SELECT release_version FROM system.local", timeout=PROBE_TIMEOUT_S).one()
+        peers = {str(row.peer) for row in session.execute("SELECT peer FROM system.peers_v2")}
+        missing = sorted(set(addresses) - peers - {host})
+        if missing:
+            raise RuntimeError(f"{host} does not see {', '.join(missing)} in its ring yet")
+        every_copy = SimpleStatement(
+            "SELECT session_id FROM system_traces.sessions LIMIT 1", consistency_level=ConsistencyLevel.ALL
+        )
+        session.execute(every_copy, timeout=PROBE_TIMEOUT_S)
+    return f"Cassandra {release.release_version}, {len(addresses)} nodes up"
 
 
 DEFAULT_CASSANDRA_SUPERUSER = ("cassandra", "cassandra")
@@ -75,10 +103,13 @@ def create_cassandra_login(host: str, port: int, cassandra: CassandraSettings) -
     )  # fmt: skip
 
 
-def _on_cassandra(
-    host: str, port: int, security: dict[str, Any], statement: str, parameters: tuple[str, ...] = ()
-) -> Any:
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=PROBE_TIMEOUT_S)
+@contextmanager
+def _cassandra_session(host: str, port: int, security: dict[str, Any]) -> Iterator[Session]:
+    """A session whose requests all go to the node at ``host`` (a probe asks that node, not another
+    one the driver discovered)."""
+    profile = ExecutionProfile(
+        load_balancing_policy=WhiteListRoundRobinPolicy([host]), request_timeout=PROBE_TIMEOUT_S
+    )
     cluster = Cluster(
         [host],
         port=port,
@@ -93,11 +124,17 @@ def _on_cassandra(
     previous_level = driver_logger.level
     driver_logger.setLevel(logging.CRITICAL)
     try:
-        session = cluster.connect()
-        return session.execute(statement, parameters or None, timeout=PROBE_TIMEOUT_S).one()
+        yield cluster.connect()
     finally:
         cluster.shutdown()
         driver_logger.setLevel(previous_level)
+
+
+def _on_cassandra(
+    host: str, port: int, security: dict[str, Any], statement: str, parameters: tuple[str, ...] = ()
+) -> Any:
+    with _cassandra_session(host, port, security) as session:
+        return session.execute(statement, parameters or None, timeout=PROBE_TIMEOUT_S).one()
 
 
 def probe_mongo(host: str, port: int) -> str:

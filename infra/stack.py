@@ -400,6 +400,9 @@ class KafkaNode(KafkaService):
     def cluster_id(self) -> str:
         return self._cluster_id
 
+    def probe(self) -> str:
+        return probes.probe_kafka(self.host, self.port, self.settings.kafka, brokers=len(self.nodes))
+
 
 def local_kafka_cluster(settings: Settings, nodes: list[tuple[int, int]]) -> LocalStack:
     """A KRaft cluster of ``len(nodes)`` brokers (each its own controller too) on ``kafka.host``, node
@@ -514,6 +517,12 @@ class CassandraNode(CassandraService):
 
     def seeds(self) -> str:
         return ",".join(f"{address}:{self.settings.cassandra.storage_port}" for address in self.addresses)
+
+    def probe(self) -> str:
+        """Answers once it sees every other node alive: before that, a keyspace created through it may
+        get fewer copies than asked, and a quorum write fails."""
+        super().probe()  # its login too, on a first start with authentication on
+        return probes.probe_cassandra_ring(self.host, self.port, self.settings.cassandra, self.addresses)
 
 
 def local_cassandra_cluster(settings: Settings, addresses: list[str]) -> LocalStack:
