@@ -33,6 +33,11 @@ $(STAMPS)/ferretdb: infra/ferretdb/go.mod infra/ferretdb/go.sum infra/ferretdb/b
 	bash infra/ferretdb/build.sh $(TOOLS)/bin/ferretdb
 	touch $@
 
+$(STAMPS)/seaweedfs: infra/seaweedfs/go.mod infra/seaweedfs/go.sum infra/seaweedfs/build.sh
+	@mkdir -p $(STAMPS)
+	bash infra/seaweedfs/build.sh $(TOOLS)/bin/weed
+	touch $@
+
 # Debian's Chromium for the dashboard's browser test: Playwright cannot download its own browser here.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(STAMPS)/chromium:
@@ -41,7 +46,7 @@ $(STAMPS)/chromium:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	touch $@
 
-install: $(STAMPS)/python $(STAMPS)/jars $(STAMPS)/ferretdb  ## Install the venv, the JVM jars and FerretDB
+install: $(STAMPS)/python $(STAMPS)/jars $(STAMPS)/ferretdb $(STAMPS)/seaweedfs  ## Install the venv, the JVM jars, FerretDB and SeaweedFS
 
 lint: $(STAMPS)/python  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import reduce
 
+from delta.tables import DeltaTable
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -52,11 +53,11 @@ class ArchiveRun:
 
 def archived_end_offsets(spark: SparkSession, settings: Settings) -> dict[int, int]:
     """The next offset to archive per Kafka partition (last archived offset + 1), none before a first run."""
-    if not (settings.paths.archive_table / "_delta_log").exists():
+    if not DeltaTable.isDeltaTable(spark, settings.paths.archive_table):
         return {}
     rows = (
         spark.read.format("delta")
-        .load(str(settings.paths.archive_table))
+        .load(settings.paths.archive_table)
         .groupBy("partition")
         .agg(F.max("offset").alias("last"))
         .collect()
@@ -83,9 +84,9 @@ def ingestion_days_from(spark: SparkSession, settings: Settings, offsets: dict[i
     A Kafka partition missing from ``offsets`` counts from its start. Delta keeps min/max statistics of
     ``offset`` per file, so the files archived before ``offsets`` are skipped, not read.
     """
-    if not (settings.paths.archive_table / "_delta_log").exists():
+    if not DeltaTable.isDeltaTable(spark, settings.paths.archive_table):
         return ()
-    archive = spark.read.format("delta").load(str(settings.paths.archive_table))
+    archive = spark.read.format("delta").load(settings.paths.archive_table)
     newer = [(F.col("partition") == p) & (F.col("offset") >= o) for p, o in offsets.items()]
     unknown = ~F.col("partition").isin(list(offsets)) if offsets else F.lit(True)
     rows = archive.where(reduce(lambda a, b: a | b, newer, unknown)).select("ingestion_date").distinct()
@@ -120,12 +121,10 @@ def run_archive(
         .writeStream.format("delta")
         .queryName(settings.batch_layer.archive_job_name)
         .partitionBy("ingestion_date")
-        .option(
-            "checkpointLocation", str(settings.paths.checkpoints_dir / settings.batch_layer.archive_job_name)
-        )
+        .option("checkpointLocation", settings.paths.checkpoint(settings.batch_layer.archive_job_name))
         .trigger(availableNow=True)
     )
-    runs = run_until_consumed(lambda: writer.start(str(settings.paths.archive_table)))
+    runs = run_until_consumed(lambda: writer.start(settings.paths.archive_table))
     # recentProgress keeps the last 100 batches of a run (spark.sql.streaming.numRecentProgressUpdates).
     progress = [p for query in runs for p in query.recentProgress if p.numInputRows]
     records = sum(p.numInputRows for p in progress)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from core.settings import Settings
+from core.settings import Settings, location_name
+from stores.lake import data_files_in
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 class TableMaintenance:
     """What maintenance did to one Delta table."""
 
-    path: Path
+    path: str
     files_before: int
     """Data files of the current version before OPTIMIZE."""
     files_after: int
@@ -42,34 +42,34 @@ class TableMaintenance:
     """Data files in the folder after VACUUM."""
 
     @property
+    def name(self) -> str:
+        """The table's name: the last part of its location."""
+        return location_name(self.path)
+
+    @property
     def files_vacuumed(self) -> int:
         """Data files VACUUM deleted."""
         return self.files_on_disk_optimized - self.files_on_disk_after
 
 
-def data_files_on_disk(path: Path) -> int:
-    """Parquet data files under a Delta table's folder, the transaction log excluded."""
-    return sum(1 for file in path.rglob("*.parquet") if "_delta_log" not in file.relative_to(path).parts)
-
-
-def current_files(spark: SparkSession, path: Path) -> int:
+def current_files(spark: SparkSession, path: str) -> int:
     """Data files the table's current version references."""
-    return int(DeltaTable.forPath(spark, str(path)).detail().first().numFiles)
+    return int(DeltaTable.forPath(spark, path).detail().first().numFiles)
 
 
-def maintain_table(spark: SparkSession, path: Path, retention_hours: float) -> TableMaintenance | None:
+def maintain_table(spark: SparkSession, path: str, retention_hours: float) -> TableMaintenance | None:
     """OPTIMIZE then VACUUM one table (None when there is no Delta table at ``path`` yet)."""
-    if not DeltaTable.isDeltaTable(spark, str(path)):
+    if not DeltaTable.isDeltaTable(spark, path):
         return None
-    table = DeltaTable.forPath(spark, str(path))
-    files_before, on_disk_before = current_files(spark, path), data_files_on_disk(path)
+    table = DeltaTable.forPath(spark, path)
+    files_before, on_disk_before = current_files(spark, path), data_files_in(spark, path)
     table.optimize().executeCompaction()
-    files_after, on_disk_optimized = current_files(spark, path), data_files_on_disk(path)
+    files_after, on_disk_optimized = current_files(spark, path), data_files_in(spark, path)
     # Delta refuses a retention under its own minimum (7 days by default) unless the session turned
     # spark.databricks.delta.retentionDurationCheck.enabled off: a too short setting fails loudly.
     table.vacuum(retention_hours)
     result = TableMaintenance(
-        path, files_before, files_after, on_disk_before, on_disk_optimized, data_files_on_disk(path)
+        path, files_before, files_after, on_disk_before, on_disk_optimized, data_files_in(spark, path)
     )
     logger.info(
         "%s: OPTIMIZE %d -> %d files, VACUUM (retention %.1f h) deleted %d files",

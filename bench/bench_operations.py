@@ -33,7 +33,7 @@ from harness import local_stack, timed
 from kafka import KafkaProducer
 
 from core.settings import Settings, get_settings
-from infra.isolation import own_stores
+from infra.isolation import local_folder, own_stores
 from ingestion.kafka_publisher import ensure_topics
 from orchestration.runs import RunHistory
 from serving.operations import (
@@ -201,12 +201,14 @@ def main() -> None:
         local_stack(base),
         own_stores(base, "bench_operations", Path(tempfile.mkdtemp(prefix="bench_operations"))) as settings,
     ):
-        topic, checkpoints = settings.kafka.profiles_topic, settings.paths.checkpoints_dir
+        topic, paths = settings.kafka.profiles_topic, settings.paths
         ends = load_topics(settings, args.records)
         speed_at = {p: end * 9 // 10 for p, end in ends.items()}
-        write_checkpoint(checkpoints / settings.speed_layer.job_name, topic, speed_at)
+        write_checkpoint(local_folder(paths.checkpoint(settings.speed_layer.job_name)), topic, speed_at)
         archive_at = {p: end // 2 for p, end in ends.items()}
-        write_checkpoint(checkpoints / settings.batch_layer.archive_job_name, topic, archive_at)
+        write_checkpoint(
+            local_folder(paths.checkpoint(settings.batch_layer.archive_job_name)), topic, archive_at
+        )
         load_stores(settings, args.dead_letters)
         results = measure(settings, args.repeat)
         print(json.dumps({"records": args.records, "dead_letters": args.dead_letters, "results": results}))

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 from croniter import croniter
 from pydantic import (
@@ -70,6 +71,32 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 """A list of strings, written in an environment variable as ``a,b,c`` (or as a JSON list)."""
+
+URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _location(value: Any) -> Any:
+    """A lake or checkpoint location: a URI with its scheme (``s3a://bucket/lake``, ``hdfs://...``,
+    ``file:///data/lake``) is kept as written; a local path is made absolute (Spark would resolve a
+    relative one against each executor's working folder)."""
+    if isinstance(value, Path) or (isinstance(value, str) and value and not URI_SCHEME.match(value)):
+        return str(Path(value).expanduser().absolute())
+    return value
+
+
+Location = Annotated[str, Field(min_length=1), BeforeValidator(_location)]
+"""Where Spark keeps files: a local folder or a URI that Hadoop's file systems open (``s3a://...``)."""
+
+
+def child_location(location: str, *names: str) -> str:
+    """``location``/``names``: joined as Hadoop joins a URI's path, whatever the scheme."""
+    return "/".join([location.rstrip("/"), *names])
+
+
+def location_name(location: str) -> str:
+    """The last part of a location (``s3a://bucket/lake/archive`` -> ``archive``)."""
+    return location.rstrip("/").rsplit("/", 1)[-1]
+
 
 CONSISTENCY_LEVELS = Literal["ONE", "LOCAL_ONE", "TWO", "QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL"]
 
@@ -489,6 +516,44 @@ class RetentionSettings(_Section):
         return self.topic_days * 86_400_000
 
 
+class ObjectStoreSettings(_Section):
+    """The S3-compatible object store of a lake and checkpoints at ``s3a://`` locations: Spark reaches it
+    through Hadoop's S3A file system, the operations page through Arrow's S3 file system."""
+
+    endpoint: str = "http://127.0.0.1:8333"
+    """URL of its S3 API: the local stack's SeaweedFS by default; empty for AWS S3 itself (found from the
+    region)."""
+    region: str = "us-east-1"
+    """Region of the buckets (S3-compatible servers accept any)."""
+    access_key: str | None = None
+    """Access key id; none: the AWS default credential chain (environment, profile, instance role)."""
+    secret_key: SecretStr | None = None
+    """Secret of ``access_key``."""
+    path_style_access: bool = True
+    """Address buckets in the path (``endpoint/bucket/key``), as S3-compatible servers expect; false for
+    virtual-hosted buckets (``bucket.endpoint/key``)."""
+
+    @model_validator(mode="after")
+    def _key_with_its_secret(self) -> ObjectStoreSettings:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("object_store.access_key and object_store.secret_key go together")
+        return self
+
+    def hadoop_conf(self) -> dict[str, str]:
+        """Hadoop's S3A settings (``fs.s3a.*``) for these."""
+        conf = {
+            "fs.s3a.endpoint.region": self.region,
+            "fs.s3a.path.style.access": str(self.path_style_access).lower(),
+        }
+        if self.endpoint:
+            conf["fs.s3a.endpoint"] = self.endpoint
+            conf["fs.s3a.connection.ssl.enabled"] = str(self.endpoint.startswith("https:")).lower()
+        if self.access_key is not None and self.secret_key is not None:
+            conf["fs.s3a.access.key"] = self.access_key
+            conf["fs.s3a.secret.key"] = self.secret_key.get_secret_value()
+        return conf
+
+
 class LocalStackSettings(_Section):
     kafka_heap: str = "512m"
     """Heap of the local Kafka broker JVM."""
@@ -502,6 +567,9 @@ class LocalStackSettings(_Section):
     """How long ``stack down`` waits after SIGTERM before it sends SIGKILL."""
     java: str = "java"
     """Java 17+ executable that runs the local Kafka and Cassandra."""
+    seaweedfs_ports_from: Port = 18330
+    """SeaweedFS's servers other than its S3 API (master, volume, filer, their gRPC, admin) listen on
+    this port and the next seven (the local object store of a lake at ``s3a://`` locations)."""
     ferretdb_debug_port: Port | None = None
     """Port of FerretDB's HTTP debug handler (pprof, metrics; bound to the Mongo host). Off unless set:
     it answers anyone who reaches it, without authentication."""
@@ -512,24 +580,36 @@ class PathSettings(_Section):
     """Installed tools: Maven-resolved jars (``jars/<module>``) and the FerretDB binary (``bin``)."""
     ferretdb_bin: Path = PROJECT_ROOT / ".tools" / "bin" / "ferretdb"
     """FerretDB executable built by ``infra/ferretdb/build.sh``."""
+    seaweedfs_bin: Path = PROJECT_ROOT / ".tools" / "bin" / "weed"
+    """SeaweedFS executable (the local object store) built by ``infra/seaweedfs/build.sh``."""
     stack_dir: Path = PROJECT_ROOT / ".stack"
     """Runtime state of the local stack: one folder per service with its data, log and pid file."""
-    lake_dir: Path = PROJECT_ROOT / ".stack" / "lake"
-    """Delta Lake tables."""
-    checkpoints_dir: Path = PROJECT_ROOT / ".stack" / "checkpoints"
-    """Structured Streaming checkpoints, one folder per job."""
+    lake_dir: Location = str(PROJECT_ROOT / ".stack" / "lake")
+    """Delta Lake tables: a local folder or a URI (``s3a://bucket/lake``: a bucket of the object store
+    of ``object_store``; ``hdfs://...``)."""
+    checkpoints_dir: Location = str(PROJECT_ROOT / ".stack" / "checkpoints")
+    """Structured Streaming checkpoints, one folder per job: a local folder or a URI, like the lake."""
     dagster_home: Path = PROJECT_ROOT / ".stack" / "dagster"
     """``DAGSTER_HOME`` of ``dagster dev`` in the demo: run history, schedule and sensor state."""
 
     @property
-    def archive_table(self) -> Path:
+    def archive_table(self) -> str:
         """The Delta table archiving the profiles topic, every record as received."""
-        return self.lake_dir / "archive"
+        return child_location(self.lake_dir, "archive")
 
     @property
-    def silver_table(self) -> Path:
+    def silver_table(self) -> str:
         """Delta table of cleaned, pseudonymized profiles (latest version per uuid), for ad-hoc analysis."""
-        return self.lake_dir / "silver_profiles"
+        return child_location(self.lake_dir, "silver_profiles")
+
+    @property
+    def warehouse_dir(self) -> str:
+        """Spark SQL's warehouse (tables created by name; the project's tables are addressed by path)."""
+        return child_location(self.lake_dir, "warehouse")
+
+    def checkpoint(self, job_name: str) -> str:
+        """The checkpoint of the streaming job ``job_name``."""
+        return child_location(self.checkpoints_dir, job_name)
 
     @property
     def spark_jars_dir(self) -> Path:
@@ -658,6 +738,17 @@ def loopback_addresses(settings: Settings) -> list[str]:
         found.append(f"mongo ({settings.mongo.address})")
     if settings.spark.master.startswith("local"):
         found.append(f"spark.master ({settings.spark.master})")
+    paths = settings.paths
+    for name, location in (
+        ("paths.lake_dir", paths.lake_dir),
+        ("paths.checkpoints_dir", paths.checkpoints_dir),
+    ):
+        if not URI_SCHEME.match(location) or location.startswith("file:"):
+            found.append(f"{name} (a folder of this machine: {location})")
+    on_object_store = any(location.startswith("s3a:") for location in (paths.lake_dir, paths.checkpoints_dir))
+    endpoint_host = urlsplit(settings.object_store.endpoint).hostname or ""
+    if on_object_store and endpoint_host.startswith(LOOPBACK_HOSTS):
+        found.append(f"object_store.endpoint ({settings.object_store.endpoint})")
     return found
 
 
@@ -691,6 +782,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     serving: ServingSettings = ServingSettings()
     demo: DemoSettings = DemoSettings()
+    object_store: ObjectStoreSettings = ObjectStoreSettings()
     local_stack: LocalStackSettings = LocalStackSettings()
     paths: PathSettings = PathSettings()
     secrets: SecretSettings = SecretSettings()

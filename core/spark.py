@@ -67,7 +67,6 @@ def spark_connector_jars(settings: Settings) -> list[Path]:
 def session_config(settings: Settings, python: str) -> dict[str, str]:
     """Every setting a session is built with: the project's, then ``spark.conf`` (which wins)."""
     spark = settings.spark
-    lake_dir = settings.paths.lake_dir
     return {
         "spark.jars": ",".join(str(jar) for jar in spark_connector_jars(settings)),
         "spark.sql.extensions": DELTA_EXTENSION,
@@ -87,9 +86,11 @@ def session_config(settings: Settings, python: str) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.host": spark.driver_host,
         "spark.driver.bindAddress": spark.driver_bind_address,
-        "spark.sql.warehouse.dir": str(lake_dir / "warehouse"),
+        "spark.sql.warehouse.dir": settings.paths.warehouse_dir,
         "spark.pyspark.python": python,
         "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+        # For a lake and checkpoints at s3a:// locations (Hadoop's S3A, jars from infra/jvm/spark).
+        **{f"spark.hadoop.{key}": value for key, value in settings.object_store.hadoop_conf().items()},
         **spark.conf,
     }
 
@@ -105,7 +106,6 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
     # workers' interpreter from PYSPARK_PYTHON when the context starts (the setting alone is not read).
     python = settings.spark.python or sys.executable
     os.environ["PYSPARK_PYTHON"] = python
-    settings.paths.lake_dir.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.appName(app_name).master(settings.spark.master)
     for key, value in session_config(settings, python).items():
         builder = builder.config(key, value)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from kafka import KafkaAdminClient
 
@@ -56,13 +58,20 @@ def own_stores_overrides(stack_settings: Settings, name: str, folder: Path) -> d
         "mongo.host": stack_settings.mongo.host,
         "mongo.port": str(stack_settings.mongo.port),
         "mongo.database": name,
-        "paths.lake_dir": str(folder / "lake"),
-        "paths.checkpoints_dir": str(folder / "checkpoints"),
+        # As URIs, like a lake on an object store: no code may treat a location as a local path.
+        "paths.lake_dir": (folder / "lake").absolute().as_uri(),
+        "paths.checkpoints_dir": (folder / "checkpoints").absolute().as_uri(),
     }
     if stack_settings.mongo.username is not None and stack_settings.mongo.password is not None:
         overrides["mongo.username"] = stack_settings.mongo.username
         overrides["mongo.password"] = stack_settings.mongo.password.get_secret_value()
     return overrides
+
+
+def local_folder(location: str) -> Path:
+    """The folder of a location on this machine (a ``file:`` URI or a path), for a test or benchmark
+    that looks at the files themselves."""
+    return Path(url2pathname(urlsplit(location).path)) if location.startswith("file:") else Path(location)
 
 
 def drop_own_stores(stack_settings: Settings, name: str) -> None:

@@ -19,10 +19,12 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, S
 from cassandra.policies import WhiteListRoundRobinPolicy
 from cassandra.query import SimpleStatement
 from kafka import KafkaAdminClient
+from pyarrow import fs
 from pymongo import MongoClient
 
-from core.settings import CassandraSettings, KafkaSettings
+from core.settings import CassandraSettings, KafkaSettings, ObjectStoreSettings
 from stores.connections import cassandra_security
+from stores.object_store import s3_options
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -148,3 +150,12 @@ def probe_mongo(host: str, port: int) -> str:
     if "ferretdbVersion" in build_info:
         return f"FerretDB {build_info['ferretdbVersion']} (MongoDB {build_info['version']} protocol)"
     return f"MongoDB {build_info['version']}"
+
+
+def probe_object_store(store: ObjectStoreSettings) -> str:
+    """An S3 ListBuckets request, signed with the settings' keys; returns the buckets."""
+    s3 = fs.S3FileSystem(
+        **s3_options(store), connect_timeout=PROBE_TIMEOUT_S, request_timeout=PROBE_TIMEOUT_S
+    )
+    buckets = sorted(info.base_name for info in s3.get_file_info(fs.FileSelector("")))
+    return f"S3 API, buckets: {', '.join(buckets) or 'none'}"

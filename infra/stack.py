@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -21,12 +22,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from string import Template
+from urllib.parse import urlsplit
 
 from cassandra import AuthenticationFailed
 from cassandra.cluster import NoHostAvailable
 
-from core.settings import Settings
+from core.settings import LOOPBACK_HOSTS, Settings
 from infra import probes
+from stores.object_store import buckets_of
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 LOG_TAIL_LINES = 40
@@ -585,6 +588,74 @@ class FerretDBService(LocalService):
         return {"GOGC": "400"}
 
 
+class SeaweedFSService(LocalService):
+    """SeaweedFS (``weed mini``: master, volume server, filer and S3 gateway in one process) as the
+    object store of a lake and checkpoints at ``s3a://`` locations. Its S3 API listens on
+    ``object_store.endpoint``; its other servers on ``local_stack.seaweedfs_ports_from`` and the next
+    seven ports. The buckets of the settings' locations are created when it starts."""
+
+    name = "seaweedfs"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.settings.object_store.endpoint).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.settings.object_store.endpoint).port or 8333
+
+    def probe(self) -> str:
+        return probes.probe_object_store(self.settings.object_store)
+
+    def check_installed(self) -> None:
+        if not os.access(self.settings.paths.seaweedfs_bin, os.X_OK):
+            raise StackError(
+                f"SeaweedFS is not built at {self.settings.paths.seaweedfs_bin}: run `make install` "
+                "(infra/seaweedfs/build.sh)"
+            )
+
+    def prepare(self) -> None:
+        store = self.settings.object_store
+        identities = []
+        if store.access_key is not None and store.secret_key is not None:
+            credentials = {"accessKey": store.access_key, "secretKey": store.secret_key.get_secret_value()}
+            identities.append({"name": "userpulse", "credentials": [credentials], "actions": ["Admin"]})
+        # No identity: SeaweedFS lets anyone in (its default); with one, every request must be signed.
+        (self.conf_dir / "s3.json").write_text(json.dumps({"identities": identities}))
+
+    def command(self) -> list[str]:
+        first = self.settings.local_stack.seaweedfs_ports_from
+        ports = {
+            "master.port": first, "master.port.grpc": first + 1,
+            "volume.port": first + 2, "volume.port.grpc": first + 3,
+            "filer.port": first + 4, "filer.port.grpc": first + 5,
+            "s3.port": self.port, "s3.port.grpc": first + 6, "admin.port": first + 7,
+        }  # fmt: skip
+        buckets = buckets_of(self.settings.paths)
+        return [
+            str(self.settings.paths.seaweedfs_bin),
+            "mini",
+            f"-dir={self.data_dir}",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
+            *(f"-{flag}={port}" for flag, port in ports.items()),
+            # Only the S3 gateway: no WebDAV, admin UI, Iceberg or Lance servers.
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={self.conf_dir / 's3.json'}",
+            *([f"-bucket={','.join(buckets)}"] if buckets else []),
+        ]
+
+
+def on_local_object_store(settings: Settings) -> bool:
+    """Whether the lake or the checkpoints are at ``s3a://`` locations of an object store on this
+    machine: the stack then runs SeaweedFS as that store."""
+    endpoint_host = urlsplit(settings.object_store.endpoint).hostname or ""
+    return bool(buckets_of(settings.paths)) and endpoint_host.startswith(LOOPBACK_HOSTS)
+
+
 COMPOSE_FILE = Path(__file__).parent / "docker-compose.yml"
 """The same services as containers (``deployment = docker``)."""
 
@@ -619,8 +690,9 @@ CLUSTER_SERVICES = (
 
 
 class LocalStack:
-    """The three services, started and stopped together: as processes on this machine (``deployment =
-    local``) or as the compose file's containers (``docker``); a cluster's are only probed."""
+    """The three services (four with a lake on the local object store), started and stopped together:
+    as processes on this machine (``deployment = local``) or as the compose file's containers
+    (``docker``); a cluster's are only probed."""
 
     def __init__(self, settings: Settings, services: list[LocalService] | None = None) -> None:
         self.settings = settings
@@ -628,6 +700,7 @@ class LocalStack:
             KafkaService(settings),
             CassandraService(settings),
             FerretDBService(settings),
+            *([SeaweedFSService(settings)] if on_local_object_store(settings) else []),
         ]
 
     def status(self) -> list[ServiceStatus]:

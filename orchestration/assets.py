@@ -142,7 +142,7 @@ def lake_maintenance(spark: SparkResource) -> MaterializeResult:
     results = maintain_lake(spark.settings(), spark.session())
     metadata: dict[str, int] = {}
     for result in results:
-        name = result.path.name
+        name = result.name
         metadata[f"{name}_files_before"] = result.files_before
         metadata[f"{name}_files_after"] = result.files_after
         metadata[f"{name}_files_vacuumed"] = result.files_vacuumed

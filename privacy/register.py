@@ -214,9 +214,11 @@ _VACUUM = (
 )
 
 
-def _relative(path: Path) -> str:
-    """A project path as written in the register: relative, so the file is the same on every machine."""
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+def _relative(location: str | Path) -> str:
+    """A project path as written in the register: relative, so the file is the same on every machine
+    (a location elsewhere, or a URI, as it is)."""
+    path = Path(location)
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(location)
 
 
 SOURCE = Store(

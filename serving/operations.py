@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import threading
 import time
@@ -17,7 +16,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -33,6 +31,7 @@ from serving.profiles import (
     mask_raw_value,
 )
 from serving.views import ServingViews
+from stores.checkpoints import committed_offsets
 from stores.documents import PRODUCER_JOB
 from stores.speed_views import StreamBatch
 from stores.topics import topic_retention_ms
@@ -112,32 +111,6 @@ class PartitionLag:
     @property
     def archive_lag(self) -> int | None:
         return None if self.archive is None else self.end - self.archive
-
-
-def source_offsets(offset_log: str, topic: str) -> dict[int, int] | None:
-    """A topic's end offsets in a Structured Streaming offset-log file: a version line (``v1``), the
-    batch's metadata, then one JSON line per source (``{"topic": {"0": 42, ...}}``)."""
-    for line in offset_log.splitlines()[2:]:
-        try:
-            source = json.loads(line)
-        except ValueError:
-            continue  # "-": a source with no offsets in that batch
-        if isinstance(source, dict) and topic in source:
-            return {int(partition): int(offset) for partition, offset in source[topic].items()}
-    return None
-
-
-def committed_offsets(checkpoint: Path, topic: str) -> dict[int, int] | None:
-    """The offsets of ``topic`` up to which the query of ``checkpoint`` has committed: those of its last
-    committed micro-batch (a batch in the offset log without a commit is under way, not done)."""
-    commits = checkpoint / "commits"
-    if not commits.is_dir():
-        return None
-    batch_ids = sorted(int(path.name) for path in commits.iterdir() if path.name.isdigit())
-    if not batch_ids:
-        return None
-    offsets = checkpoint / "offsets" / str(batch_ids[-1])
-    return source_offsets(offsets.read_text(), topic) if offsets.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -443,10 +416,10 @@ def topic_overview(settings: Settings) -> list[TopicOverview]:
 
 def checkpoint_offsets(settings: Settings) -> tuple[dict[int, int] | None, dict[int, int] | None]:
     """The profiles topic's offsets the speed layer and the archive have committed (None: not yet)."""
-    topic, checkpoints = settings.kafka.profiles_topic, settings.paths.checkpoints_dir
+    topic, paths, store = settings.kafka.profiles_topic, settings.paths, settings.object_store
     return (
-        committed_offsets(checkpoints / settings.speed_layer.job_name, topic),
-        committed_offsets(checkpoints / settings.batch_layer.archive_job_name, topic),
+        committed_offsets(paths.checkpoint(settings.speed_layer.job_name), topic, store),
+        committed_offsets(paths.checkpoint(settings.batch_layer.archive_job_name), topic, store),
     )
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -214,9 +215,9 @@ def archived_records(
     then reads only the ``key`` column of the remaining files before fetching the matching values.
     """
     table = settings.paths.archive_table
-    if not (table / "_delta_log").exists():
+    if not DeltaTable.isDeltaTable(spark, table):
         return []
-    archive = spark.read.format("delta").load(str(table))
+    archive = spark.read.format("delta").load(table)
     if since is not None:
         archive = archive.where(F.col("ingestion_date") >= F.lit(since))
     if until is not None:

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -103,7 +102,7 @@ class SpeedLayerJob:
         cassandra: CassandraSpeedStore,
         mongo: MongoRawStore,
         topic: str,
-        checkpoint_dir: Path,
+        checkpoint_dir: str,
     ) -> None:
         self.settings = settings
         self.spark = spark
@@ -138,7 +137,7 @@ class SpeedLayerJob:
     def _process_batch(self, batch: DataFrame, batch_id: int) -> BatchOutcome:
         started = time.monotonic()
         processed_at = datetime.now(UTC)
-        context = BatchContext(self.settings, batch_id, processed_at, self.job_name, str(self.checkpoint_dir))
+        context = BatchContext(self.settings, batch_id, processed_at, self.job_name, self.checkpoint_dir)
         # One Spark pass: keys looked up and stores written in the executors; a summary row per Kafka
         # partition is all the driver receives.
         # No more tasks than cores: a Kafka partition beyond them would run in a second wave, after
@@ -229,7 +228,7 @@ class SpeedLayerJob:
         writer = (
             kafka_rows.writeStream.queryName(self.query_name)
             .foreachBatch(self.process_batch)
-            .option("checkpointLocation", str(self.checkpoint_dir))
+            .option("checkpointLocation", self.checkpoint_dir)
         )
         writer = (
             writer.trigger(availableNow=True)
@@ -301,7 +300,7 @@ class BatchProgressListener(StreamingQueryListener):
 
 @contextmanager
 def speed_layer_job(
-    settings: Settings, spark: SparkSession, topic: str | None = None, checkpoint_dir: Path | None = None
+    settings: Settings, spark: SparkSession, topic: str | None = None, checkpoint_dir: str | None = None
 ) -> Iterator[SpeedLayerJob]:
     """A ready job: Cassandra schema applied, MongoDB indexes created, connections closed on exit."""
     cluster, session = cassandra_session(settings)
@@ -321,7 +320,7 @@ def speed_layer_job(
             cassandra,
             mongo,
             topic or settings.kafka.profiles_topic,
-            checkpoint_dir or settings.paths.checkpoints_dir / settings.speed_layer.job_name,
+            checkpoint_dir or settings.paths.checkpoint(settings.speed_layer.job_name),
         )
         try:
             yield job

@@ -1,13 +1,15 @@
 """The Delta lake's personal data: the archive (every record as received, its identifiers sealed) and
 silver (pseudonymized profiles), both partitioned by ingestion day. What erasure and retention do to
 them (``PersonalDataStore``); the batch layer writes and reads them (``batch_layer/``).
+
+The lake is a location that Hadoop's file systems open (a local folder, ``s3a://``, ``hdfs://``): its
+files are reached through Delta and Hadoop's ``FileSystem``, never through this machine's file system.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import date, datetime
-from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, SparkSession
@@ -15,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from core.pseudonymization import hmac_sha256_hex_column
-from core.settings import PathSettings, RetentionSettings
+from core.settings import PathSettings, RetentionSettings, location_name
 from stores.personal_data import StoreRetention, cutoff_day
 from stores.subject_keys import subject_pseudonym
 
@@ -63,16 +65,18 @@ class DeltaLake:
             if removed is not None:
                 note = "files go at the next VACUUM (userpulse batch maintain)"
                 results.append(
-                    StoreRetention(f"delta {path.name}", first_kept.isoformat(), removed, "rows", note)
+                    StoreRetention(
+                        f"delta {location_name(path)}", first_kept.isoformat(), removed, "rows", note
+                    )
                 )
         return results
 
-    def purge_rows(self, path: Path, condition: Column) -> int | None:
+    def purge_rows(self, path: str, condition: Column) -> int | None:
         """Delete the rows matching ``condition`` from a Delta table and remove the files that held them;
         the rows deleted (None when there is no table)."""
-        if not DeltaTable.isDeltaTable(self.spark, str(path)):
+        if not DeltaTable.isDeltaTable(self.spark, path):
             return None
-        table = DeltaTable.forPath(self.spark, str(path))
+        table = DeltaTable.forPath(self.spark, path)
         table.delete(condition)
         metrics = table.history(1).first().operationMetrics or {}
         deleted = int(metrics.get("numDeletedRows", 0))
@@ -84,7 +88,7 @@ class DeltaLake:
             self._vacuum_now(path)
         return deleted
 
-    def _vacuum_now(self, path: Path) -> None:
+    def _vacuum_now(self, path: str) -> None:
         previous = self.spark.conf.get(_RETENTION_CHECK, "true")
         self.spark.conf.set(_RETENTION_CHECK, "false")
         try:
@@ -95,17 +99,31 @@ class DeltaLake:
         finally:
             self.spark.conf.set(_RETENTION_CHECK, previous)
 
-    def delete_days_before(self, path: Path, first_kept: date) -> int | None:
+    def delete_days_before(self, path: str, first_kept: date) -> int | None:
         """Delete the ingestion-day partitions before ``first_kept``; rows removed (None: no table there).
 
         A predicate on the partition column only, so Delta drops whole files without reading them.
         Nothing is committed when no day is old enough (no empty table version every day).
         """
-        if not DeltaTable.isDeltaTable(self.spark, str(path)):
+        if not DeltaTable.isDeltaTable(self.spark, path):
             return None
-        table = DeltaTable.forPath(self.spark, str(path))
+        table = DeltaTable.forPath(self.spark, path)
         condition = F.col("ingestion_date") < F.lit(first_kept)
         old_rows = table.toDF().where(condition).count()
         if old_rows:
             table.delete(condition)
         return old_rows
+
+
+def data_files_in(spark: SparkSession, location: str) -> int:
+    """Parquet data files under a Delta table's location, referenced by its log or not (the log's own
+    files excluded), listed through the location's Hadoop file system."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    root = jvm.org.apache.hadoop.fs.Path(location)
+    files = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(root, True)
+    count = 0
+    while files.hasNext():
+        name = files.next().getPath().toString()
+        count += name.endswith(".parquet") and "/_delta_log/" not in name
+    return count

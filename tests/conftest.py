@@ -106,7 +106,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     """
     base = get_settings()
     lake_dir = tmp_path_factory.mktemp("lake")
-    settings = base.model_copy(update={"paths": base.paths.model_copy(update={"lake_dir": lake_dir})})
+    settings = base.model_copy(update={"paths": base.paths.model_copy(update={"lake_dir": str(lake_dir)})})
     session = build_spark_session(settings, app_name="userpulse-tests")
     yield session
     session.stop()

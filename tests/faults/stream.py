@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from core.sealing import unseal_identifiers
 from core.settings import Settings
+from infra.isolation import local_folder
 from ingestion.kafka_publisher import ProfilePublisher
 from ingestion.producer import PatientSubjectKeys, ProfileProducer
 from ingestion.synthetic import SyntheticSource
@@ -114,7 +115,7 @@ def topic_input(settings: Settings) -> ProducedInput:
 
 def committed_batches(settings: Settings) -> int:
     """Micro-batches committed in the speed layer's checkpoint (0 before its first)."""
-    commits = settings.paths.checkpoints_dir / settings.speed_layer.job_name / "commits"
+    commits = local_folder(settings.paths.checkpoint(settings.speed_layer.job_name)) / "commits"
     return sum(1 for path in commits.iterdir() if path.name.isdigit()) if commits.is_dir() else 0
 
 

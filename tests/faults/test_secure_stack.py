@@ -44,7 +44,7 @@ def secure_settings(stack_settings: Settings, tmp_path: Path) -> Iterator[Settin
             ),
             "mongo": MongoSettings(port=free_port(), database="secure"),
             "paths": stack_settings.paths.model_copy(
-                update={"stack_dir": tmp_path / "stack", "checkpoints_dir": tmp_path / "checkpoints"}
+                update={"stack_dir": tmp_path / "stack", "checkpoints_dir": str(tmp_path / "checkpoints")}
             ),
         }
     )  # fmt: skip

@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 
 from batch_layer.archive import run_archive
 from core.settings import Settings
+from infra.isolation import local_folder
 from tests.integration.support.kafka_helpers import create_topic
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,7 @@ def test_each_run_appends_exactly_the_new_offsets_once(
     assert (first_run.records, archived(spark, archive_settings)) == (150, first)
     assert first_run.batches >= 3  # 40 offsets per trigger
     today = datetime.now(UTC).date().isoformat()
-    assert (archive_settings.paths.archive_table / f"ingestion_date={today}").is_dir()
+    assert (local_folder(archive_settings.paths.archive_table) / f"ingestion_date={today}").is_dir()
 
     assert run_archive(archive_settings, spark).records == 0  # nothing new, nothing appended
     assert archived(spark, archive_settings) == first
@@ -79,7 +80,8 @@ def test_a_batch_replayed_after_a_crash_is_not_appended_twice(
 
     # As after a crash between the Delta commit and the checkpoint's commit: the last batch runs again.
     commits = (
-        archive_settings.paths.checkpoints_dir / archive_settings.batch_layer.archive_job_name / "commits"
+        local_folder(archive_settings.paths.checkpoint(archive_settings.batch_layer.archive_job_name))
+        / "commits"
     )
     last = max((p for p in commits.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     last.unlink()

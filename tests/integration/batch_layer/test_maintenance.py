@@ -12,11 +12,12 @@ from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
 from batch_layer.archive import run_archive
-from batch_layer.maintenance import current_files, data_files_on_disk, maintain_lake
+from batch_layer.maintenance import current_files, maintain_lake
 from batch_layer.recompute import refresh_silver_profiles
 from core.settings import Settings
 from orchestration.assets import lake_maintenance
 from orchestration.resources import batch_layer_resources
+from stores.lake import data_files_in
 from tests.integration.support.kafka_helpers import create_topic
 from tests.integration.support.profiles_input import known_input
 
@@ -60,7 +61,7 @@ def test_optimize_compacts_and_vacuum_deletes_only_files_older_than_the_retentio
         refresh_silver_profiles(lake_settings, spark)  # each refresh leaves the previous files behind
     tables = (lake_settings.paths.archive_table, lake_settings.paths.silver_table)
     before = {path: contents(spark, path) for path in tables}
-    files = {path: (current_files(spark, path), data_files_on_disk(path)) for path in tables}
+    files = {path: (current_files(spark, path), data_files_in(spark, path)) for path in tables}
     archive_files, archive_on_disk = files[lake_settings.paths.archive_table]
     assert archive_on_disk == archive_files >= 6  # appends only: every file is referenced
     silver_files, silver_on_disk = files[lake_settings.paths.silver_table]
@@ -78,7 +79,7 @@ def test_optimize_compacts_and_vacuum_deletes_only_files_older_than_the_retentio
         assert (result.files_before, result.files_on_disk_before) == (referenced, on_disk)
         assert result.files_after <= referenced  # a silver day written as one file stays as it is
         assert result.files_vacuumed == 0
-        assert data_files_on_disk(path) == result.files_on_disk_optimized
+        assert data_files_in(spark, path) == result.files_on_disk_optimized
         assert contents(spark, path) == before[path]
 
     # Retention 0 (allowed only once Delta's own guard is off, as here in the test): every file the
@@ -92,7 +93,7 @@ def test_optimize_compacts_and_vacuum_deletes_only_files_older_than_the_retentio
     for path in tables:
         result = vacuumed[path]
         assert result.files_before == result.files_after == kept[path].files_after  # already compact
-        assert result.files_on_disk_after == current_files(spark, path) == data_files_on_disk(path)
+        assert result.files_on_disk_after == current_files(spark, path) == data_files_in(spark, path)
         assert result.files_vacuumed == kept[path].files_on_disk_optimized - result.files_after > 0
         assert contents(spark, path) == before[path]
 

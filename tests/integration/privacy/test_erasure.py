@@ -25,7 +25,7 @@ from batch_layer.archive import run_archive
 from batch_layer.recompute import recompute_batch_views, refresh_silver_profiles
 from core.sealing import unseal_identifiers
 from core.settings import Settings
-from infra.isolation import drop_own_stores, own_stores_overrides
+from infra.isolation import drop_own_stores, local_folder, own_stores_overrides
 from ingestion.kafka_publisher import ProfilePublisher, ensure_topics
 from ingestion.producer import ProfileProducer, Progress
 from ingestion.synthetic import SyntheticSource
@@ -172,7 +172,7 @@ def search_everywhere(
     for texts in (
         mongo_texts(settings),
         cassandra_texts(settings),
-        lake_texts(spark, settings.paths.lake_dir),
+        lake_texts(spark, local_folder(settings.paths.lake_dir)),
         kafka_readable_texts(settings),
     ):
         for place, text in texts:

@@ -154,8 +154,8 @@ def fetched_at(value: bytes, moment: datetime) -> bytes:
     return json.dumps({**json.loads(value), "fetched_at": moment.isoformat()}).encode()
 
 
-def lake_days(spark: SparkSession, path: Path) -> dict[str, int]:
-    rows = spark.read.format("delta").load(str(path)).groupBy("ingestion_date").count().collect()
+def lake_days(spark: SparkSession, path: str) -> dict[str, int]:
+    rows = spark.read.format("delta").load(path).groupBy("ingestion_date").count().collect()
     return {row.ingestion_date.isoformat(): row["count"] for row in rows}
 
 

@@ -24,6 +24,7 @@ from cassandra.cluster import NoHostAvailable
 from pyspark.sql import SparkSession
 
 from core.settings import Settings
+from infra.isolation import local_folder
 from speed_layer.job import speed_layer_job
 from stores.connections import cassandra_session
 from tests.integration.support.kafka_helpers import create_topic
@@ -162,7 +163,7 @@ def test_a_replayed_batch_changes_nothing(spark: SparkSession, speed_settings: S
     before = stored_state(speed_settings)
 
     # Forget that the last two batches committed, as after a crash between their writes and the commit.
-    commits = speed_settings.paths.checkpoints_dir / speed_settings.speed_layer.job_name / "commits"
+    commits = local_folder(speed_settings.paths.checkpoint(speed_settings.speed_layer.job_name)) / "commits"
     for last in sorted((p for p in commits.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))[-2:]:
         last.unlink()
         (commits / f".{last.name}.crc").unlink(missing_ok=True)
@@ -204,7 +205,7 @@ def test_sigkill_mid_stream_then_restart_counts_everything_once(
     state = stored_state(speed_settings)
     assert len(state.batches) > killed_after
     assert_matches_input(state, produced)
-    shutil.rmtree(speed_settings.paths.checkpoints_dir, ignore_errors=True)
+    shutil.rmtree(local_folder(speed_settings.paths.checkpoints_dir), ignore_errors=True)
 
 
 def test_sigterm_stops_between_batches(speed_settings: Settings) -> None:
@@ -220,7 +221,7 @@ def test_sigterm_stops_between_batches(speed_settings: Settings) -> None:
 
     assert process.returncode == 0, stderr
     assert "SIGTERM: stopping after the current batch" in stderr
-    checkpoint = speed_settings.paths.checkpoints_dir / speed_settings.speed_layer.job_name
+    checkpoint = local_folder(speed_settings.paths.checkpoint(speed_settings.speed_layer.job_name))
     planned = {p.name for p in (checkpoint / "offsets").iterdir() if p.name.isdigit()}
     committed = {p.name for p in (checkpoint / "commits").iterdir() if p.name.isdigit()}
     # No batch was cut off half-way: each planned batch is committed, except at most the last one,

@@ -26,11 +26,11 @@ from pyspark.sql import SparkSession
 
 from core.settings import Settings
 from ingestion.synthetic import SyntheticSource
-from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client, mongo_database
 from stores.speed_views import PROFILE_COLUMNS
 from tests.integration.support.pipeline import Pipeline
 from tests.integration.support.processes import cli_environment, free_port
+from tests.integration.support.stored_state import copy_subject_keys
 
 pytestmark = pytest.mark.integration
 
@@ -80,23 +80,6 @@ def standalone_cluster(folder: Path) -> Iterator[str]:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-
-
-def copy_subject_keys(source: Settings, target: Settings) -> None:
-    """The producer's subject keys (in the source keyspace) into the target keyspace as well."""
-    cluster, session = cassandra_session(source)
-    try:
-        apply_schema(session, target.cassandra.keyspace, target.cassandra.keyspace_replication)
-        insert = session.prepare(
-            f"INSERT INTO {target.cassandra.keyspace}.subject_keys (uuid, data_key, created_at) "
-            "VALUES (?, ?, ?)"
-        )
-        for row in session.execute(
-            f"SELECT uuid, data_key, created_at FROM {source.cassandra.keyspace}.subject_keys"
-        ):
-            session.execute(insert, (row.uuid, row.data_key, row.created_at))
-    finally:
-        cluster.shutdown()
 
 
 def stored(settings: Settings) -> dict[str, Any]:

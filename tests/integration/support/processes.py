@@ -55,8 +55,16 @@ def cli_environment(settings: Settings, **overrides: str) -> dict[str, str]:
         "USERPULSE_MONGO__RAW_PROFILES_COLLECTION": settings.mongo.raw_profiles_collection,
         "USERPULSE_MONGO__DEAD_LETTERS_COLLECTION": settings.mongo.dead_letters_collection,
         "USERPULSE_MONGO__LATEST_PROFILES_COLLECTION": settings.mongo.latest_profiles_collection,
-        "USERPULSE_PATHS__CHECKPOINTS_DIR": str(settings.paths.checkpoints_dir),
+        "USERPULSE_PATHS__LAKE_DIR": settings.paths.lake_dir,
+        "USERPULSE_PATHS__CHECKPOINTS_DIR": settings.paths.checkpoints_dir,
+        "USERPULSE_OBJECT_STORE__ENDPOINT": settings.object_store.endpoint,
+        "USERPULSE_OBJECT_STORE__REGION": settings.object_store.region,
+        "USERPULSE_OBJECT_STORE__PATH_STYLE_ACCESS": str(settings.object_store.path_style_access).lower(),
     }
+    store = settings.object_store
+    if store.access_key is not None and store.secret_key is not None:
+        environment["USERPULSE_OBJECT_STORE__ACCESS_KEY"] = store.access_key
+        environment["USERPULSE_OBJECT_STORE__SECRET_KEY"] = store.secret_key.get_secret_value()
     if settings.mongo.username and settings.mongo.password:
         environment["USERPULSE_MONGO__USERNAME"] = settings.mongo.username
         environment["USERPULSE_MONGO__PASSWORD"] = settings.mongo.password.get_secret_value()

@@ -9,6 +9,7 @@ from datetime import UTC
 from typing import Any
 
 from core.settings import Settings
+from stores.cassandra_schema import apply_schema
 from stores.connections import cassandra_session, mongo_client
 from tests.integration.support.profiles_input import (
     AgeCounts,
@@ -76,3 +77,20 @@ def assert_matches_input(state: StoredState, produced: ProducedInput) -> None:
     assert sum(b["under_age"] for b in state.batches) == len(seen) - len(adults)
     assert sum(b["dead_lettered"] for b in state.batches) == len(produced.bad)
     assert sum(b["duplicates"] for b in state.batches) == produced.duplicates
+
+
+def copy_subject_keys(source: Settings, target: Settings) -> None:
+    """The producer's subject keys (in the source keyspace) into the target keyspace as well."""
+    cluster, session = cassandra_session(source)
+    try:
+        apply_schema(session, target.cassandra.keyspace, target.cassandra.keyspace_replication)
+        insert = session.prepare(
+            f"INSERT INTO {target.cassandra.keyspace}.subject_keys (uuid, data_key, created_at) "
+            "VALUES (?, ?, ?)"
+        )
+        for row in session.execute(
+            f"SELECT uuid, data_key, created_at FROM {source.cassandra.keyspace}.subject_keys"
+        ):
+            session.execute(insert, (row.uuid, row.data_key, row.created_at))
+    finally:
+        cluster.shutdown()

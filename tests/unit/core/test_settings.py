@@ -243,6 +243,28 @@ def test_a_dotenv_file_counts_and_the_environment_wins(
     assert settings.mongo.port == 27019
 
 
+def test_the_lake_and_checkpoints_are_uris_or_absolute_folders(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("USERPULSE_PATHS__LAKE_DIR", "s3a://userpulse-lake/prod/")
+    monkeypatch.setenv("USERPULSE_PATHS__CHECKPOINTS_DIR", "state/checkpoints")
+    settings = Settings()
+    paths = settings.paths
+    # A URI is kept as written (pathlib would have made it "s3a:/userpulse-lake/prod").
+    assert paths.archive_table == "s3a://userpulse-lake/prod/archive"
+    assert paths.silver_table == "s3a://userpulse-lake/prod/silver_profiles"
+    assert (
+        session_config(settings, "python3")["spark.sql.warehouse.dir"]
+        == "s3a://userpulse-lake/prod/warehouse"
+    )
+    # A relative folder is made absolute: executors resolve paths in their own working folder.
+    assert paths.checkpoint("speed-layer") == str(tmp_path / "state" / "checkpoints" / "speed-layer")
+    monkeypatch.setenv("USERPULSE_PATHS__LAKE_DIR", "")
+    with pytest.raises(ValidationError, match="lake_dir"):
+        Settings()
+
+
 def test_the_settings_page_documents_every_setting() -> None:
     """docs/settings.md holds ``userpulse settings --markdown``: regenerate it when a setting changes."""
     readme = (PROJECT_ROOT / "docs" / "settings.md").read_text()
@@ -261,6 +283,8 @@ def test_a_cluster_deployment_refuses_addresses_of_this_machine(monkeypatch: pyt
         "cassandra (127.0.0.1)",
         "mongo (127.0.0.1:27017)",
         "local[2]",
+        "paths.lake_dir (a folder of this machine",
+        "paths.checkpoints_dir (a folder of this machine",
     ):
         assert still_local in message
 
@@ -268,6 +292,11 @@ def test_a_cluster_deployment_refuses_addresses_of_this_machine(monkeypatch: pyt
     monkeypatch.setenv("USERPULSE_CASSANDRA__CONTACT_POINTS", "c1,c2")
     monkeypatch.setenv("USERPULSE_MONGO__CONNECTION_URI", "mongodb://m1,localhost/?replicaSet=rs")
     monkeypatch.setenv("USERPULSE_SPARK__MASTER", "spark://s:7077")
+    monkeypatch.setenv("USERPULSE_PATHS__LAKE_DIR", "s3a://lake/userpulse")
+    monkeypatch.setenv("USERPULSE_PATHS__CHECKPOINTS_DIR", "hdfs://nn:8020/userpulse/checkpoints")
+    with pytest.raises(ValidationError, match=r"object_store.endpoint \(http://127.0.0.1:8333\)"):
+        Settings()  # the lake's object store is still the local default
+    monkeypatch.setenv("USERPULSE_OBJECT_STORE__ENDPOINT", "")  # AWS S3 itself
     with pytest.raises(ValidationError, match=r"mongo \(mongodb://m1,localhost\)"):
         Settings()  # one host of the replica set is still this machine
 

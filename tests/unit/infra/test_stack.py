@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from core.settings import KafkaSettings, PathSettings, Settings
+from core.settings import KafkaSettings, ObjectStoreSettings, PathSettings, Settings
 from infra.stack import (
     COMPOSE_FILE,
     CassandraNode,
@@ -20,6 +21,7 @@ from infra.stack import (
     KafkaService,
     LocalService,
     LocalStack,
+    SeaweedFSService,
     ServiceState,
     StackError,
     _process_alive,
@@ -314,3 +316,40 @@ def test_every_node_of_a_local_cassandra_cluster_is_a_seed_on_its_own_address(se
     assert second.seeds() == "127.0.0.2:7000,127.0.0.3:7000"
     assert second.home == settings.paths.stack_dir / "cassandra-2"
     assert CassandraService(settings).seeds() == "127.0.0.1:7000"  # the stack's node, alone
+
+
+def test_the_stack_runs_seaweedfs_only_for_a_lake_on_an_object_store_of_this_machine(
+    settings: Settings,
+) -> None:
+    assert [s.name for s in LocalStack(settings).services] == ["kafka", "cassandra", "ferretdb"]
+
+    on_s3 = settings.model_copy(
+        update={"paths": settings.paths.model_copy(update={"lake_dir": "s3a://lake/userpulse"})}
+    )
+    [*_, seaweedfs] = LocalStack(on_s3).services
+    assert isinstance(seaweedfs, SeaweedFSService) and seaweedfs.endpoint == "127.0.0.1:8333"
+    command = seaweedfs.command()
+    # Its own S3 port and bucket; its other servers on the eight ports from seaweedfs_ports_from.
+    assert {"mini", "-s3.port=8333", "-bucket=lake", "-ip.bind=127.0.0.1"} <= set(command)
+    ports = [int(arg.split("=")[1]) for arg in command if ".port" in arg and not arg.startswith("-s3.port=")]
+    first = on_s3.local_stack.seaweedfs_ports_from
+    assert sorted(p for p in ports if p) == list(range(first, first + 8))
+
+    elsewhere = on_s3.model_copy(
+        update={"object_store": ObjectStoreSettings(endpoint="https://s3.eu-west-1.amazonaws.com")}
+    )
+    assert [s.name for s in LocalStack(elsewhere).services] == ["kafka", "cassandra", "ferretdb"]
+
+
+def test_seaweedfs_lets_in_only_the_settings_keys_when_they_are_set(settings: Settings) -> None:
+    open_store = SeaweedFSService(settings)
+    open_store.conf_dir.mkdir(parents=True)
+    open_store.prepare()
+    assert json.loads((open_store.conf_dir / "s3.json").read_text()) == {"identities": []}
+
+    keyed = settings.model_copy(
+        update={"object_store": ObjectStoreSettings(access_key="userpulse", secret_key=SecretStr("s3cret"))}
+    )
+    SeaweedFSService(keyed).prepare()
+    [identity] = json.loads((open_store.conf_dir / "s3.json").read_text())["identities"]
+    assert identity["credentials"] == [{"accessKey": "userpulse", "secretKey": "s3cret"}]

@@ -274,7 +274,7 @@ def observed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> O
     """Write a sample through the real code of every store (clients replaced by recorders) and look."""
     base = get_settings()
     settings = base.model_copy(
-        update={"paths": base.paths.model_copy(update={"lake_dir": tmp_path_factory.mktemp("lake")})}
+        update={"paths": base.paths.model_copy(update={"lake_dir": str(tmp_path_factory.mktemp("lake"))})}
     )
     invalid = {**source_users()[0], "email": "not an address"}  # a dead letter, credentials included
     messages = kafka_messages(settings, [*source_users(), invalid])

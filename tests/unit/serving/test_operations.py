@@ -27,13 +27,11 @@ from serving.operations import (
     PartitionOffsets,
     TopicMessage,
     TopicOverview,
-    committed_offsets,
     dead_letters_by_hour,
     hour_starts,
     lag_rows,
     partition_sizes,
     records_between,
-    source_offsets,
     timestamps_by_bisection,
 )
 from serving.operations_page import (
@@ -51,34 +49,6 @@ from serving.operations_page import (
 )
 from serving.profiles import DeadLetterRow, DeadLetterTally, counts_by_reason
 from stores.speed_views import StreamBatch
-
-TOPIC = "users.profiles"
-METADATA = '{"batchWatermarkMs":0,"batchTimestampMs":1765000000000,"conf":{}}'
-
-
-def offset_log(*sources: str) -> str:
-    return "\n".join(["v1", METADATA, *sources])
-
-
-def test_the_topic_offsets_of_an_offset_log_file() -> None:
-    text = offset_log('{"other":{"0":5}}', '{"users.profiles":{"2":7,"0":12,"1":3}}')
-    assert source_offsets(text, TOPIC) == {0: 12, 1: 3, 2: 7}
-    assert source_offsets(offset_log("-"), TOPIC) is None
-    assert source_offsets(offset_log('{"other":{"0":5}}'), TOPIC) is None
-
-
-def test_a_checkpoint_counts_up_to_its_last_committed_batch_only(tmp_path: Path) -> None:
-    assert committed_offsets(tmp_path / "none", TOPIC) is None
-    (tmp_path / "offsets").mkdir()
-    (tmp_path / "commits").mkdir()
-    for batch_id, offset in ((0, 10), (1, 20), (2, 30)):
-        (tmp_path / "offsets" / str(batch_id)).write_text(offset_log(f'{{"{TOPIC}":{{"0":{offset}}}}}'))
-    assert committed_offsets(tmp_path, TOPIC) is None  # planned, never committed
-    for batch_id in (0, 1):
-        (tmp_path / "commits" / str(batch_id)).write_text("v1\n{}")
-    (tmp_path / "commits" / ".1.crc").write_text("")
-    # Batch 2 is planned but not committed: under way, not done.
-    assert committed_offsets(tmp_path, TOPIC) == {0: 20}
 
 
 def test_lag_is_the_distance_to_the_end_of_each_partition() -> None:
