@@ -8,7 +8,6 @@ topic's end.
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -76,14 +75,7 @@ def test_the_batch_layer_on_an_object_store_computes_what_it_computes_on_local_d
 ) -> None:
     local = own_stores("lake_local")
     pipeline = Pipeline(local, spark)
-    users = SyntheticSource(59, now=BASE).next_batch(150)
-    pipeline.produce({"user": u, "fetched_at": BASE + timedelta(seconds=i)} for i, u in enumerate(users))
-    refetched = []
-    for user in users[:20]:
-        later = copy.deepcopy(user)
-        later["location"]["country"] = "Atlantis"
-        refetched.append({"user": later, "fetched_at": BASE + timedelta(minutes=30)})
-    pipeline.produce(refetched)
+    pipeline.produce_users_then_moves(SyntheticSource(59, now=BASE).next_batch(150), BASE, moved=20)
     pipeline.archive()
     pipeline.recompute()
 

@@ -8,7 +8,6 @@ run over the same topic gives.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import signal
 import subprocess
@@ -121,14 +120,7 @@ def test_the_speed_layer_on_a_spark_cluster_stores_what_a_local_run_stores(
 ) -> None:
     local = own_stores("local", speed_layer={"max_offsets_per_trigger": 150})
     pipeline = Pipeline(local, spark)
-    users = SyntheticSource(53, now=BASE).next_batch(200)
-    pipeline.produce({"user": u, "fetched_at": BASE + timedelta(seconds=i)} for i, u in enumerate(users))
-    refetched = []
-    for user in users[:30]:
-        later = copy.deepcopy(user)
-        later["location"]["country"] = "Atlantis"
-        refetched.append({"user": later, "fetched_at": BASE + timedelta(minutes=20)})
-    pipeline.produce(refetched)
+    pipeline.produce_users_then_moves(SyntheticSource(53, now=BASE).next_batch(200), BASE, moved=30)
     pipeline.produce_bad(b'{"not": "a profile"}', key="not-a-uuid")
     pipeline.speed()  # local[2], in this process
 

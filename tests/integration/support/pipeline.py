@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kafka import KafkaProducer
@@ -95,6 +95,17 @@ class Pipeline:
                 self.copies.append(Copy(as_read, metadata.partition, metadata.offset))
         finally:
             producer.close()
+
+    def produce_users_then_moves(self, users: list[dict[str, Any]], start: datetime, moved: int) -> None:
+        """``users`` fetched a second apart from ``start``, then the first ``moved`` of them fetched again
+        20 minutes later, living in another country: later versions of the same profiles."""
+        self.produce({"user": u, "fetched_at": start + timedelta(seconds=i)} for i, u in enumerate(users))
+        later_versions = []
+        for user in users[:moved]:
+            later = copy.deepcopy(user)
+            later["location"]["country"] = "Atlantis"
+            later_versions.append({"user": later, "fetched_at": start + timedelta(minutes=20)})
+        self.produce(later_versions)
 
     def produce_bad(self, value: bytes, key: str | None = None, timestamp_ms: int | None = None) -> int:
         """Publish a record the layers cannot use (with the Kafka timestamp given, or now); returns its
