@@ -8,8 +8,6 @@ topic's end.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +25,7 @@ from stores.checkpoints import committed_offsets
 from stores.object_store import s3_options
 from tests.integration.support.batch_views import stored_views
 from tests.integration.support.pipeline import Pipeline
-from tests.integration.support.processes import cli_environment, free_port
+from tests.integration.support.processes import free_port, run_cli
 from tests.integration.support.stored_state import copy_subject_keys
 
 pytestmark = pytest.mark.integration
@@ -58,18 +56,6 @@ def object_store(own_stores: Callable[..., Settings], tmp_path: Path) -> Iterato
         stack.down()
 
 
-def userpulse(settings: Settings, *arguments: str) -> None:
-    finished = subprocess.run(
-        [sys.executable, "-m", "userpulse.cli", *arguments],
-        env=cli_environment(settings),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    assert finished.returncode == 0, finished.stderr[-3000:]
-
-
 def test_the_batch_layer_on_an_object_store_computes_what_it_computes_on_local_disk(
     spark: SparkSession, own_stores: Callable[..., Settings], object_store: ObjectStoreSettings
 ) -> None:
@@ -86,8 +72,8 @@ def test_the_batch_layer_on_an_object_store_computes_what_it_computes_on_local_d
         paths={"lake_dir": f"s3a://{BUCKET}/lake", "checkpoints_dir": f"s3a://{BUCKET}/checkpoints"},
     )
     copy_subject_keys(local, on_s3)
-    userpulse(on_s3, "batch", "archive")
-    userpulse(on_s3, "batch", "recompute")
+    run_cli(on_s3, "batch", "archive")
+    run_cli(on_s3, "batch", "recompute")
 
     # Every figure of every window and of all time is the same; only the views' version differs.
     assert stored_views(on_s3)[1:] == stored_views(local)[1:]

@@ -1,8 +1,8 @@
-"""The speed layer on a Spark standalone cluster: a master and one worker started from the pyspark
-package (bound to 127.0.0.1), the job run by ``userpulse speed --available-now`` with
-``USERPULSE_SPARK__MASTER=spark://...``. Its executors are other processes than the driver: they look up
-the subjects' keys and write both stores themselves. The stores must hold exactly what a ``local[2]``
-run over the same topic gives.
+"""Both layers on a Spark standalone cluster: a master and one worker started from the pyspark package
+(bound to 127.0.0.1), ``userpulse speed --available-now`` then ``userpulse batch archive`` and
+``recompute`` run with ``USERPULSE_SPARK__MASTER=spark://...``. Their executors are other processes
+than the driver: they look up the subjects' keys and write the stores and the lake themselves. The
+stores and the batch views must hold exactly what a ``local[2]`` run over the same topic gives.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,8 +26,9 @@ from core.settings import Settings
 from ingestion.synthetic import SyntheticSource
 from stores.connections import cassandra_session, mongo_client, mongo_database
 from stores.speed_views import PROFILE_COLUMNS
+from tests.integration.support.batch_views import stored_views
 from tests.integration.support.pipeline import Pipeline
-from tests.integration.support.processes import cli_environment, free_port
+from tests.integration.support.processes import free_port, run_cli
 from tests.integration.support.stored_state import copy_subject_keys
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def merged_view(settings: Settings) -> Any:
     return reader.merged()
 
 
-def test_the_speed_layer_on_a_spark_cluster_stores_what_a_local_run_stores(
+def test_both_layers_on_a_spark_cluster_store_what_a_local_run_stores(
     spark: SparkSession, own_stores: Callable[..., Settings], tmp_path: Path
 ) -> None:
     local = own_stores("local", speed_layer={"max_offsets_per_trigger": 150})
@@ -123,6 +123,8 @@ def test_the_speed_layer_on_a_spark_cluster_stores_what_a_local_run_stores(
     pipeline.produce_users_then_moves(SyntheticSource(53, now=BASE).next_batch(200), BASE, moved=30)
     pipeline.produce_bad(b'{"not": "a profile"}', key="not-a-uuid")
     pipeline.speed()  # local[2], in this process
+    pipeline.archive()
+    pipeline.recompute()
 
     on_cluster = own_stores(
         "cluster",
@@ -131,22 +133,17 @@ def test_the_speed_layer_on_a_spark_cluster_stores_what_a_local_run_stores(
     )
     copy_subject_keys(local, on_cluster)
     with standalone_cluster(tmp_path / "spark") as master:
-        environment = cli_environment(
-            on_cluster,
-            USERPULSE_SPARK__MASTER=master,
-            USERPULSE_SPEED_LAYER__MAX_OFFSETS_PER_TRIGGER="150",
-        )
-        finished = subprocess.run(
-            [sys.executable, "-m", "userpulse.cli", "speed", "--available-now"],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            stdin=subprocess.DEVNULL,
-        )
-    assert finished.returncode == 0, finished.stderr[-3000:]
+        on_the_cluster = {
+            "USERPULSE_SPARK__MASTER": master,
+            "USERPULSE_SPEED_LAYER__MAX_OFFSETS_PER_TRIGGER": "150",  # the local run's micro-batches
+        }
+        run_cli(on_cluster, "speed", "--available-now", **on_the_cluster)
+        run_cli(on_cluster, "batch", "archive", **on_the_cluster)
+        run_cli(on_cluster, "batch", "recompute", **on_the_cluster)
 
     on_local, on_cluster_stores = stored(local), stored(on_cluster)
     assert on_local["documents"] and on_local["dead_letters"]
     assert on_cluster_stores == on_local
+    # Every figure of the batch views, of every window and of all time; only their version differs.
+    assert stored_views(on_cluster)[1:] == stored_views(local)[1:]
     assert merged_view(on_cluster) == pipeline.merged() == pipeline.expected()

@@ -119,3 +119,19 @@ def run_json(settings: Settings, command: str, **overrides: str) -> Any:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def run_cli(settings: Settings, *arguments: str, **overrides: str) -> str:
+    """``userpulse <arguments>`` run as a user runs it, on the test's services and stores (more
+    ``USERPULSE_*`` variables as keyword arguments), no standard input; fails the test with the end of
+    its error output unless it exits 0, and returns its standard output."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "userpulse.cli", *arguments],
+        env=cli_environment(settings, **overrides),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished.stdout
