@@ -460,6 +460,14 @@ def wait_for_text(page: Page, test_id: str, expected: str, timeout_s: float = 30
     return text
 
 
+def wait_until_equal(page: Page, read: Callable[[], object], expected: object, timeout_s: float = 30) -> None:
+    """Poll ``read()`` until it returns ``expected``."""
+    deadline = time.monotonic() + timeout_s
+    while (found := read()) != expected:
+        assert time.monotonic() < deadline, f"{found!r} != {expected!r}"
+        page.wait_for_timeout(200)
+
+
 def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
     stores: Stores,
     dashboard_settings: Settings,
@@ -532,15 +540,15 @@ def test_the_operations_page_shows_topics_progress_and_dead_letters_by_reason(
         wait_for_text(page, "hourly", "Hour (UTC)")
         hours = [r.split("\t") for r in page.get_by_test_id("hourly").locator("tbody tr").all_inner_texts()]
         assert [sum(int(h[column]) for h in hours) for column in (1, 2, 3, 4)] == [2, 3, 1, 6], hours
-        options = page.get_by_label("Dead-letter reason").locator("option").all_inner_texts()
-        assert sorted(options) == ["All reasons", "missing field: user.login.uuid", "not JSON"]
+        # The filter's options and the table reach the browser in messages of their own, after the
+        # counts: wait for them as for any text.
+        options = page.get_by_label("Dead-letter reason").locator("option")
+        expected_options = ["All reasons", "missing field: user.login.uuid", "not JSON"]
+        wait_until_equal(page, lambda: sorted(options.all_inner_texts()), expected_options)
         letters = page.get_by_test_id("letters")
-        assert letters.locator("tbody tr").count() == 4
+        wait_until_equal(page, lambda: letters.locator("tbody tr").count(), 4)
         page.get_by_label("Dead-letter reason").select_option("missing field: user.login.uuid")
-        deadline = time.monotonic() + 30
-        while letters.locator("tbody tr").count() != 1:
-            assert time.monotonic() < deadline, letters.inner_text()
-            page.wait_for_timeout(200)
+        wait_until_equal(page, lambda: letters.locator("tbody tr").count(), 1)
         [letter] = letters.locator("tbody tr").all_inner_texts()
         assert f"{topic}:1:0" in letter and "j***@example.com" not in letter and "jane.doe" not in letter
         assert '"email": "***"' in letter
