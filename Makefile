@@ -28,12 +28,12 @@ $(STAMPS)/jars: $(JVM_POMS)
 	mvn -B -q -s infra/jvm/settings.xml -f infra/jvm/pom.xml dependency:copy-dependencies
 	touch $@
 
-$(STAMPS)/ferretdb: infra/ferretdb/go.mod infra/ferretdb/go.sum infra/ferretdb/build.sh
+$(STAMPS)/ferretdb: infra/ferretdb/go.mod infra/ferretdb/go.sum infra/ferretdb/build.sh infra/build_go_module.sh
 	@mkdir -p $(STAMPS)
 	bash infra/ferretdb/build.sh $(TOOLS)/bin/ferretdb
 	touch $@
 
-$(STAMPS)/seaweedfs: infra/seaweedfs/go.mod infra/seaweedfs/go.sum infra/seaweedfs/build.sh
+$(STAMPS)/seaweedfs: infra/seaweedfs/go.mod infra/seaweedfs/go.sum infra/seaweedfs/build.sh infra/build_go_module.sh
 	@mkdir -p $(STAMPS)
 	bash infra/seaweedfs/build.sh $(TOOLS)/bin/weed
 	touch $@

@@ -101,6 +101,12 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _require_built(name: str, binary: Path, build_script: str) -> None:
+    """Raise ``StackError`` naming the install step when a service's Go binary is not built."""
+    if not os.access(binary, os.X_OK):
+        raise StackError(f"{name} is not built at {binary}: run `make install` ({build_script})")
+
+
 class LocalService(ABC):
     """A server process of the local stack, with its folder, config, probe and lifecycle."""
 
@@ -552,11 +558,7 @@ class FerretDBService(LocalService):
         return probes.probe_mongo(self.host, self.port)
 
     def check_installed(self) -> None:
-        if not os.access(self.settings.paths.ferretdb_bin, os.X_OK):
-            raise StackError(
-                f"FerretDB is not built at {self.settings.paths.ferretdb_bin}: run `make install` "
-                "(infra/ferretdb/build.sh)"
-            )
+        _require_built("FerretDB", self.settings.paths.ferretdb_bin, "infra/ferretdb/build.sh")
 
     def prepare(self) -> None:
         """FerretDB creates its SQLite files itself."""
@@ -608,11 +610,7 @@ class SeaweedFSService(LocalService):
         return probes.probe_object_store(self.settings.object_store)
 
     def check_installed(self) -> None:
-        if not os.access(self.settings.paths.seaweedfs_bin, os.X_OK):
-            raise StackError(
-                f"SeaweedFS is not built at {self.settings.paths.seaweedfs_bin}: run `make install` "
-                "(infra/seaweedfs/build.sh)"
-            )
+        _require_built("SeaweedFS", self.settings.paths.seaweedfs_bin, "infra/seaweedfs/build.sh")
 
     def prepare(self) -> None:
         store = self.settings.object_store
