@@ -3,7 +3,8 @@ object store) in a folder of the test, ``USERPULSE_PATHS__LAKE_DIR=s3a://...`` a
 ``USERPULSE_PATHS__CHECKPOINTS_DIR=s3a://...``, and ``userpulse batch archive`` then ``recompute`` run as
 a user runs them. The batch views must equal those of a run over the same topic with the lake on local
 disk; the archive's checkpoint, read the way the operations page reads it, must have committed the
-topic's end.
+topic's end. ``userpulse speed --available-now``, its checkpoint in the bucket too, must store what a
+speed run with a local checkpoint stores.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from stores.object_store import s3_options
 from tests.integration.support.batch_views import stored_views
 from tests.integration.support.pipeline import Pipeline
 from tests.integration.support.processes import free_port, run_cli
-from tests.integration.support.stored_state import copy_subject_keys
+from tests.integration.support.stored_state import copy_subject_keys, speed_layer_output
 
 pytestmark = pytest.mark.integration
 
@@ -56,25 +57,30 @@ def object_store(own_stores: Callable[..., Settings], tmp_path: Path) -> Iterato
         stack.down()
 
 
-def test_the_batch_layer_on_an_object_store_computes_what_it_computes_on_local_disk(
+def test_both_layers_on_an_object_store_compute_what_they_compute_on_local_disk(
     spark: SparkSession, own_stores: Callable[..., Settings], object_store: ObjectStoreSettings
 ) -> None:
-    local = own_stores("lake_local")
+    same_micro_batches = {"max_offsets_per_trigger": 100}  # so the two runs' batch records compare
+    local = own_stores("lake_local", speed_layer=same_micro_batches)
     pipeline = Pipeline(local, spark)
     pipeline.produce_users_then_moves(SyntheticSource(59, now=BASE).next_batch(150), BASE, moved=20)
+    pipeline.speed()
     pipeline.archive()
     pipeline.recompute()
 
     on_s3 = own_stores(
         "lake_s3",
         kafka={"profiles_topic": local.kafka.profiles_topic},
+        speed_layer=same_micro_batches,
         object_store=object_store.model_dump(),
         paths={"lake_dir": f"s3a://{BUCKET}/lake", "checkpoints_dir": f"s3a://{BUCKET}/checkpoints"},
     )
     copy_subject_keys(local, on_s3)
+    run_cli(on_s3, "speed", "--available-now", USERPULSE_SPEED_LAYER__MAX_OFFSETS_PER_TRIGGER="100")
     run_cli(on_s3, "batch", "archive")
     run_cli(on_s3, "batch", "recompute")
 
+    assert speed_layer_output(on_s3) == speed_layer_output(local)
     # Every figure of every window and of all time is the same; only the views' version differs.
     assert stored_views(on_s3)[1:] == stored_views(local)[1:]
     # The tables and the checkpoint are objects of the bucket.
@@ -82,6 +88,8 @@ def test_the_batch_layer_on_an_object_store_computes_what_it_computes_on_local_d
     for table in ("archive", "silver_profiles"):
         log = bucket.get_file_info(fs.FileSelector(f"{BUCKET}/lake/{table}/_delta_log"))
         assert any(info.base_name.endswith(".json") for info in log), table
-    archive_checkpoint = on_s3.paths.checkpoint(on_s3.batch_layer.archive_job_name)
     topic = on_s3.kafka.profiles_topic
-    assert committed_offsets(archive_checkpoint, topic, object_store) == topic_end_offsets(on_s3)
+    for job in (on_s3.speed_layer.job_name, on_s3.batch_layer.archive_job_name):
+        checkpoint = on_s3.paths.checkpoint(job)
+        assert checkpoint.startswith(f"s3a://{BUCKET}/checkpoints/")
+        assert committed_offsets(checkpoint, topic, object_store) == topic_end_offsets(on_s3), job

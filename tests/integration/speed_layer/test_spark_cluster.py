@@ -24,12 +24,10 @@ from pyspark.sql import SparkSession
 
 from core.settings import Settings
 from ingestion.synthetic import SyntheticSource
-from stores.connections import cassandra_session, mongo_client, mongo_database
-from stores.speed_views import PROFILE_COLUMNS
 from tests.integration.support.batch_views import stored_views
 from tests.integration.support.pipeline import Pipeline
 from tests.integration.support.processes import free_port, run_cli
-from tests.integration.support.stored_state import copy_subject_keys
+from tests.integration.support.stored_state import copy_subject_keys, speed_layer_output
 
 pytestmark = pytest.mark.integration
 
@@ -81,33 +79,6 @@ def standalone_cluster(folder: Path) -> Iterator[str]:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def stored(settings: Settings) -> dict[str, Any]:
-    """What the speed layer left in the stores, without what depends on when or where it ran."""
-    cluster, session = cassandra_session(settings)
-    try:
-        keyspace = settings.cassandra.keyspace
-        columns = [c for c in PROFILE_COLUMNS if c not in ("last_batch_id", "previous")]
-        profiles = sorted(
-            tuple(row) for row in session.execute(f"SELECT {', '.join(columns)} FROM {keyspace}.profiles")
-        )
-        batches = sorted(
-            (row.input_rows, row.new_profiles, row.dead_lettered)
-            for row in session.execute(f"SELECT * FROM {keyspace}.stream_batches")
-        )
-    finally:
-        cluster.shutdown()
-    with mongo_client(settings) as client:
-        database = mongo_database(client, settings)
-        documents = {
-            d["_id"]: {k: v for k, v in d.items() if k != "ingested_at"}
-            for d in database[settings.mongo.raw_profiles_collection].find()
-        }
-        letters = {
-            d["_id"]: (d["reason"], d["job"]) for d in database[settings.mongo.dead_letters_collection].find()
-        }
-    return {"profiles": profiles, "batches": batches, "documents": documents, "dead_letters": letters}
-
-
 def merged_view(settings: Settings) -> Any:
     """What serving shows of ``settings``' stores (a pipeline object only reads them)."""
     reader = Pipeline.__new__(Pipeline)
@@ -141,7 +112,7 @@ def test_both_layers_on_a_spark_cluster_store_what_a_local_run_stores(
         run_cli(on_cluster, "batch", "archive", **on_the_cluster)
         run_cli(on_cluster, "batch", "recompute", **on_the_cluster)
 
-    on_local, on_cluster_stores = stored(local), stored(on_cluster)
+    on_local, on_cluster_stores = speed_layer_output(local), speed_layer_output(on_cluster)
     assert on_local["documents"] and on_local["dead_letters"]
     assert on_cluster_stores == on_local
     # Every figure of the batch views, of every window and of all time; only their version differs.

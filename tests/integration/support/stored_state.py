@@ -10,7 +10,8 @@ from typing import Any
 
 from core.settings import Settings
 from stores.cassandra_schema import apply_schema
-from stores.connections import cassandra_session, mongo_client
+from stores.connections import cassandra_session, mongo_client, mongo_database
+from stores.speed_views import PROFILE_COLUMNS
 from tests.integration.support.profiles_input import (
     AgeCounts,
     ProducedInput,
@@ -94,3 +95,30 @@ def copy_subject_keys(source: Settings, target: Settings) -> None:
             session.execute(insert, (row.uuid, row.data_key, row.created_at))
     finally:
         cluster.shutdown()
+
+
+def speed_layer_output(settings: Settings) -> dict[str, Any]:
+    """What the speed layer left in the stores, without what depends on when or where it ran."""
+    cluster, session = cassandra_session(settings)
+    try:
+        keyspace = settings.cassandra.keyspace
+        columns = [c for c in PROFILE_COLUMNS if c not in ("last_batch_id", "previous")]
+        profiles = sorted(
+            tuple(row) for row in session.execute(f"SELECT {', '.join(columns)} FROM {keyspace}.profiles")
+        )
+        batches = sorted(
+            (row.input_rows, row.new_profiles, row.dead_lettered)
+            for row in session.execute(f"SELECT * FROM {keyspace}.stream_batches")
+        )
+    finally:
+        cluster.shutdown()
+    with mongo_client(settings) as client:
+        database = mongo_database(client, settings)
+        documents = {
+            d["_id"]: {k: v for k, v in d.items() if k != "ingested_at"}
+            for d in database[settings.mongo.raw_profiles_collection].find()
+        }
+        letters = {
+            d["_id"]: (d["reason"], d["job"]) for d in database[settings.mongo.dead_letters_collection].find()
+        }
+    return {"profiles": profiles, "batches": batches, "documents": documents, "dead_letters": letters}
