@@ -9,6 +9,10 @@ speed run with a local checkpoint stores.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +30,7 @@ from stores.checkpoints import committed_offsets
 from stores.object_store import s3_options
 from tests.integration.support.batch_views import stored_views
 from tests.integration.support.pipeline import Pipeline
-from tests.integration.support.processes import free_port, run_cli
+from tests.integration.support.processes import cli_environment, free_port, run_cli
 from tests.integration.support.stored_state import copy_subject_keys, speed_layer_output
 
 pytestmark = pytest.mark.integration
@@ -63,7 +67,8 @@ def test_both_layers_on_an_object_store_compute_what_they_compute_on_local_disk(
     same_micro_batches = {"max_offsets_per_trigger": 100}  # so the two runs' batch records compare
     local = own_stores("lake_local", speed_layer=same_micro_batches)
     pipeline = Pipeline(local, spark)
-    pipeline.produce_users_then_moves(SyntheticSource(59, now=BASE).next_batch(150), BASE, moved=20)
+    users = SyntheticSource(59, now=BASE).next_batch(150)
+    pipeline.produce_users_then_moves(users, BASE, moved=20)
     pipeline.speed()
     pipeline.archive()
     pipeline.recompute()
@@ -93,3 +98,15 @@ def test_both_layers_on_an_object_store_compute_what_they_compute_on_local_disk(
         checkpoint = on_s3.paths.checkpoint(job)
         assert checkpoint.startswith(f"s3a://{BUCKET}/checkpoints/")
         assert committed_offsets(checkpoint, topic, object_store) == topic_end_offsets(on_s3), job
+
+    # Erasure reaches the lake in the bucket (Delta's DELETE, REORG and VACUUM through S3A): both
+    # archived versions of a moved user go, and the archive no longer has a version of them.
+    moved_uuid = users[0]["login"]["uuid"]
+    assert len(json.loads(run_cli(on_s3, "profile", "history", moved_uuid, "--json"))) == 2
+    erased = run_cli(on_s3, "profile", "delete", moved_uuid)
+    assert re.search(r"Delta archive\D+2\b", erased), erased
+    history = subprocess.run(
+        [sys.executable, "-m", "userpulse.cli", "profile", "history", moved_uuid],
+        env=cli_environment(on_s3), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert history.returncode != 0 and "no version" in history.stderr, history.stderr[-2000:]
