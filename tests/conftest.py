@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
-from core.settings import CassandraSettings, KafkaSettings, MongoSettings, Settings, get_settings
+from core.settings import Settings, get_settings
 from core.spark import build_spark_session
 from infra.isolation import drop_own_stores, own_settings
 from infra.stack import CassandraService, FerretDBService, KafkaService, LocalStack
@@ -30,12 +29,6 @@ from infra.stack import CassandraService, FerretDBService, KafkaService, LocalSt
 # The tests run on synthetic and recorded public data: the public default secrets are allowed (with a
 # warning), in this process, its Spark workers and the ``userpulse`` commands the tests start.
 os.environ.setdefault("USERPULSE_SECRETS__DEVELOPMENT_MODE", "true")
-
-# testcontainers' Kafka module drives Confluent's image (Apache Kafka 3.9 in KRaft mode).
-KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
-CASSANDRA_IMAGE = "cassandra:5.0"
-MONGO_IMAGE = "mongo:7.0"
-
 
 _CONTAINERS: dict[str, Any] = {}
 """The containers of the stack, by service ("kafka", "cassandra", "mongo"), when testcontainers runs it."""
@@ -51,41 +44,17 @@ def docker_engine_answers() -> bool:
         return False
 
 
-def _containers_settings(base: Settings, resources: ExitStack) -> Settings:
-    """Start Kafka, Cassandra and MongoDB containers and return settings pointing at them."""
-    from testcontainers.community.cassandra import CassandraContainer
-    from testcontainers.community.kafka import KafkaContainer
-    from testcontainers.community.mongodb import MongoDbContainer
-
-    kafka_container = KafkaContainer(KAFKA_IMAGE).with_kraft()
-    kafka_container.with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")  # as the local stack
-    kafka = resources.enter_context(kafka_container)
-    cassandra = resources.enter_context(CassandraContainer(CASSANDRA_IMAGE))
-    mongo = resources.enter_context(MongoDbContainer(MONGO_IMAGE))
-    _CONTAINERS.update(kafka=kafka, cassandra=cassandra, mongo=mongo)
-    kafka_host, kafka_port = kafka.get_bootstrap_server().rsplit(":", 1)
-    [(cassandra_host, cassandra_port)] = cassandra.get_contact_points()
-    return base.model_copy(
-        update={
-            "kafka": KafkaSettings(host=kafka_host, port=int(kafka_port)),
-            "cassandra": CassandraSettings(host=cassandra_host, port=cassandra_port),
-            "mongo": MongoSettings(
-                host=mongo.get_container_host_ip(),
-                port=int(mongo.get_exposed_port(mongo.port)),
-                username=mongo.username,
-                password=SecretStr(mongo.password),
-            ),
-        }
-    )
-
-
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
     """Settings pointing at a running Kafka, Cassandra and MongoDB-compatible server."""
     base = get_settings()
     if docker_engine_answers():
+        from tests.integration.support.containers import containers_settings  # testcontainers: dev only
+
         with ExitStack() as resources:
-            yield _containers_settings(base, resources)
+            settings, containers = containers_settings(base, resources)
+            _CONTAINERS.update(containers)
+            yield settings
         return
     stack = LocalStack(base)
     already_running = stack.all_answering()
