@@ -736,8 +736,12 @@ def loopback_addresses(settings: Settings) -> list[str]:
     mongo_hosts = settings.mongo.address.rpartition("://")[2].split(",")
     if any(host.startswith(LOOPBACK_HOSTS) for host in mongo_hosts):
         found.append(f"mongo ({settings.mongo.address})")
-    if settings.spark.master.startswith("local"):
+    spark_master_host = urlsplit(settings.spark.master).hostname or ""
+    if settings.spark.master.startswith("local") or spark_master_host.startswith(LOOPBACK_HOSTS):
         found.append(f"spark.master ({settings.spark.master})")
+    if settings.spark.driver_host.startswith(LOOPBACK_HOSTS):
+        # Executors on other machines connect back to the driver at this address.
+        found.append(f"spark.driver_host ({settings.spark.driver_host})")
     paths = settings.paths
     for name, location in (
         ("paths.lake_dir", paths.lake_dir),

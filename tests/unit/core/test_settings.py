@@ -283,6 +283,7 @@ def test_a_cluster_deployment_refuses_addresses_of_this_machine(monkeypatch: pyt
         "cassandra (127.0.0.1)",
         "mongo (127.0.0.1:27017)",
         "local[2]",
+        "spark.driver_host (127.0.0.1)",
         "paths.lake_dir (a folder of this machine",
         "paths.checkpoints_dir (a folder of this machine",
     ):
@@ -291,12 +292,16 @@ def test_a_cluster_deployment_refuses_addresses_of_this_machine(monkeypatch: pyt
     monkeypatch.setenv("USERPULSE_KAFKA__SERVERS", "k1:9092,k2:9092")
     monkeypatch.setenv("USERPULSE_CASSANDRA__CONTACT_POINTS", "c1,c2")
     monkeypatch.setenv("USERPULSE_MONGO__CONNECTION_URI", "mongodb://m1,localhost/?replicaSet=rs")
-    monkeypatch.setenv("USERPULSE_SPARK__MASTER", "spark://s:7077")
+    monkeypatch.setenv("USERPULSE_SPARK__MASTER", "spark://127.0.0.1:7077")
+    monkeypatch.setenv("USERPULSE_SPARK__DRIVER_HOST", "10.0.0.9")
     monkeypatch.setenv("USERPULSE_PATHS__LAKE_DIR", "s3a://lake/userpulse")
     monkeypatch.setenv("USERPULSE_PATHS__CHECKPOINTS_DIR", "hdfs://nn:8020/userpulse/checkpoints")
     with pytest.raises(ValidationError, match=r"object_store.endpoint \(http://127.0.0.1:8333\)"):
         Settings()  # the lake's object store is still the local default
     monkeypatch.setenv("USERPULSE_OBJECT_STORE__ENDPOINT", "")  # AWS S3 itself
+    with pytest.raises(ValidationError, match=r"spark.master \(spark://127.0.0.1:7077\)"):
+        Settings()  # a standalone master, but on this machine
+    monkeypatch.setenv("USERPULSE_SPARK__MASTER", "spark://s:7077")
     with pytest.raises(ValidationError, match=r"mongo \(mongodb://m1,localhost\)"):
         Settings()  # one host of the replica set is still this machine
 
