@@ -334,6 +334,13 @@ class MongoSettings(_Section):
     """One raw document per profile (``_id`` = uuid), as received, with its Kafka coordinates."""
     dead_letters_collection: str = "dead_letters"
     """Records a streaming job could not use, with their raw bytes, Kafka coordinates and the reason."""
+    newest_dead_letters_collection: str = "newest_dead_letters"
+    """A copy of the newest dead letters, for the operations page: FerretDB sorts by scanning everything."""
+    newest_dead_letters_kept: PositiveInt = 500
+    """How many letters ``newest_dead_letters_collection`` keeps (the newest by ``stored_at``)."""
+    dead_letter_tallies_collection: str = "dead_letter_tallies"
+    """The dead letters not re-driven, counted per layer, reason and hour stored: what the operations
+    page reads instead of scanning the letters."""
     latest_profiles_collection: str = "latest_profiles"
     """The newest raw documents only (a copy), for the dashboard: FerretDB sorts by scanning everything."""
     latest_profiles_kept: PositiveInt = 200

@@ -271,6 +271,23 @@ MONGO_DEAD_LETTERS = Store(
     f"{_RETENTION.dead_letters_days} days after `stored_at` (`retention.dead_letters_days`): {_JOB} deletes "
     "older documents.",
 )
+MONGO_NEWEST_DEAD_LETTERS = Store(
+    StoreKind.MONGODB_COLLECTION,
+    f"{_MONGO.database}.{_MONGO.newest_dead_letters_collection}",
+    "stores/documents.py (MongoRawStore.insert_dead_letters)",
+    f"a copy of the newest {_MONGO.newest_dead_letters_kept} dead letters, for the operations page's table "
+    "(FerretDB sorts by scanning the whole collection)",
+    f"the newest {_MONGO.newest_dead_letters_kept} letters only: each insert trims the rest; erased and "
+    f"expired with the letters ({_RETENTION.dead_letters_days} days after `stored_at`).",
+)
+MONGO_DEAD_LETTER_TALLIES = Store(
+    StoreKind.MONGODB_COLLECTION,
+    f"{_MONGO.database}.{_MONGO.dead_letter_tallies_collection}",
+    "stores/documents.py (MongoRawStore.insert_dead_letters)",
+    "how many dead letters not re-driven each layer stored per reason and hour: counts, no record",
+    f"as long as their letters: {_JOB} recounts them from the letters after deleting the expired ones, "
+    "which drops the hours left with none.",
+)
 
 
 def _table(name: str, content: str, retention: str = _UNTIL_DELETED) -> Store:
@@ -379,6 +396,8 @@ STORES: tuple[Store, ...] = (
     MONGO_PROFILES,
     MONGO_LATEST_PROFILES,
     MONGO_DEAD_LETTERS,
+    MONGO_NEWEST_DEAD_LETTERS,
+    MONGO_DEAD_LETTER_TALLIES,
     CASSANDRA_PROFILES,
     SPEED_PARTIALS,
     SPEED_WINDOWS,
@@ -552,6 +571,39 @@ def _aggregates(
     ]
 
 
+def _dead_letter_document(store: Store) -> list[FieldDeclaration]:
+    """The fields of ``stores.documents.dead_letter_document`` and what the store adds to a letter."""
+    return [
+        *_technical(
+            store,
+            {
+                "_id": "topic:partition:offset of the record",
+                "job": "the streaming job that read it",
+                "topic": "Kafka topic of the record",
+                "partition": "Kafka partition of the record",
+                "offset": "Kafka offset of the record",
+                "kafka_timestamp": "Kafka timestamp of the record",
+                "reason": "why the record could not be used",
+                "stored_at": "when the dead letter was stored",
+                "stored_hour": "the hour it was stored (what the counts over time group by)",
+                "revalidated_at": "when a re-drive last validated it again (and gave it today's reason)",
+                "redriven.at": "when a re-drive published it again",
+                "redriven.published_as": "topic:partition:offset of its re-driven copy",
+            },
+            DATA_QUALITY,
+        ),
+        _field(store, "key", _D, Protection.NONE, DATA_QUALITY, "Kafka key as text: the uuid if any"),
+        _field(
+            store,
+            "raw_value",
+            _D,
+            Protection.NONE,
+            DATA_QUALITY,
+            "the Kafka value as received: may be a whole envelope with every profile field, in clear",
+        ),
+    ]
+
+
 def _raw_document(store: Store) -> list[FieldDeclaration]:
     """The fields of ``stores.documents.raw_document``: the user as received, envelope, coordinates."""
     return [
@@ -614,37 +666,21 @@ DECLARATIONS: tuple[FieldDeclaration, ...] = (
         DATA_QUALITY,
         "the record's direct identifiers, AES-256-GCM under the subject's key (when the record has a uuid)",
     ),
-    # MongoDB: the raw documents, their latest-profiles copy and the speed layer's dead letters.
+    # MongoDB: the raw documents, their latest-profiles copy, the layers' dead letters and their copy.
     *_raw_document(MONGO_PROFILES),
     *_raw_document(MONGO_LATEST_PROFILES),
+    *_dead_letter_document(MONGO_DEAD_LETTERS),
+    *_dead_letter_document(MONGO_NEWEST_DEAD_LETTERS),
     *_technical(
-        MONGO_DEAD_LETTERS,
+        MONGO_DEAD_LETTER_TALLIES,
         {
-            "_id": "topic:partition:offset of the record",
-            "job": "the streaming job that read it",
-            "topic": "Kafka topic of the record",
-            "partition": "Kafka partition of the record",
-            "offset": "Kafka offset of the record",
-            "kafka_timestamp": "Kafka timestamp of the record",
-            "reason": "why the record could not be used",
-            "stored_at": "when the dead letter was stored",
-            "stored_hour": "the hour it was stored (what the counts over time group by)",
-            "revalidated_at": "when a re-drive last validated it again (and gave it today's reason)",
-            "redriven.at": "when a re-drive published it again",
-            "redriven.published_as": "topic:partition:offset of its re-driven copy",
+            "_id": "layer|hour|reason",
+            "job": "the layer that stored the letters",
+            "reason": "why they could not be used",
+            "hour": "the hour they were stored",
+            "count": "how many of them are not re-driven",
         },
         DATA_QUALITY,
-    ),
-    _field(
-        MONGO_DEAD_LETTERS, "key", _D, Protection.NONE, DATA_QUALITY, "Kafka key as text: the uuid if any"
-    ),
-    _field(
-        MONGO_DEAD_LETTERS,
-        "raw_value",
-        _D,
-        Protection.NONE,
-        DATA_QUALITY,
-        "the Kafka value as received: may be a whole envelope with every profile field, in clear",
     ),
     # Cassandra: the speed layer's profiles and views, the batch views.
     *_transformed_profile(CASSANDRA_PROFILES, "kafka_partition", "kafka_offset"),

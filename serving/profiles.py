@@ -213,12 +213,13 @@ class ProfileDocuments:
         return [profile_row(document) for document in documents]
 
     def dead_lettered(self) -> int:
-        """Records the streaming jobs could not use (from the collection's metadata: no scan)."""
-        return self.store.estimated_dead_letters()
+        """Records the layers could not use and no re-drive has published again (from their tallies: no
+        letter is read)."""
+        return sum(tally.count for tally in self.dead_letter_tallies())
 
     def dead_letter_tallies(self) -> list[DeadLetterTally]:
         """The dead letters not re-driven (``ingestion.redrive``), counted by layer, reason and the hour
-        they were stored: one scan gives both the counts by reason and the counts over time."""
+        they were stored: both the counts by reason and the counts over time."""
         return [DeadLetterTally(*group) for group in self.store.outstanding_dead_letter_groups()]
 
     def dead_letter_counts(self) -> list[tuple[str, str, int]]:

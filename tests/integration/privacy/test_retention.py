@@ -185,7 +185,8 @@ def test_the_retention_job_removes_what_is_older_than_each_store_allows(
     result = retention_job.execute_in_process(resources=batch_layer_resources(case.overrides))
 
     assert result.success
-    assert result.output_for_node("mongo_retention") == 3  # the old document, its latest copy, a letter
+    # the old document, its latest copy, a letter and its newest-letters copy
+    assert result.output_for_node("mongo_retention") == 4
     assert result.output_for_node("cassandra_retention") == 1 + 1 + 1 + 1  # profile, partial, window, batch
     assert result.output_for_node("lake_retention") == 10 + 10  # the old archive day and its silver day
 
@@ -207,6 +208,9 @@ def test_the_retention_job_removes_what_is_older_than_each_store_allows(
         assert [d["_id"] for d in database[mongo.raw_profiles_collection].find()] == ["recent-doc"]
         assert [d["_id"] for d in database[mongo.latest_profiles_collection].find()] == ["recent-doc"]
         assert [d["reason"] for d in database[mongo.dead_letters_collection].find()] == ["recent"]
+        assert [d["reason"] for d in database[mongo.newest_dead_letters_collection].find()] == ["recent"]
+        tallies = database[mongo.dead_letter_tallies_collection].find()
+        assert [(t["reason"], t["count"]) for t in tallies] == [("recent", 1)]  # the old one's recounted away
     finally:
         client.close()
 

@@ -37,7 +37,9 @@ def document(index: int, country: str) -> dict:
 
 
 def test_the_copy_keeps_only_the_newest_documents_and_serves_them_newest_first(database: Database) -> None:
-    store = MongoRawStore(database["profiles"], database["dead_letters"], database["latest"], latest_kept=5)
+    store = MongoRawStore(
+        database["profiles"], database["dead_letters"], database["tallies"], database["latest"], latest_kept=5
+    )
     store.ensure_indexes()
     # Three batches, the second one older than the first (late data) and with a replayed document.
     # (The speed layer trims the copy once per micro-batch, after its tasks have inserted.)

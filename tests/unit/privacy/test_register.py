@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 import typer
+from pymongo import UpdateOne
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
@@ -156,14 +157,29 @@ class RecordingCollection:
     def find(self, *_: Any) -> RecordingCursor:
         return RecordingCursor(list(self.documents))
 
-    def update_one(self, query: dict[str, Any], update: dict[str, Any]) -> None:
-        """``$set`` on the document of an ``_id``: the fields it adds are held too."""
-        [(operator, values)] = update.items()
-        assert list(query) == ["_id"] and operator == "$set", (query, update)
-        for document in self.documents:
-            if document["_id"] == query["_id"]:
-                document.update(values)
-                self.inserted.append({**document})
+    def update_one(self, query: dict[str, Any], update: dict[str, Any], upsert: bool = False) -> None:
+        """``$set``, ``$inc`` and ``$setOnInsert`` on the document of an ``_id`` (created by an upsert):
+        the fields it adds are held too."""
+        assert list(query) == ["_id"], query
+        assert set(update) <= {"$set", "$inc", "$setOnInsert"}, update
+        matching = [document for document in self.documents if document["_id"] == query["_id"]]
+        if not matching and upsert:
+            matching = [{"_id": query["_id"], **update.get("$setOnInsert", {})}]
+            self.documents.extend(matching)
+        for document in matching:
+            document.update(update.get("$set", {}))
+            for field, step in update.get("$inc", {}).items():
+                document[field] = document.get(field, 0) + step
+            self.inserted.append({**document})
+
+    def find_one_and_update(self, query: dict[str, Any], update: dict[str, Any]) -> dict[str, Any] | None:
+        before = next(({**d} for d in self.documents if d["_id"] == query["_id"]), None)
+        self.update_one(query, update)
+        return before
+
+    def bulk_write(self, requests: list[UpdateOne], ordered: bool = True) -> None:
+        for request in requests:
+            self.update_one(request._filter, request._doc, upsert=bool(request._upsert))
 
     def delete_many(self, query: dict[str, Any]) -> None:
         [(field, condition)] = query.items()
