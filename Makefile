@@ -63,10 +63,10 @@ integration: install $(STAMPS)/chromium  ## Integration tests against the real s
 	$(BIN)/pytest -m integration
 
 test: install $(STAMPS)/chromium lint  ## Install everything, lint, run the unit and integration tests
-	$(BIN)/pytest -m 'not faults'
+	$(BIN)/pytest -m 'not faults' --durations=15
 
 faults: install  ## Fault injection against the real services (crashes, outages, frozen stores; ~20 min)
-	$(BIN)/pytest -m faults tests/faults
+	$(BIN)/pytest -m faults tests/faults --durations=5
 
 demo: install  ## Install everything and run the whole pipeline (URLs printed; Ctrl-C stops it all)
 	$(BIN)/userpulse demo
