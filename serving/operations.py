@@ -572,7 +572,7 @@ def operations_snapshot(
 def dead_letters_snapshot(
     settings: Settings, sources: OperationsSources, reason: str | None, letters_shown: int
 ) -> DeadLettersSnapshot:
-    """Read the dead letters: counts by reason and per hour (one scan of the store, offsets of the
+    """Read the dead letters: counts by reason and per hour (the layers' tallies, offsets of the
     producer's topic) and the latest ``letters_shown`` (of ``reason``)."""
     parts = _Parts()
     tallies = parts.read("dead letters", sources.documents.dead_letter_tallies)
