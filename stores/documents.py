@@ -456,9 +456,12 @@ def dead_letter_document(row: Mapping[str, Any], job: str) -> dict[str, Any]:
 
 
 def _keep_newest(copy: Collection, field: str, kept: int) -> None:
-    """Keep only the ``kept`` documents of a small copy that are newest by ``field``."""
-    newest = [d["_id"] for d in copy.find({}, {"_id": 1}).sort(field, DESCENDING).limit(kept)]
-    copy.delete_many({"_id": {"$nin": newest}})
+    """Keep only the ``kept`` documents of a small copy that are newest by ``field`` (and any tied with
+    the oldest of them). Deletes what is older than those, never by their ids: a concurrent writer's
+    newer documents, inserted after the ids were read, stay."""
+    newest = list(copy.find({}, {field: 1}).sort(field, DESCENDING).limit(kept))
+    if len(newest) == kept:
+        copy.delete_many({field: {"$lt": newest[-1][field]}})
 
 
 def _insert_once(collection: Collection, documents: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
